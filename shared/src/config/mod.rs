@@ -1,0 +1,306 @@
+//! `proxy-config.yaml` / `.json`: the model ([`model`]), `${VAR}` interpolation ([`interpolate`])
+//! and the loader, whose every error names the file, the line and column where known, and the key.
+//!
+//! Policy: wrong types and missing required keys are errors; unknown keys, literal secrets and
+//! declined cloaking plugins are warnings (DESIGN.md §4, §8). A missing default config file is not
+//! an error: the defaults apply.
+
+pub mod interpolate;
+pub mod model;
+mod yaml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserializer;
+
+pub use interpolate::{EnvSource, ISecret, IString, Num};
+pub use model::*;
+
+/// A config that loaded, with what the user should hear about it.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub config: ProxyConfig,
+    /// The file it came from; `None` when no file exists and the defaults apply.
+    pub path: Option<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// Bad syntax, a wrong type or a missing key, found while parsing.
+    #[error("{}", Located { path, line: *line, column: *column, key, message })]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        column: Option<usize>,
+        key: String,
+        message: String,
+    },
+}
+
+struct Located<'a> {
+    path: &'a Path,
+    line: Option<usize>,
+    column: Option<usize>,
+    key: &'a str,
+    message: &'a str,
+}
+
+impl fmt::Display for Located<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        if self.key.is_empty() || self.key == "." {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": key `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+impl Format {
+    /// `.json` is JSON; anything else is YAML (as NeuroLink decides).
+    pub fn for_path(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("json") => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+/// Load the config: `explicit` (from `--config`) must exist; otherwise the default file in `home`
+/// is used when present, else the defaults.
+pub fn load(
+    explicit: Option<&Path>,
+    paths: &crate::paths::Paths,
+    env: &EnvSource,
+) -> Result<Loaded, ConfigError> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => match paths.default_config() {
+            Some(p) => p,
+            None => return Ok(Loaded::default()),
+        },
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let (config, warnings) = parse(&text, Format::for_path(&path), &path, env)?;
+    Ok(Loaded { config, path: Some(path), warnings })
+}
+
+/// Parse and validate config text. `origin` is only used in messages.
+pub fn parse(
+    text: &str,
+    format: Format,
+    origin: &Path,
+    env: &EnvSource,
+) -> Result<(ProxyConfig, Vec<String>), ConfigError> {
+    let mut ignored = Vec::new();
+    let parsed = interpolate::with_env(env, || match format {
+        Format::Yaml => {
+            let mut failure = None;
+            let result = yaml::deserialize_with(text, |de| {
+                tracked(de, &mut ignored).map_err(|(key, e)| {
+                    failure = Some(key);
+                    e
+                })
+            });
+            result.map_err(|e| {
+                let pos = yaml::position(&e);
+                invalid(origin, pos.as_ref().map(|p| (p.line, p.column)), failure.unwrap_or_default(), &e)
+            })
+        }
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let value = tracked(&mut de, &mut ignored)
+                .and_then(|v| de.end().map(|()| v).map_err(|e| (String::new(), e)));
+            value.map_err(|(key, e)| invalid(origin, Some((e.line(), e.column())), key, &e))
+        }
+    })?;
+    let config = parsed.unwrap_or_default();
+    let mut warnings: Vec<String> = ignored
+        .into_iter()
+        .map(|k| format!("{}: unknown key `{}` is ignored", origin.display(), key_path(&k)))
+        .collect();
+    validate(&config, origin, &mut warnings)?;
+    Ok((config, warnings))
+}
+
+/// Deserialize while recording the key path (for errors) and every ignored key (for warnings).
+fn tracked<'de, D: Deserializer<'de>>(
+    de: D,
+    ignored: &mut Vec<String>,
+) -> Result<Option<ProxyConfig>, (String, D::Error)> {
+    let mut track = serde_path_to_error::Track::new();
+    let inner = serde_path_to_error::Deserializer::new(de, &mut track);
+    let result = serde_ignored::deserialize(inner, |path| ignored.push(path.to_string()));
+    result.map_err(|e| (track.path().to_string(), e))
+}
+
+fn invalid(
+    path: &Path,
+    pos: Option<(usize, usize)>,
+    key: String,
+    err: &dyn fmt::Display,
+) -> ConfigError {
+    let mut message = err.to_string();
+    // Both parsers append their own " at line N column M"; we print the position ourselves.
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    // serde_yaml prefixes its own (shorter) path; ours is the precise one.
+    if let Some((prefix, rest)) = message.split_once(": ") {
+        if !prefix.contains(' ') && key.starts_with(prefix) {
+            message = rest.to_string();
+        }
+    }
+    let (line, column) = match pos {
+        Some((l, c)) if l > 0 => (Some(l), Some(c)),
+        _ => (None, None),
+    };
+    ConfigError::Invalid { path: path.to_path_buf(), line, column, key, message }
+}
+
+/// `?.accounts.anthropic.0.colour` (serde_ignored's form) as `accounts.anthropic[0].colour`.
+fn key_path(raw: &str) -> String {
+    let mut out = String::new();
+    for seg in raw.split('.').filter(|s| *s != "?") {
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+fn semantic(path: &Path, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        line: None,
+        column: None,
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Checks serde cannot express, and the warnings DESIGN.md §4 and §8 ask for.
+fn validate(c: &ProxyConfig, origin: &Path, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    let file = origin.display();
+    for (i, a) in c.accounts.anthropic.iter().enumerate() {
+        let key = format!("accounts.anthropic[{i}]");
+        if a.api_key.value.is_empty() {
+            return Err(semantic(origin, format!("{key}.apiKey"), "must not be empty"));
+        }
+        if !a.api_key.from_env {
+            warnings.push(format!(
+                "{file}: `{key}.apiKey` holds a literal API key; keep it out of the file with \
+                 apiKey: \"${{ANTHROPIC_KEY_{}}}\" and export the variable",
+                i + 1
+            ));
+        }
+        if a.weight.0 == 0 {
+            return Err(semantic(origin, format!("{key}.weight"), "must be at least 1 (use enabled: false to switch an account off)"));
+        }
+        if let Some(url) = &a.base_url {
+            check_url(origin, &format!("{key}.baseUrl"), url)?;
+        }
+    }
+    check_url(origin, "providers.anthropic.baseUrl", &c.providers.anthropic.base_url)?;
+    for (name, p) in [("openai", &c.providers.openai), ("google-ai", &c.providers.google_ai)] {
+        let Some(p) = p else { continue };
+        if let Some(url) = &p.base_url {
+            check_url(origin, &format!("providers.{name}.baseUrl"), url)?;
+        }
+        if let Some(k) = &p.api_key {
+            if !k.from_env && !k.value.is_empty() {
+                warnings.push(format!(
+                    "{file}: `providers.{name}.apiKey` holds a literal API key; use \"${{ENV_VAR}}\" instead"
+                ));
+            }
+        }
+    }
+    if let Some(k) = &c.server.auth_key {
+        if !k.from_env && !k.value.is_empty() {
+            warnings.push(format!(
+                "{file}: `server.authKey` is written literally; use \"${{NEUROLINK_PROXY_KEY}}\" instead"
+            ));
+        }
+    }
+    let t = c.routing.quota_threshold.0;
+    if !(0.0..=1.0).contains(&t) {
+        return Err(semantic(origin, "routing.quota-threshold", format!("{t} is outside 0.0..=1.0")));
+    }
+    for (i, m) in c.routing.model_mappings.iter().enumerate() {
+        if m.from.value.is_empty() || m.to.value.is_empty() {
+            warnings.push(format!("{file}: `routing.model-mappings[{i}]` has an empty from/to and is skipped"));
+        }
+    }
+    for (i, f) in c.routing.fallback_chain.iter().enumerate() {
+        if f.provider.value.is_empty() || f.model.value.is_empty() {
+            warnings.push(format!("{file}: `routing.fallback-chain[{i}]` has an empty provider/model and is skipped"));
+        }
+    }
+    if c.server.host.value.is_empty() {
+        return Err(semantic(origin, "server.host", "must not be empty"));
+    }
+    if let Some(cloaking) = &c.cloaking {
+        cloaking_warnings(cloaking, &file.to_string(), warnings);
+    }
+    Ok(())
+}
+
+fn check_url(origin: &Path, key: &str, url: &IString) -> Result<(), ConfigError> {
+    let v = url.value.as_str();
+    let rest = v.strip_prefix("https://").or_else(|| v.strip_prefix("http://"));
+    if rest.is_some_and(|r| !r.is_empty()) {
+        Ok(())
+    } else {
+        Err(semantic(origin, key, format!("`{v}` is not an http:// or https:// URL")))
+    }
+}
+
+/// The seed's cloaking plugins exist to make other clients look like Claude Code; we forward
+/// Claude Code's own traffic instead (DESIGN.md §8). Accept the keys, say plainly what is ignored.
+fn cloaking_warnings(c: &Cloaking, file: &str, warnings: &mut Vec<String>) {
+    if c.mode == CloakMode::Always {
+        warnings.push(format!(
+            "{file}: `cloaking.mode: always` is accepted but has no effect: requests are forwarded as the client sent them"
+        ));
+    }
+    let Some(plugins) = &c.plugins else { return };
+    for (name, value) in plugins {
+        let enabled = match value {
+            serde_json::Value::Bool(b) => *b,
+            serde_json::Value::Object(o) => o.get("enabled").and_then(|v| v.as_bool()).unwrap_or(true),
+            _ => false,
+        };
+        if enabled && c.mode != CloakMode::Never {
+            warnings.push(format!(
+                "{file}: cloaking plugin `{name}` is not supported and is ignored (see docs/out-of-scope.md)"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+//! The shape of `proxy-config.yaml` (DESIGN.md §4), with every default filled in, so that
+//! serializing a loaded config prints the effective one. Secrets serialize masked.
+//!
+//! NeuroLink's keys are kept as they are (kebab-case routing keys, with the camelCase aliases it
+//! also accepts); keys added by this project use NeuroLink's camelCase style.
+
+use serde::{Deserialize, Serialize};
+
+use super::interpolate::{ISecret, IString, Num};
+
+pub const DEFAULT_PORT: u16 = 55669;
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+/// The seed plans to prefer other accounts past half of a quota window (`fallbackPercentage`).
+pub const DEFAULT_QUOTA_THRESHOLD: f64 = 0.5;
+/// Connecting to Anthropic takes well under a second; 10 s only trips on a dead network.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// A non-streaming request with a large `max_tokens` can take minutes before its headers; the
+/// SDKs Claude Code uses time out at 600 s, so we wait as long as they do.
+pub const DEFAULT_HEADERS_TIMEOUT_SECS: u64 = 600;
+/// Anthropic pings idle streams; five minutes without a byte means the stream is dead.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Num<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_provider: Option<IString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_base_url: Option<IString>,
+    #[serde(default)]
+    pub accounts: Accounts,
+    #[serde(default)]
+    pub routing: Routing,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloaking: Option<Cloaking>,
+    #[serde(default)]
+    pub providers: Providers,
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Accounts {
+    #[serde(default)]
+    pub anthropic: Vec<ConfigAccount>,
+}
+
+/// One API-key account declared in the config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigAccount {
+    #[serde(default = "unnamed")]
+    pub name: IString,
+    pub api_key: ISecret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<IString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<IString>,
+    #[serde(default = "one")]
+    pub weight: Num<u32>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Requests per minute (accepted from the seed; not enforced yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Num<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    /// Glob patterns of models this account must not serve.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_models: Vec<IString>,
+}
+
+fn unnamed() -> IString {
+    IString::literal("unnamed")
+}
+fn one() -> Num<u32> {
+    Num(1)
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    FillFirst,
+    #[default]
+    RoundRobin,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::FillFirst => "fill-first",
+            Strategy::RoundRobin => "round-robin",
+        }
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fill-first" => Ok(Strategy::FillFirst),
+            "round-robin" => Ok(Strategy::RoundRobin),
+            other => Err(format!("unknown strategy `{other}` (use fill-first or round-robin)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Routing {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    #[serde(rename = "primary-account", alias = "primaryAccount", default, skip_serializing_if = "Option::is_none")]
+    pub primary_account: Option<IString>,
+    #[serde(rename = "model-mappings", alias = "modelMappings", default)]
+    pub model_mappings: Vec<ModelMapping>,
+    #[serde(rename = "fallback-chain", alias = "fallbackChain", default)]
+    pub fallback_chain: Vec<FallbackEntry>,
+    #[serde(rename = "passthrough-models", alias = "passthroughModels", default)]
+    pub passthrough_models: Vec<IString>,
+    #[serde(rename = "quota-threshold", alias = "quotaThreshold", default = "quota_threshold")]
+    pub quota_threshold: Num<f64>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            strategy: None,
+            primary_account: None,
+            model_mappings: Vec::new(),
+            fallback_chain: Vec::new(),
+            passthrough_models: Vec::new(),
+            quota_threshold: quota_threshold(),
+        }
+    }
+}
+
+fn quota_threshold() -> Num<f64> {
+    Num(DEFAULT_QUOTA_THRESHOLD)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ModelMapping {
+    pub from: IString,
+    pub to: IString,
+    #[serde(default = "anthropic")]
+    pub provider: IString,
+}
+
+fn anthropic() -> IString {
+    IString::literal("anthropic")
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FallbackEntry {
+    pub provider: IString,
+    pub model: IString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloakMode {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Accepted so a NeuroLink config loads unchanged; see DESIGN.md §8 for what we decline.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Cloaking {
+    pub mode: CloakMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Providers {
+    #[serde(default)]
+    pub anthropic: AnthropicProvider,
+    #[serde(rename = "anthropic-oauth", default)]
+    pub anthropic_oauth: OAuthProvider,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openai: Option<ApiProvider>,
+    #[serde(rename = "google-ai", default, skip_serializing_if = "Option::is_none")]
+    pub google_ai: Option<ApiProvider>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnthropicProvider {
+    #[serde(default = "anthropic_base_url")]
+    pub base_url: IString,
+}
+
+impl Default for AnthropicProvider {
+    fn default() -> Self {
+        Self { base_url: anthropic_base_url() }
+    }
+}
+
+fn anthropic_base_url() -> IString {
+    IString::literal(DEFAULT_ANTHROPIC_BASE_URL)
+}
+
+/// Where the Claude subscription login lives (used by the OAuth issue; accepted now).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthProvider {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorize_url: Option<IString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<IString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<IString>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiProvider {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<IString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<ISecret>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerConfig {
+    #[serde(default = "port")]
+    pub port: Num<u16>,
+    #[serde(default = "host")]
+    pub host: IString,
+    /// When set, clients must present it (`x-api-key` or `Authorization: Bearer`). Required to
+    /// bind anything but loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_key: Option<ISecret>,
+    #[serde(default = "connect_timeout")]
+    pub connect_timeout_secs: Num<u64>,
+    #[serde(default = "headers_timeout")]
+    pub headers_timeout_secs: Num<u64>,
+    #[serde(default = "idle_timeout")]
+    pub idle_timeout_secs: Num<u64>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            port: port(),
+            host: host(),
+            auth_key: None,
+            connect_timeout_secs: connect_timeout(),
+            headers_timeout_secs: headers_timeout(),
+            idle_timeout_secs: idle_timeout(),
+        }
+    }
+}
+
+fn port() -> Num<u16> {
+    Num(DEFAULT_PORT)
+}
+fn host() -> IString {
+    IString::literal(DEFAULT_HOST)
+}
+fn connect_timeout() -> Num<u64> {
+    Num(DEFAULT_CONNECT_TIMEOUT_SECS)
+}
+fn headers_timeout() -> Num<u64> {
+    Num(DEFAULT_HEADERS_TIMEOUT_SECS)
+}
+fn idle_timeout() -> Num<u64> {
+    Num(DEFAULT_IDLE_TIMEOUT_SECS)
+}
+
+impl ServerConfig {
+    /// The configured auth key, treating an empty one (`${KEY:-}`) as none.
+    pub fn auth_key(&self) -> Option<&crate::Secret> {
+        self.auth_key
+            .as_ref()
+            .map(|k| &k.value)
+            .filter(|k| !k.is_empty())
+    }
+}

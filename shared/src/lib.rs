@@ -1,0 +1,18 @@
+//! What the daemon, the CLI and (later) the dashboard agree on.
+//!
+//! # Layout
+//! - [`paths`]: where every file lives (`$NEUROLINK_HOME`, Claude Code's settings), in one place.
+//! - [`secret`]: [`Secret`], a string that never prints itself.
+//! - [`config`]: the `proxy-config.yaml` / `.json` model, `${VAR}` interpolation and the loader whose
+//!   errors name file, line, column and key.
+//! - [`token_store`]: NeuroLink's `tokens.json` format (obfuscated or plain) and the legacy
+//!   `anthropic-credentials.json`.
+//!
+//! This crate does no networking and knows nothing about HTTP.
+
+pub mod config;
+pub mod paths;
+pub mod secret;
+pub mod token_store;
+
+pub use secret::Secret;
