@@ -1,1 +1,5 @@
-fn main() {}
+//! `neurolink`: see `neurolink --help`.
+
+fn main() -> std::process::ExitCode {
+    neurolink_daemon::cli::main()
+}

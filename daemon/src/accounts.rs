@@ -1,0 +1,243 @@
+//! Where accounts come from (DESIGN.md §3): `tokens.json` compound keys; else the legacy
+//! credentials file; else `ANTHROPIC_API_KEY`; plus the config file's `accounts.anthropic[]`.
+//!
+//! Read-only here: OAuth tokens are used as `Authorization: Bearer` while valid. A store that does
+//! not parse is reported and skipped, never rewritten.
+
+use std::collections::HashSet;
+
+use neurolink_shared::config::ProxyConfig;
+use neurolink_shared::paths::{self, Paths};
+use neurolink_shared::token_store::{self, NEVER_EXPIRES_MS};
+use neurolink_shared::Secret;
+
+use crate::clock::{rfc3339, Millis};
+use crate::pool::{AccountSpec, Credential, Source};
+
+#[derive(Debug, Default)]
+pub struct Found {
+    pub specs: Vec<AccountSpec>,
+    /// Problems the user should hear about; none stops the daemon.
+    pub warnings: Vec<String>,
+}
+
+/// Gather every account. `env_api_key` is `ANTHROPIC_API_KEY`, passed in so tests control it.
+pub fn discover(config: &ProxyConfig, paths: &Paths, env_api_key: Option<String>, now: Millis) -> Found {
+    let mut found = Found::default();
+    let home = paths::home_dir().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+
+    let stored = match token_store::read_store(&paths.tokens(), &home) {
+        Ok(Some(file)) => token_store::anthropic_accounts(&file, &mut found.warnings),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            found.warnings.push(format!("{e}; its accounts are not used (the file is left untouched)"));
+            Vec::new()
+        }
+    };
+    for account in stored {
+        let t = &account.entry.tokens;
+        let credential = if t.is_oauth() {
+            Credential::OAuth { access_token: Secret::new(t.access_token.clone()), expires_at_ms: t.expires_at }
+        } else {
+            Credential::ApiKey(Secret::new(t.access_token.clone()))
+        };
+        let mut disabled = if account.entry.disabled == Some(true) {
+            Some(format!(
+                "disabled in tokens.json ({}); run `neurolink auth enable {}`",
+                account.entry.disabled_reason.as_deref().unwrap_or("no reason given"),
+                account.label
+            ))
+        } else {
+            None
+        };
+        if disabled.is_none() {
+            disabled = expired(&credential, now, &account.label);
+        }
+        found.specs.push(AccountSpec {
+            label: account.label,
+            source: Source::TokenStore,
+            credential,
+            base_url: None,
+            weight: 1,
+            disabled,
+            excluded_models: Vec::new(),
+        });
+    }
+
+    if found.specs.is_empty() {
+        match token_store::read_legacy(&paths.legacy_credentials()) {
+            Ok(Some(legacy)) => {
+                let credential = match (&legacy.oauth, &legacy.api_key) {
+                    (Some(o), _) if legacy.kind == "oauth" => Some(Credential::OAuth {
+                        access_token: Secret::new(o.access_token.clone()),
+                        expires_at_ms: o.expires_at.unwrap_or(NEVER_EXPIRES_MS),
+                    }),
+                    (_, Some(k)) => Some(Credential::ApiKey(Secret::new(k.clone()))),
+                    (Some(o), None) => Some(Credential::OAuth {
+                        access_token: Secret::new(o.access_token.clone()),
+                        expires_at_ms: o.expires_at.unwrap_or(NEVER_EXPIRES_MS),
+                    }),
+                    (None, None) => {
+                        found.warnings.push(format!(
+                            "{}: has neither `oauth` nor `apiKey`; skipped",
+                            paths.legacy_credentials().display()
+                        ));
+                        None
+                    }
+                };
+                if let Some(credential) = credential {
+                    let disabled = expired(&credential, now, "default");
+                    found.specs.push(AccountSpec {
+                        label: "default".into(),
+                        source: Source::LegacyCredentials,
+                        credential,
+                        base_url: None,
+                        weight: 1,
+                        disabled,
+                        excluded_models: Vec::new(),
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => found.warnings.push(format!("{e}; skipped")),
+        }
+    }
+
+    if found.specs.is_empty() {
+        if let Some(key) = env_api_key.filter(|k| !k.trim().is_empty()) {
+            found.specs.push(AccountSpec {
+                label: "env".into(),
+                source: Source::Environment,
+                credential: Credential::ApiKey(Secret::new(key.trim())),
+                base_url: None,
+                weight: 1,
+                disabled: None,
+                excluded_models: Vec::new(),
+            });
+        }
+    }
+
+    for a in &config.accounts.anthropic {
+        found.specs.push(AccountSpec {
+            label: a.name.value.clone(),
+            source: Source::Config,
+            credential: Credential::ApiKey(a.api_key.value.clone()),
+            base_url: a.base_url.as_ref().map(|u| u.value.clone()),
+            weight: a.weight.0.max(1),
+            disabled: (!a.enabled).then(|| "enabled: false in the config file".to_string()),
+            excluded_models: a.excluded_models.iter().map(|m| m.value.clone()).collect(),
+        });
+    }
+
+    make_labels_unique(&mut found);
+    found
+}
+
+/// An OAuth token past its expiry cannot be used until it is refreshed.
+fn expired(credential: &Credential, now: Millis, label: &str) -> Option<String> {
+    match credential {
+        Credential::OAuth { expires_at_ms, .. } if *expires_at_ms <= now as i64 => Some(format!(
+            "OAuth access token expired at {}; log in again with `neurolink auth login anthropic --add --label {label}`",
+            rfc3339(u64::try_from(*expires_at_ms).unwrap_or(0))
+        )),
+        _ => None,
+    }
+}
+
+fn make_labels_unique(found: &mut Found) {
+    let mut seen = HashSet::new();
+    for spec in &mut found.specs {
+        if seen.insert(spec.label.clone()) {
+            continue;
+        }
+        let original = spec.label.clone();
+        let mut n = 2;
+        while !seen.insert(format!("{original}-{n}")) {
+            n += 1;
+        }
+        spec.label = format!("{original}-{n}");
+        found
+            .warnings
+            .push(format!("two accounts are labelled `{original}`; the later one is shown as `{}`", spec.label));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use neurolink_shared::config::{self, EnvSource, Format};
+    use std::path::Path;
+
+    fn cfg(text: &str) -> ProxyConfig {
+        config::parse(text, Format::Yaml, Path::new("c.yaml"), &EnvSource::Map(Default::default()))
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn env_key_is_used_only_without_stored_accounts_and_config_accounts_add_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::at(dir.path());
+        let c = cfg("accounts: {anthropic: [{name: work, apiKey: sk-ant-api03-x, weight: 2, enabled: false}]}");
+        let found = discover(&c, &paths, Some("sk-env".into()), 0);
+        let labels: Vec<_> = found.specs.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["env", "work"]);
+        assert_eq!(found.specs[1].weight, 2);
+        assert!(found.specs[1].disabled.is_some());
+    }
+
+    #[test]
+    fn plain_store_accounts_win_over_env_and_expired_oauth_is_disabled() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::at(dir.path());
+        std::fs::write(
+            paths.tokens(),
+            r#"{"version":"2.0","lastModified":1,"providers":{
+              "anthropic:alice":{"tokens":{"accessToken":"oat-a","refreshToken":"r","expiresAt":5000,"tokenType":"Bearer"},"createdAt":1,"lastAccessed":1},
+              "anthropic:bob":{"tokens":{"accessToken":"oat-b","expiresAt":500,"tokenType":"Bearer"},"createdAt":1,"lastAccessed":1},
+              "anthropic:key":{"tokens":{"accessToken":"sk-k","expiresAt":9007199254740991,"tokenType":"api-key"},"createdAt":1,"lastAccessed":1,"disabled":true,"disabledReason":"refresh_failed"},
+              "openai:x":{"tokens":{"accessToken":"o","expiresAt":1,"tokenType":"Bearer"}}}}"#,
+        )
+        .unwrap();
+        let found = discover(&ProxyConfig::default(), &paths, Some("sk-env".into()), 1000);
+        let labels: Vec<_> = found.specs.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["alice", "bob", "key"]);
+        assert!(found.specs[0].disabled.is_none());
+        assert!(found.specs[1].disabled.as_deref().unwrap().contains("expired"));
+        assert!(found.specs[2].disabled.as_deref().unwrap().contains("refresh_failed"));
+        assert!(matches!(found.specs[2].credential, Credential::ApiKey(_)));
+    }
+
+    #[test]
+    fn broken_store_is_reported_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::at(dir.path());
+        std::fs::write(paths.tokens(), "{ not json").unwrap();
+        let found = discover(&ProxyConfig::default(), &paths, Some("sk-env".into()), 0);
+        assert_eq!(found.specs.len(), 1);
+        assert!(found.warnings[0].contains("tokens.json:1:"), "{:?}", found.warnings);
+        assert_eq!(std::fs::read_to_string(paths.tokens()).unwrap(), "{ not json");
+    }
+
+    #[test]
+    fn legacy_file_is_read_when_store_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::at(dir.path());
+        std::fs::write(
+            paths.legacy_credentials(),
+            r#"{"type":"oauth","oauth":{"accessToken":"oat","expiresAt":99999999999999},"provider":"anthropic"}"#,
+        )
+        .unwrap();
+        let found = discover(&ProxyConfig::default(), &paths, None, 0);
+        assert_eq!(found.specs[0].label, "default");
+        assert_eq!(found.specs[0].source, Source::LegacyCredentials);
+    }
+
+    #[test]
+    fn duplicate_labels_get_a_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg("accounts: {anthropic: [{name: a, apiKey: k1}, {name: a, apiKey: k2}]}");
+        let found = discover(&c, &Paths::at(dir.path()), None, 0);
+        assert_eq!(found.specs[1].label, "a-2");
+    }
+}

@@ -1,0 +1,214 @@
+//! Command line: `neurolink proxy start`, `neurolink config check`. Flags and aliases follow the
+//! seed (NeuroLink) so existing scripts keep working.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use neurolink_shared::config::{self, EnvSource, Strategy};
+use neurolink_shared::paths::Paths;
+
+use crate::daemon::{self, StartOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "neurolink",
+    version,
+    about = "A local proxy that pools Claude accounts for Claude Code",
+    long_about = "A local proxy that pools several Anthropic accounts (API keys and Claude Pro/Max logins) \
+behind one address. Point Claude Code at it with ANTHROPIC_BASE_URL; it picks an account per request \
+and moves to the next one on rate limits, auth failures and outages.\n\n\
+Files live in $NEUROLINK_HOME (default ~/.neurolink): proxy-config.yaml, tokens.json.",
+    after_help = "Start here:\n  neurolink proxy start                 run the proxy on 127.0.0.1:55669\n  \
+neurolink config check                validate the config and print what is in effect\n  \
+ANTHROPIC_BASE_URL=http://127.0.0.1:55669 claude"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run and manage the proxy.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProxyCommand {
+    /// Run the proxy in the foreground until Ctrl-C or SIGTERM.
+    #[command(
+        long_about = "Run the proxy in the foreground until Ctrl-C or SIGTERM.\n\n\
+Accounts come from $NEUROLINK_HOME/tokens.json (logins), else anthropic-credentials.json, else \
+ANTHROPIC_API_KEY, plus every accounts.anthropic[] entry of the config file. Flags override the \
+config file's server and routing settings.",
+        after_help = "Examples:\n  neurolink proxy start\n  neurolink proxy start -p 8080 -s fill-first\n  \
+ANTHROPIC_API_KEY=sk-ant-... neurolink proxy start -q"
+    )]
+    Start(StartArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Port to listen on [default: server.port, else 55669]
+    #[arg(short, long)]
+    pub port: Option<u16>,
+    /// Address to listen on; anything but loopback requires server.authKey [default: 127.0.0.1]
+    #[arg(short = 'H', long)]
+    pub host: Option<String>,
+    /// How to pick an account: keep using the first healthy one, or rotate (weighted)
+    /// [default: routing.strategy, else round-robin]
+    #[arg(short, long, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Config file [default: $NEUROLINK_HOME/proxy-config.yaml]
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Only print warnings and errors
+    #[arg(short, long, conflicts_with = "debug")]
+    pub quiet: bool,
+    /// Print debug diagnostics
+    #[arg(short, long)]
+    pub debug: bool,
+    /// Seconds between the guard's health checks (accepted for compatibility with the seed)
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub health_interval: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StrategyArg {
+    FillFirst,
+    RoundRobin,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(s: StrategyArg) -> Self {
+        match s {
+            StrategyArg::FillFirst => Strategy::FillFirst,
+            StrategyArg::RoundRobin => Strategy::RoundRobin,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the config file and print the effective config, secrets masked.
+    #[command(after_help = "Exit status: 0 valid, 1 invalid.\nExample:\n  neurolink config check --format json")]
+    Check {
+        /// Config file [default: $NEUROLINK_HOME/proxy-config.yaml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Proxy(ProxyCommand::Start(args)) => proxy_start(args),
+        Command::Config(ConfigCommand::Check { config, format }) => config_check(config, format),
+    }
+}
+
+fn init_tracing(quiet: bool, debug: bool) {
+    let default = if debug {
+        "neurolink_daemon=debug,info"
+    } else if quiet {
+        "warn"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NEUROLINK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn proxy_start(args: StartArgs) -> ExitCode {
+    init_tracing(args.quiet, args.debug);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = StartOptions {
+        config: args.config,
+        host: args.host,
+        port: args.port,
+        strategy: args.strategy.map(Into::into),
+    };
+    match runtime.block_on(daemon::start(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_check(path: Option<PathBuf>, format: OutputFormat) -> ExitCode {
+    let paths = Paths::from_env();
+    match config::load(path.as_deref(), &paths, &EnvSource::Process) {
+        Ok(loaded) => {
+            let source = loaded
+                .path
+                .as_ref()
+                .map_or_else(|| "(no config file; defaults)".to_string(), |p| p.display().to_string());
+            match format {
+                OutputFormat::Json => {
+                    let out = serde_json::json!({
+                        "valid": true,
+                        "path": loaded.path,
+                        "warnings": loaded.warnings,
+                        "config": loaded.config,
+                    });
+                    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                }
+                OutputFormat::Text => {
+                    println!("config OK: {source}");
+                    for w in &loaded.warnings {
+                        println!("warning: {w}");
+                    }
+                    println!("\neffective config (secrets masked):");
+                    match serde_json::to_value(&loaded.config) {
+                        Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+                        Err(e) => eprintln!("error: cannot print the config: {e}"),
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            match format {
+                OutputFormat::Json => {
+                    let mut out = serde_json::json!({"valid": false, "error": e.to_string()});
+                    if let config::ConfigError::Invalid { path, line, column, key, message } = &e {
+                        out["path"] = serde_json::json!(path);
+                        out["line"] = serde_json::json!(line);
+                        out["column"] = serde_json::json!(column);
+                        out["key"] = serde_json::json!(key);
+                        out["message"] = serde_json::json!(message);
+                    }
+                    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                }
+                OutputFormat::Text => eprintln!("error: {e}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

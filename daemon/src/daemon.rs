@@ -1,0 +1,135 @@
+//! Start-up and the foreground run of `neurolink proxy start`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use neurolink_shared::config::{self, EnvSource, Strategy};
+use neurolink_shared::paths::Paths;
+use tokio::net::TcpListener;
+
+use crate::accounts;
+use crate::clock::{Clock, SystemClock};
+use crate::pool::Pool;
+use crate::server::{self, App, Settings};
+
+/// What `proxy start` was asked for; `None` means "from the config file, else the default".
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    pub config: Option<std::path::PathBuf>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub strategy: Option<Strategy>,
+}
+
+/// Load everything, bind, print where we listen, serve until SIGINT/SIGTERM.
+pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let paths = Paths::from_env();
+    let loaded = config::load(opts.config.as_deref(), &paths, &EnvSource::Process)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let cfg = loaded.config;
+    let host = opts.host.unwrap_or_else(|| cfg.server.host.value.clone());
+    let port = opts.port.unwrap_or(cfg.server.port.0);
+    let strategy = opts.strategy.or(cfg.routing.strategy).unwrap_or_default();
+    let auth_key = cfg.server.auth_key().cloned();
+    if !is_loopback(&host) && auth_key.is_none() {
+        bail!(
+            "refusing to listen on {host} without an auth key: anyone who can reach it could use your accounts. \
+             Set server.authKey in the config (e.g. authKey: \"${{NEUROLINK_PROXY_KEY}}\"), or listen on 127.0.0.1"
+        );
+    }
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let found = accounts::discover(&cfg, &paths, std::env::var("ANTHROPIC_API_KEY").ok(), clock.now_ms());
+    for w in &found.warnings {
+        tracing::warn!("{w}");
+    }
+    let account_count = found.specs.len();
+    let usable = found.specs.iter().filter(|s| s.disabled.is_none()).count();
+    for s in found.specs.iter().filter(|s| s.disabled.is_some()) {
+        tracing::warn!(account = %s.label, "not used: {}", s.disabled.as_deref().unwrap_or_default());
+    }
+
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(cfg.server.connect_timeout_secs.0))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+        .context("building the HTTP client")?;
+
+    let listener = TcpListener::bind((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot listen on {host}:{port} (is another proxy running? try --port)"))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let settings = Settings {
+        base_url: cfg.providers.anthropic.base_url.value.clone(),
+        auth_key,
+        headers_timeout: Duration::from_secs(cfg.server.headers_timeout_secs.0),
+        idle_timeout: Duration::from_secs(cfg.server.idle_timeout_secs.0.max(1)),
+        host: host.clone(),
+        port: addr.port(),
+        strategy,
+        started_at_ms: clock.now_ms(),
+    };
+    let app = Arc::new(App::new(Pool::new(found.specs, strategy), clock, client, settings));
+
+    let url = format!("http://{addr}");
+    println!("neurolink proxy listening on {url} ({}, {usable} of {account_count} accounts usable)", strategy.as_str());
+    if account_count == 0 {
+        println!(
+            "No Anthropic account yet; requests will get a 401 until you add one:\n  \
+             export ANTHROPIC_API_KEY=sk-ant-...   (then restart), or\n  \
+             add accounts.anthropic[] to {}, or\n  \
+             neurolink auth login anthropic",
+            paths.home.join("proxy-config.yaml").display()
+        );
+    }
+    println!("Point Claude Code at it:  export ANTHROPIC_BASE_URL={url}");
+    server::run(listener, app, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: stopping"),
+        () = term => tracing::info!("SIGTERM: stopping"),
+    }
+}
+
+/// Each open stream holds two sockets; the default soft limit (often 1024) would cap the proxy at
+/// a few hundred concurrent streams.
+fn raise_fd_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!("could not raise the open-file limit: {e}");
+    }
+}

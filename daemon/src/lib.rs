@@ -1,0 +1,20 @@
+//! The `neurolink` binary's library: CLI and daemon.
+//!
+//! # Layout
+//! - [`cli`]: argument parsing and the commands (`proxy start`, `config check`).
+//! - [`daemon`]: composes config, accounts, pool and server, and runs until a signal.
+//! - [`server`]: HTTP routes, shared state, the proxy's own error answers, `/status`.
+//! - [`passthrough`]: forwarding to Anthropic: headers, attempts across accounts, the relay.
+//! - [`pool`]: account selection and cooldowns; pure, tested with a hand-moved clock.
+//! - [`outcome`]: the one place that turns an upstream answer into an [`outcome::Outcome`].
+//! - [`accounts`]: finding accounts in `tokens.json`, legacy credentials, env and config.
+//! - [`clock`]: time, injected.
+
+pub mod accounts;
+pub mod cli;
+pub mod clock;
+pub mod daemon;
+pub mod outcome;
+pub mod passthrough;
+pub mod pool;
+pub mod server;

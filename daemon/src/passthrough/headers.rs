@@ -1,0 +1,209 @@
+//! Header rules of the passthrough (DESIGN.md §5): what goes upstream, what comes back.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::pool::Credential;
+
+/// The beta that Bearer (OAuth) calls must carry.
+pub const OAUTH_BETA: &str = "oauth-2025-04-20";
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+const USER_AGENT: &str = concat!("neurolink-rs/", env!("CARGO_PKG_VERSION"));
+
+/// Connection-scoped headers (RFC 9110 §7.6.1) that never cross a proxy.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    ) || name.as_str().starts_with("proxy-")
+}
+
+/// Header names listed in the client's `Connection` header are hop-by-hop too.
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The headers to send upstream: the client's own, minus hop-by-hop headers, `host`,
+/// `content-length` (recomputed) and both credential headers, plus this account's credential.
+///
+/// `accept-encoding` is replaced by `identity`: the proxy reads usage from the answer as it
+/// passes, and must never hand the client bytes whose encoding does not match the
+/// `content-encoding` it forwards. On the proxy's loopback hop compression buys nothing.
+pub fn upstream(client: &HeaderMap, credential: &Credential) -> HeaderMap {
+    let listed = connection_listed(client);
+    let mut out = HeaderMap::with_capacity(client.len() + 3);
+    for (name, value) in client {
+        if is_hop_by_hop(name)
+            || listed.iter().any(|l| l == name.as_str())
+            || matches!(
+                name.as_str(),
+                "host" | "content-length" | "x-api-key" | "authorization" | "accept-encoding"
+            )
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    if !out.contains_key("anthropic-version") {
+        out.insert("anthropic-version", HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+    }
+    if !out.contains_key(header::USER_AGENT) {
+        out.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    }
+    match credential {
+        Credential::ApiKey(key) => {
+            if let Ok(v) = sensitive(key.expose()) {
+                out.insert("x-api-key", v);
+            }
+        }
+        Credential::OAuth { access_token, .. } => {
+            if let Ok(v) = sensitive(&format!("Bearer {}", access_token.expose())) {
+                out.insert(header::AUTHORIZATION, v);
+            }
+            ensure_beta(&mut out, OAUTH_BETA);
+        }
+    }
+    out
+}
+
+fn sensitive(s: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut v = HeaderValue::from_str(s)?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Make sure `beta` is in `anthropic-beta`, keeping the client's list and order, merging several
+/// header lines into one and dropping duplicates.
+pub fn ensure_beta(headers: &mut HeaderMap, beta: &str) {
+    let mut betas: Vec<String> = Vec::new();
+    for v in headers.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok()) {
+        for b in v.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            if !betas.iter().any(|x| x == b) {
+                betas.push(b.to_string());
+            }
+        }
+    }
+    if !betas.iter().any(|b| b == beta) {
+        betas.push(beta.to_string());
+    }
+    if let Ok(v) = HeaderValue::from_str(&betas.join(",")) {
+        headers.insert("anthropic-beta", v);
+    }
+}
+
+/// Upstream response headers for the client: everything but hop-by-hop headers. `request-id`,
+/// `retry-after` and every `anthropic-ratelimit-*` header pass through with the rest.
+pub fn downstream(upstream: &HeaderMap) -> HeaderMap {
+    let listed = connection_listed(upstream);
+    let mut out = HeaderMap::with_capacity(upstream.len());
+    for (name, value) in upstream {
+        if is_hop_by_hop(name) || listed.iter().any(|l| l == name.as_str()) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// The credential a client presented to the proxy: `x-api-key`, else `Authorization: Bearer`.
+pub fn client_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k.trim());
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use neurolink_shared::Secret;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn api_key_swap_strips_client_credentials_and_hop_by_hop() {
+        let client = h(&[
+            ("x-api-key", "client-key"),
+            ("authorization", "Bearer client-token"),
+            ("host", "127.0.0.1:55669"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "x"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "10"),
+            ("accept-encoding", "gzip, br"),
+            ("anthropic-version", "2026-10-21"),
+            ("anthropic-beta", "claude-code-20250219"),
+            ("x-stainless-os", "Linux"),
+            ("user-agent", "claude-cli/2.1.332"),
+        ]);
+        let out = upstream(&client, &Credential::ApiKey(Secret::new("sk-account")));
+        assert_eq!(out["x-api-key"], "sk-account");
+        assert!(!out.contains_key("authorization"));
+        for gone in ["host", "connection", "x-private", "keep-alive", "proxy-authorization", "transfer-encoding", "content-length"] {
+            assert!(!out.contains_key(gone), "{gone} must not go upstream");
+        }
+        assert_eq!(out["accept-encoding"], "identity");
+        assert_eq!(out["anthropic-version"], "2026-10-21", "the client's version is kept");
+        assert_eq!(out["anthropic-beta"], "claude-code-20250219", "no OAuth beta for API keys");
+        assert_eq!(out["x-stainless-os"], "Linux");
+        assert_eq!(out["user-agent"], "claude-cli/2.1.332");
+    }
+
+    #[test]
+    fn oauth_uses_bearer_and_merges_the_beta() {
+        let client = h(&[("x-api-key", "client"), ("anthropic-beta", "a,b"), ("anthropic-beta", "b, c")]);
+        let cred = Credential::OAuth { access_token: Secret::new("oat"), expires_at_ms: i64::MAX };
+        let out = upstream(&client, &cred);
+        assert_eq!(out["authorization"], "Bearer oat");
+        assert!(!out.contains_key("x-api-key"));
+        assert_eq!(out["anthropic-beta"], "a,b,c,oauth-2025-04-20");
+        assert_eq!(out["anthropic-version"], "2023-06-01", "filled when absent");
+        assert!(out["user-agent"].to_str().unwrap().starts_with("neurolink-rs/"));
+        let mut already = h(&[("anthropic-beta", "oauth-2025-04-20,x")]);
+        ensure_beta(&mut already, OAUTH_BETA);
+        assert_eq!(already["anthropic-beta"], "oauth-2025-04-20,x");
+    }
+
+    #[test]
+    fn response_headers_keep_rate_limits_and_drop_hop_by_hop() {
+        let up = h(&[
+            ("request-id", "req_1"),
+            ("retry-after", "3"),
+            ("anthropic-ratelimit-unified-5h-utilization", "0.4"),
+            ("connection", "close"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "text/event-stream"),
+        ]);
+        let out = downstream(&up);
+        for kept in ["request-id", "retry-after", "anthropic-ratelimit-unified-5h-utilization", "content-type"] {
+            assert!(out.contains_key(kept), "{kept}");
+        }
+        assert!(!out.contains_key("connection") && !out.contains_key("transfer-encoding"));
+    }
+
+    #[test]
+    fn client_key_from_either_header() {
+        assert_eq!(client_key(&h(&[("x-api-key", "k1")])), Some("k1"));
+        assert_eq!(client_key(&h(&[("authorization", "Bearer k2")])), Some("k2"));
+        assert_eq!(client_key(&h(&[])), None);
+    }
+}

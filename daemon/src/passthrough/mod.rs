@@ -1,0 +1,281 @@
+//! Anthropic passthrough: one client request, tried on accounts in turn until one answers.
+//!
+//! The body bytes go upstream untouched; only headers change ([`headers`]). A 2xx answer is
+//! committed to the client only once its first non-empty chunk arrived, so an empty body or an
+//! early failure still moves to the next account; after that the answer is relayed as it comes
+//! ([`relay`]). Error answers are small: they are read whole, classified once
+//! ([`crate::outcome`]), and either returned or retried elsewhere.
+
+pub mod headers;
+pub mod relay;
+pub mod usage;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, StatusCode};
+
+use crate::outcome::{self, NetworkKind, NextStep, Outcome};
+use crate::pool::{AccountId, AccountSpec, Pick};
+use crate::server::{errors, App};
+use relay::{Inspector, Relay};
+
+/// The largest error body read to classify an upstream failure.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+/// Which endpoint a request is for; decides how usage is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Messages,
+    CountTokens,
+    Models,
+}
+
+/// A client request, read and ready to be sent to any account.
+#[derive(Debug)]
+pub struct Inbound {
+    pub route: Route,
+    pub method: Method,
+    /// Path and query to append to the upstream base URL.
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub model: Option<String>,
+}
+
+/// A failed attempt whose answer may still be what the client gets, if no account does better.
+enum Failure {
+    Upstream { status: StatusCode, headers: HeaderMap, body: Bytes },
+    Network { kind: NetworkKind, message: String },
+}
+
+impl Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Failure::Upstream { status, headers, body } => buffered(status, &headers, body),
+            Failure::Network { kind: NetworkKind::Timeout, message } => {
+                errors::anthropic(StatusCode::GATEWAY_TIMEOUT, "timeout_error", &message)
+            }
+            Failure::Network { message, .. } => errors::anthropic(StatusCode::BAD_GATEWAY, "api_error", &message),
+        }
+    }
+}
+
+/// Serve `req` from the pool.
+pub async fn forward(app: Arc<App>, req: Inbound) -> Response {
+    let mut tried: Vec<AccountId> = Vec::new();
+    let mut last: Option<Failure> = None;
+    loop {
+        let now = app.now_ms();
+        let picked = {
+            let mut pool = app.pool();
+            match pool.pick(now, req.model.as_deref(), &tried) {
+                Pick::Use(id) => {
+                    pool.begin(id);
+                    pool.account(id).map(|a| (id, a.spec.clone()))
+                }
+                Pick::NoAccounts => return errors::no_accounts(),
+                Pick::Unavailable { retry_after_ms: Some(ms) } => return errors::all_cooling(ms.div_ceil(1000).max(1)),
+                Pick::Unavailable { retry_after_ms: None } => return errors::all_disabled(),
+                Pick::Exhausted => {
+                    return last.map_or_else(
+                        || errors::anthropic(StatusCode::BAD_GATEWAY, "api_error", "no account could serve the request"),
+                        Failure::into_response,
+                    )
+                }
+            }
+        };
+        let Some((id, spec)) = picked else {
+            return errors::anthropic(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "account vanished from the pool");
+        };
+        tried.push(id);
+        match attempt(&app, id, &spec, &req).await {
+            Ok(response) => return response,
+            Err((outcome, failure)) => {
+                tracing::info!(account = %spec.label, outcome = outcome.class(), "attempt failed; trying the next account");
+                app.pool().report(id, &outcome, app.now_ms());
+                last = Some(failure);
+            }
+        }
+    }
+}
+
+/// One try on one account. `Ok` is the client's answer (committed or returned as is); `Err`
+/// means the next account should try.
+async fn attempt(app: &Arc<App>, id: AccountId, spec: &AccountSpec, req: &Inbound) -> Result<Response, (Outcome, Failure)> {
+    let base = spec.base_url.as_deref().unwrap_or(&app.settings.base_url);
+    let url = upstream_url(base, &req.path_and_query, req.route);
+    let headers = headers::upstream(&req.headers, &spec.credential);
+    let send = app
+        .client
+        .request(req.method.clone(), url)
+        .headers(headers)
+        .body(req.body.clone())
+        .send();
+    let response = match tokio::time::timeout(app.settings.headers_timeout, send).await {
+        Err(_) => {
+            let secs = app.settings.headers_timeout.as_secs();
+            return Err(network(NetworkKind::Timeout, format!("upstream sent no response headers within {secs} s")));
+        }
+        Ok(Err(e)) => return Err(network(kind_of(&e), format!("upstream request failed: {}", error_chain(&e)))),
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return commit(app, id, response, req.route).await;
+    }
+    let headers = response.headers().clone();
+    let body = match read_capped(response, app.settings.idle_timeout).await {
+        Ok(b) => b,
+        Err(failure) => return Err((Outcome::Network { kind: NetworkKind::Io }, failure)),
+    };
+    let outcome = outcome::classify_error(status, &headers, &body, SystemTime::now());
+    match outcome.next_step() {
+        NextStep::Answer => {
+            app.pool().report(id, &outcome, app.now_ms());
+            Ok(buffered(status, &headers, body))
+        }
+        NextStep::NextAccount => Err((outcome, Failure::Upstream { status, headers, body })),
+    }
+}
+
+/// Wait for the first non-empty chunk, then hand the rest to a [`Relay`].
+async fn commit(app: &Arc<App>, id: AccountId, mut response: reqwest::Response, route: Route) -> Result<Response, (Outcome, Failure)> {
+    let idle = app.settings.idle_timeout;
+    let first = loop {
+        match tokio::time::timeout(idle, response.chunk()).await {
+            Err(_) => {
+                return Err(network(NetworkKind::Timeout, format!("upstream sent headers but no body for {} s", idle.as_secs())))
+            }
+            Ok(Err(e)) => return Err(network(kind_of(&e), format!("upstream body failed before the first byte: {}", error_chain(&e)))),
+            Ok(Ok(None)) => {
+                return Err((
+                    Outcome::EmptyStream,
+                    Failure::Network { kind: NetworkKind::Io, message: "upstream answered with an empty body".into() },
+                ))
+            }
+            Ok(Ok(Some(chunk))) if chunk.is_empty() => continue,
+            Ok(Ok(Some(chunk))) => break chunk,
+        }
+    };
+    app.pool().report(id, &Outcome::Success, app.now_ms());
+
+    let status = response.status();
+    let mut headers = headers::downstream(response.headers());
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let sse = content_type.starts_with("text/event-stream");
+    let encoded = headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() != b"identity");
+    let inspector = match (route, sse, encoded) {
+        (_, _, true) | (Route::Models | Route::CountTokens, _, _) => Inspector::None,
+        (Route::Messages, true, false) => Inspector::Sse(usage::SseUsage::default()),
+        (Route::Messages, false, false) => Inspector::Json(usage::JsonUsage::default()),
+    };
+    if sse {
+        // A failure may append an error event, so the length is not known in advance.
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
+    let stream = Box::pin(response.bytes_stream());
+    let body = Relay::new(first, stream, idle, inspector, sse, app.clone(), id);
+    let mut out = Response::new(Body::new(body));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    Ok(out)
+}
+
+/// Read a (small) error body whole, up to [`MAX_ERROR_BODY`].
+async fn read_capped(mut response: reqwest::Response, idle: Duration) -> Result<Bytes, Failure> {
+    let mut body = BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let room = MAX_ERROR_BODY.saturating_sub(body.len());
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if room <= chunk.len() {
+                    break;
+                }
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                return Err(Failure::Network { kind: kind_of(&e), message: format!("upstream error body failed: {}", error_chain(&e)) })
+            }
+            Err(_) => {
+                return Err(Failure::Network {
+                    kind: NetworkKind::Timeout,
+                    message: format!("upstream error body stalled for {} s", idle.as_secs()),
+                })
+            }
+        }
+    }
+    Ok(body.freeze())
+}
+
+fn buffered(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
+    let mut out = Response::new(Body::from(body));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers::downstream(headers);
+    out
+}
+
+fn network(kind: NetworkKind, message: String) -> (Outcome, Failure) {
+    (Outcome::Network { kind }, Failure::Network { kind, message })
+}
+
+fn kind_of(e: &reqwest::Error) -> NetworkKind {
+    if e.is_timeout() {
+        NetworkKind::Timeout
+    } else if e.is_connect() {
+        NetworkKind::Connect
+    } else {
+        NetworkKind::Io
+    }
+}
+
+/// reqwest's top-level message is vague ("error sending request"); the causes say what happened.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// `{base}{path}?{query}`, with `beta=true` on the Messages endpoints (DESIGN.md §5).
+pub fn upstream_url(base: &str, path_and_query: &str, route: Route) -> String {
+    let base = base.trim_end_matches('/');
+    let mut url = String::with_capacity(base.len() + path_and_query.len() + 10);
+    url.push_str(base);
+    url.push_str(path_and_query);
+    if matches!(route, Route::Messages | Route::CountTokens) {
+        let query = path_and_query.split_once('?').map(|(_, q)| q);
+        let has_beta = query.is_some_and(|q| q.split('&').any(|p| p.starts_with("beta=")));
+        if !has_beta {
+            url.push(if query.is_some() { '&' } else { '?' });
+            url.push_str("beta=true");
+        }
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beta_true_is_added_once() {
+        assert_eq!(upstream_url("http://u/", "/v1/messages", Route::Messages), "http://u/v1/messages?beta=true");
+        assert_eq!(upstream_url("http://u", "/v1/messages?beta=true", Route::Messages), "http://u/v1/messages?beta=true");
+        assert_eq!(upstream_url("http://u", "/v1/messages?x=1", Route::Messages), "http://u/v1/messages?x=1&beta=true");
+        assert_eq!(upstream_url("http://u", "/v1/models?limit=5", Route::Models), "http://u/v1/models?limit=5");
+    }
+}

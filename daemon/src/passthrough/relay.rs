@@ -1,0 +1,176 @@
+//! The body of a committed answer: upstream frames go to the client as they arrive, never
+//! collected. Usage is read on the side; an upstream failure after the first byte ends an SSE
+//! stream with an Anthropic `error` event (there is no retry once bytes went out).
+//!
+//! Dropping the relay (the client went away) drops the upstream response, which closes that
+//! upstream connection at once: the cancel reaches Anthropic immediately.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body::{Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::usage::{JsonUsage, SseUsage};
+use crate::pool::{AccountId, Usage};
+use crate::server::App;
+
+pub type UpstreamStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How the answer's usage is read.
+#[derive(Debug)]
+pub enum Inspector {
+    None,
+    Sse(SseUsage),
+    Json(JsonUsage),
+}
+
+impl Inspector {
+    fn feed(&mut self, b: &[u8]) {
+        match self {
+            Inspector::None => {}
+            Inspector::Sse(s) => s.feed(b),
+            Inspector::Json(j) => j.feed(b),
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        match self {
+            Inspector::None => Usage::default(),
+            Inspector::Sse(s) => s.usage,
+            Inspector::Json(j) => j.usage(),
+        }
+    }
+}
+
+pub struct Relay {
+    first: Option<Bytes>,
+    upstream: UpstreamStream,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    inspector: Inspector,
+    /// SSE answers end a failure with an `error` event; others abort the connection.
+    sse: bool,
+    done: bool,
+    app: Arc<App>,
+    account: AccountId,
+    failure: Option<String>,
+    reported: bool,
+}
+
+impl Relay {
+    pub fn new(
+        first: Bytes,
+        upstream: UpstreamStream,
+        idle: Duration,
+        inspector: Inspector,
+        sse: bool,
+        app: Arc<App>,
+        account: AccountId,
+    ) -> Self {
+        let mut inspector = inspector;
+        inspector.feed(&first);
+        Self {
+            first: Some(first),
+            upstream,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            inspector,
+            sse,
+            done: false,
+            app,
+            account,
+            failure: None,
+            reported: false,
+        }
+    }
+
+    fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        tracing::warn!(account = self.account, "stream failed after the first byte: {message}");
+        self.failure = Some(message.clone());
+        self.report();
+        if self.sse {
+            Poll::Ready(Some(Ok(Frame::data(error_event(&message)))))
+        } else {
+            Poll::Ready(Some(Err(message.into())))
+        }
+    }
+
+    fn report(&mut self) {
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        let usage = self.inspector.usage();
+        let mut pool = self.app.pool();
+        if !usage.is_empty() {
+            pool.add_usage(self.account, usage);
+        }
+        if let Some(f) = self.failure.take() {
+            pool.report_stream_error(self.account, f);
+        }
+    }
+}
+
+/// The SSE event that tells a client the stream broke (`anthropic-messages.md` §7).
+pub fn error_event(message: &str) -> Bytes {
+    let data = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+    Bytes::from(format!("event: error\ndata: {data}\n\n"))
+}
+
+impl http_body::Body for Relay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.upstream.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.deadline.as_mut().reset(Instant::now() + this.idle);
+                this.inspector.feed(&chunk);
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            Poll::Ready(Some(Err(e))) => this.fail(format!("upstream stream failed: {e}")),
+            Poll::Ready(None) => {
+                this.done = true;
+                this.report();
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    let secs = this.idle.as_secs();
+                    this.fail(format!("upstream stream sent nothing for {secs} s"))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.first.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // A client that leaves early is not the account's fault: only its usage so far counts.
+        self.report();
+    }
+}

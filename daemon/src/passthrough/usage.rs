@@ -1,0 +1,231 @@
+//! Reading token usage from an answer while its bytes pass through, without holding them.
+//!
+//! For SSE only two events carry usage (`message_start`, `message_delta`), and they are small. The
+//! scanner walks each chunk with `memchr`, keeps only the lines that can matter (`event:` lines and
+//! the `data:` line of those two events) and skips the rest without copying. A general SSE parser
+//! would copy every event, including the large `content_block_delta`s, to throw them away. A plain
+//! JSON answer keeps a bounded copy and is read once at the end.
+
+use serde::Deserialize;
+
+use crate::pool::Usage;
+
+/// The longest line kept; `message_start` is well under a kilobyte.
+const MAX_LINE: usize = 64 * 1024;
+/// The largest non-streamed body inspected for usage.
+const MAX_JSON: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+struct RawUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Usage values are running totals: keep the largest seen of each.
+    fn absorb(&mut self, raw: &RawUsage) {
+        let max = |a: &mut u64, b: Option<u64>| *a = (*a).max(b.unwrap_or(0));
+        max(&mut self.input_tokens, raw.input_tokens);
+        max(&mut self.output_tokens, raw.output_tokens);
+        max(&mut self.cache_creation_input_tokens, raw.cache_creation_input_tokens);
+        max(&mut self.cache_read_input_tokens, raw.cache_read_input_tokens);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// At the start of a line, deciding (we may have a few bytes buffered).
+    Undecided,
+    Keep,
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    None,
+    Interesting,
+    Other,
+}
+
+/// Incremental usage reader for an Anthropic SSE stream.
+#[derive(Debug)]
+pub struct SseUsage {
+    line: Vec<u8>,
+    mode: Line,
+    event: Event,
+    pub usage: Usage,
+}
+
+impl Default for SseUsage {
+    fn default() -> Self {
+        Self { line: Vec::new(), mode: Line::Undecided, event: Event::None, usage: Usage::default() }
+    }
+}
+
+impl SseUsage {
+    pub fn feed(&mut self, mut chunk: &[u8]) {
+        while !chunk.is_empty() {
+            let (segment, ends_line) = match memchr::memchr(b'\n', chunk) {
+                Some(i) => (&chunk[..i], true),
+                None => (chunk, false),
+            };
+            chunk = &chunk[segment.len() + usize::from(ends_line)..];
+            match self.mode {
+                Line::Skip => {}
+                Line::Keep => self.push(segment),
+                Line::Undecided => {
+                    self.push(segment);
+                    self.decide(ends_line);
+                }
+            }
+            if ends_line {
+                if self.mode == Line::Keep || self.mode == Line::Undecided {
+                    self.finish_line();
+                }
+                self.line.clear();
+                self.mode = Line::Undecided;
+            }
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.line.len() + bytes.len() > MAX_LINE {
+            self.mode = Line::Skip;
+            self.line.clear();
+        } else {
+            self.line.extend_from_slice(bytes);
+        }
+    }
+
+    /// Decide from the first bytes whether this line can matter.
+    fn decide(&mut self, complete: bool) {
+        if self.mode != Line::Undecided {
+            return;
+        }
+        let l = self.line.as_slice();
+        if l.starts_with(b"event:") {
+            self.mode = Line::Keep;
+        } else if l.starts_with(b"data:") {
+            self.mode = if self.event == Event::Other { Line::Skip } else { Line::Keep };
+        } else if l.len() >= 6 || complete {
+            // Comments, `id:`, `retry:`, blank lines: a blank line ends the event.
+            if complete && (l.is_empty() || l == b"\r") {
+                self.event = Event::None;
+            }
+            self.mode = Line::Skip;
+        }
+        if self.mode == Line::Skip {
+            self.line.clear();
+        }
+    }
+
+    fn finish_line(&mut self) {
+        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+        if let Some(name) = line.strip_prefix(b"event:") {
+            let name = name.trim_ascii();
+            self.event = if name == b"message_start" || name == b"message_delta" {
+                Event::Interesting
+            } else {
+                Event::Other
+            };
+        } else if let Some(data) = line.strip_prefix(b"data:") {
+            #[derive(Deserialize)]
+            struct Data {
+                #[serde(default)]
+                message: Option<Message>,
+                #[serde(default)]
+                usage: Option<RawUsage>,
+            }
+            #[derive(Deserialize)]
+            struct Message {
+                #[serde(default)]
+                usage: Option<RawUsage>,
+            }
+            if let Ok(d) = serde_json::from_slice::<Data>(data.trim_ascii()) {
+                if let Some(u) = d.message.and_then(|m| m.usage) {
+                    self.usage.absorb(&u);
+                }
+                if let Some(u) = d.usage {
+                    self.usage.absorb(&u);
+                }
+            }
+        }
+    }
+}
+
+/// Usage from a complete (non-streamed) Messages answer, kept as a bounded copy.
+#[derive(Debug, Default)]
+pub struct JsonUsage {
+    body: Vec<u8>,
+    overflow: bool,
+}
+
+impl JsonUsage {
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.overflow || self.body.len() + chunk.len() > MAX_JSON {
+            self.overflow = true;
+            self.body = Vec::new();
+        } else {
+            self.body.extend_from_slice(chunk);
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        #[derive(Deserialize)]
+        struct Body {
+            usage: Option<RawUsage>,
+        }
+        let mut u = Usage::default();
+        if let Ok(Body { usage: Some(raw) }) = serde_json::from_slice::<Body>(&self.body) {
+            u.absorb(&raw);
+        }
+        u
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":472,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":4,\"output_tokens\":2}}}\r\n\r\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"usage\\\":{\\\"output_tokens\\\":999}\"}}\n\n: comment\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":61}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+    fn expected() -> Usage {
+        Usage { input_tokens: 472, output_tokens: 61, cache_creation_input_tokens: 3, cache_read_input_tokens: 4 }
+    }
+
+    #[test]
+    fn reads_usage_from_whole_stream() {
+        let mut s = SseUsage::default();
+        s.feed(STREAM.as_bytes());
+        assert_eq!(s.usage, expected());
+    }
+
+    #[test]
+    fn reads_usage_whatever_the_chunking() {
+        let bytes = STREAM.as_bytes();
+        for size in [1, 2, 3, 5, 7, 13, 64] {
+            let mut s = SseUsage::default();
+            for c in bytes.chunks(size) {
+                s.feed(c);
+            }
+            assert_eq!(s.usage, expected(), "chunk size {size}");
+        }
+    }
+
+    #[test]
+    fn delta_text_that_looks_like_usage_is_ignored() {
+        let mut s = SseUsage::default();
+        s.feed(b"event: content_block_delta\ndata: {\"usage\":{\"output_tokens\":999}}\n\n");
+        assert_eq!(s.usage, Usage::default());
+    }
+
+    #[test]
+    fn json_body_usage() {
+        let mut j = JsonUsage::default();
+        j.feed(br#"{"id":"m","content":[],"usage":{"input_tokens":5,"#);
+        j.feed(br#""output_tokens":7}}"#);
+        assert_eq!(j.usage(), Usage { input_tokens: 5, output_tokens: 7, ..Usage::default() });
+    }
+}

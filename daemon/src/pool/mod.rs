@@ -1,0 +1,291 @@
+//! The account pool: which account serves the next attempt, and what each answer costs it.
+//!
+//! Pure logic: no I/O, no clock of its own (every call takes `now` in Unix ms), so each rule of
+//! DESIGN.md §3 is unit-tested by moving time by hand. The request path holds the pool behind a
+//! mutex for the few microseconds of [`Pool::pick`] and [`Pool::report`].
+
+pub mod cooldown;
+pub mod stats;
+
+use std::sync::Arc;
+
+use neurolink_shared::config::Strategy;
+use neurolink_shared::Secret;
+
+use crate::clock::Millis;
+use crate::outcome::Outcome;
+pub use stats::{Counters, Usage};
+
+/// Index of an account in the pool.
+pub type AccountId = usize;
+
+/// How an account authenticates upstream.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// Sent as `x-api-key`.
+    ApiKey(Secret),
+    /// Sent as `Authorization: Bearer` with the `oauth-2025-04-20` beta.
+    OAuth { access_token: Secret, expires_at_ms: i64 },
+}
+
+impl Credential {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credential::ApiKey(_) => "api_key",
+            Credential::OAuth { .. } => "oauth",
+        }
+    }
+}
+
+/// Where an account was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    TokenStore,
+    LegacyCredentials,
+    Environment,
+    Config,
+}
+
+/// An account as configured: what does not change while the daemon runs.
+#[derive(Debug, Clone)]
+pub struct AccountSpec {
+    /// Unique within the pool.
+    pub label: String,
+    pub source: Source,
+    pub credential: Credential,
+    /// Per-account upstream override (`accounts.anthropic[].baseUrl`).
+    pub base_url: Option<String>,
+    /// Round-robin weight, at least 1.
+    pub weight: u32,
+    /// `Some(reason)` when the account must not be used (config `enabled: false`, disabled in the
+    /// store, expired token).
+    pub disabled: Option<String>,
+    /// Glob patterns (`*`, `?`) of models this account must not serve.
+    pub excluded_models: Vec<String>,
+}
+
+/// The account's health: cooling, and how far its 429 backoff has grown.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub cooldown_until: Option<Millis>,
+    pub backoff_level: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Account {
+    pub spec: Arc<AccountSpec>,
+    pub health: Health,
+    pub counters: Counters,
+    /// Smooth weighted round-robin: the running weight of this account.
+    current_weight: i64,
+}
+
+/// What [`Pool::pick`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    Use(AccountId),
+    /// The pool has no account at all.
+    NoAccounts,
+    /// Every account that may serve this model is cooling or disabled. `retry_after_ms` is the
+    /// time until the earliest cooldown ends; `None` when none is cooling (all disabled).
+    Unavailable { retry_after_ms: Option<u64> },
+    /// Every usable account was already tried for this request.
+    Exhausted,
+}
+
+/// The live view of an account's state, for `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Active,
+    Cooling { until: Millis },
+    Disabled,
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    accounts: Vec<Account>,
+    strategy: Strategy,
+}
+
+impl Pool {
+    pub fn new(specs: Vec<AccountSpec>, strategy: Strategy) -> Self {
+        let accounts = specs
+            .into_iter()
+            .map(|spec| Account {
+                spec: Arc::new(spec),
+                health: Health::default(),
+                counters: Counters::default(),
+                current_weight: 0,
+            })
+            .collect();
+        Self { accounts, strategy }
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    pub fn accounts(&self) -> &[Account] {
+        &self.accounts
+    }
+
+    pub fn account(&self, id: AccountId) -> Option<&Account> {
+        self.accounts.get(id)
+    }
+
+    pub fn state(&self, id: AccountId, now: Millis) -> State {
+        let Some(a) = self.accounts.get(id) else { return State::Disabled };
+        if a.spec.disabled.is_some() {
+            return State::Disabled;
+        }
+        match a.health.cooldown_until {
+            Some(until) if until > now => State::Cooling { until },
+            _ => State::Active,
+        }
+    }
+
+    /// Choose the account for the next attempt of a request for `model`, skipping `tried`.
+    pub fn pick(&mut self, now: Millis, model: Option<&str>, tried: &[AccountId]) -> Pick {
+        if self.accounts.is_empty() {
+            return Pick::NoAccounts;
+        }
+        let serves = |a: &Account| model.is_none_or(|m| !a.spec.excluded_models.iter().any(|p| glob_match(p, m)));
+        let mut eligible: Vec<AccountId> = Vec::with_capacity(self.accounts.len());
+        let mut any_active = false;
+        for (id, a) in self.accounts.iter().enumerate() {
+            if serves(a) && self.state(id, now) == State::Active {
+                any_active = true;
+                if !tried.contains(&id) {
+                    eligible.push(id);
+                }
+            }
+        }
+        if eligible.is_empty() {
+            if any_active {
+                return Pick::Exhausted;
+            }
+            let earliest = self
+                .accounts
+                .iter()
+                .filter(|a| serves(a) && a.spec.disabled.is_none())
+                .filter_map(|a| a.health.cooldown_until)
+                .filter(|&until| until > now)
+                .min();
+            return Pick::Unavailable { retry_after_ms: earliest.map(|until| until - now) };
+        }
+        let chosen = match self.strategy {
+            Strategy::FillFirst => eligible[0],
+            Strategy::RoundRobin => self.smooth_weighted(&eligible),
+        };
+        Pick::Use(chosen)
+    }
+
+    /// nginx's smooth weighted round-robin: deterministic, spreads heavy accounts evenly, and with
+    /// equal weights it is a plain rotation.
+    fn smooth_weighted(&mut self, eligible: &[AccountId]) -> AccountId {
+        let mut total = 0i64;
+        let mut best = eligible[0];
+        let mut best_weight = i64::MIN;
+        for &id in eligible {
+            let a = &mut self.accounts[id];
+            let w = i64::from(a.spec.weight.max(1));
+            a.current_weight += w;
+            total += w;
+            if a.current_weight > best_weight {
+                best_weight = a.current_weight;
+                best = id;
+            }
+        }
+        self.accounts[best].current_weight -= total;
+        best
+    }
+
+    /// Count an attempt on `id` (call before sending).
+    pub fn begin(&mut self, id: AccountId) {
+        if let Some(a) = self.accounts.get_mut(id) {
+            a.counters.requests += 1;
+        }
+    }
+
+    /// Apply the policy for `outcome` to account `id`.
+    pub fn report(&mut self, id: AccountId, outcome: &Outcome, now: Millis) {
+        let Some(a) = self.accounts.get_mut(id) else { return };
+        match outcome {
+            Outcome::Success => a.counters.successes += 1,
+            other => {
+                a.counters.add_error(other.class());
+                a.health.last_error = Some(describe(other));
+            }
+        }
+        match cooldown::effect(outcome, a.health.backoff_level) {
+            cooldown::Effect::Reset => a.health.backoff_level = 0,
+            cooldown::Effect::Cool { duration, escalate } => {
+                let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+                a.health.cooldown_until = Some(now.saturating_add(ms));
+                if escalate {
+                    a.health.backoff_level = a.health.backoff_level.saturating_add(1);
+                }
+            }
+            cooldown::Effect::None => {}
+        }
+    }
+
+    /// Tokens read from an answer of `id`.
+    pub fn add_usage(&mut self, id: AccountId, usage: Usage) {
+        if let Some(a) = self.accounts.get_mut(id) {
+            a.counters.add_usage(usage);
+        }
+    }
+
+    /// A stream that failed after its first byte went to the client.
+    pub fn report_stream_error(&mut self, id: AccountId, message: String) {
+        if let Some(a) = self.accounts.get_mut(id) {
+            a.counters.add_error("stream_error");
+            a.health.last_error = Some(message);
+        }
+    }
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::RateLimited { retry_after: Some(d) } => format!("429 rate limited (retry-after {}s)", d.as_secs()),
+        Outcome::RateLimited { retry_after: None } => "429 rate limited".into(),
+        Outcome::PolicyRejected => "429 policy rejection (\"Error\")".into(),
+        Outcome::AuthRejected { status } => format!("{status} authentication/permission rejected"),
+        Outcome::Unretryable { status } => format!("{status} returned to client"),
+        Outcome::Transient { status } => format!("{status} upstream error"),
+        Outcome::Network { kind } => format!("network error ({kind:?})"),
+        Outcome::EmptyStream => "empty response body".into(),
+        Outcome::Success => "ok".into(),
+    }
+}
+
+/// `*` matches any run of characters, `?` one character; everything else literally.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! HTTP routes: the Anthropic endpoints go through the pool; `/health` and `/status` answer
+//! locally; anything else is an Anthropic-shaped 404.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{Method, StatusCode};
+
+use super::{errors, status, App, MAX_REQUEST_BODY};
+use crate::passthrough::{self, headers, Inbound, Route};
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(models))
+        .route("/health", get(health))
+        .route("/status", get(status_route))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+async fn messages(State(app): State<Arc<App>>, req: Request) -> Response {
+    proxied(app, req, Route::Messages).await
+}
+
+async fn count_tokens(State(app): State<Arc<App>>, req: Request) -> Response {
+    proxied(app, req, Route::CountTokens).await
+}
+
+async fn models(State(app): State<Arc<App>>, req: Request) -> Response {
+    proxied(app, req, Route::Models).await
+}
+
+async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
+    if let Some(denied) = check_client_key(&app, req.headers()) {
+        return denied;
+    }
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            return if too_large {
+                errors::anthropic(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request_too_large",
+                    &format!("request body is larger than {} MB", MAX_REQUEST_BODY / (1024 * 1024)),
+                )
+            } else {
+                errors::anthropic(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("could not read the request body: {e}"))
+            };
+        }
+    };
+    let model = if parts.method == Method::POST {
+        match peek_model(&body) {
+            Ok(m) => m,
+            Err(msg) => return errors::anthropic(StatusCode::BAD_REQUEST, "invalid_request_error", &msg),
+        }
+    } else {
+        None
+    };
+    let path_and_query = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |pq| pq.as_str().to_string());
+    let inbound = Inbound { route, method: parts.method, path_and_query, headers: parts.headers, body, model };
+    passthrough::forward(app, inbound).await
+}
+
+/// The model the request is for: the only field routing needs. The body goes upstream as it is.
+fn peek_model(body: &[u8]) -> Result<Option<String>, String> {
+    #[derive(serde::Deserialize)]
+    struct Peek<'a> {
+        #[serde(borrow, default)]
+        model: Option<Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Peek<'_>>(body)
+        .map(|p| p.model.map(Cow::into_owned))
+        .map_err(|e| format!("request body is not a JSON object: {e}"))
+}
+
+/// With `server.authKey` set, clients must present it; otherwise anything is accepted (loopback).
+fn check_client_key(app: &App, h: &http::HeaderMap) -> Option<Response> {
+    let expected = app.settings.auth_key.as_ref()?;
+    match headers::client_key(h) {
+        Some(k) if constant_time_eq(k.as_bytes(), expected.expose().as_bytes()) => None,
+        _ => Some(errors::anthropic(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "this proxy requires its auth key (server.authKey): send it as x-api-key or Authorization: Bearer",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    Json(status::health(&app))
+}
+
+async fn status_route(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    Json(status::status(&app))
+}
+
+async fn not_found(req: Request<Body>) -> Response {
+    errors::anthropic(
+        StatusCode::NOT_FOUND,
+        "not_found_error",
+        &format!("{} {} is not served by this proxy", req.method(), req.uri().path()),
+    )
+    .into_response()
+}
