@@ -1,1 +1,14 @@
+//! Test support for NeuroLink: fake upstreams that tests script, and a harness that runs the real
+//! `neurolink` binary against them in a temporary `NEUROLINK_HOME`.
+//!
+//! # Layout
+//! - [`fake_anthropic`]: an Anthropic API on 127.0.0.1, scripted per credential, recording what
+//!   it receives.
+//! - [`harness`]: temp homes, starting and stopping the daemon, small HTTP helpers.
+//! - [`sse`]: the exact SSE bytes the fake sends, shared by tests that compare them.
+//!
+//! Nothing here contacts any address but loopback.
 
+pub mod fake_anthropic;
+pub mod harness;
+pub mod sse;

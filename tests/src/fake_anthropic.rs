@@ -1,0 +1,371 @@
+//! A fake Anthropic API on 127.0.0.1, port 0.
+//!
+//! Each test scripts what a credential (the `x-api-key` or Bearer token it receives) gets for its
+//! next requests: an error status with headers and body, an empty body, a hang before headers, a
+//! stream dropped after K events, slow chunks, or raw bytes. Unscripted requests get a normal
+//! answer: JSON or SSE in Anthropic's exact grammar, a tool call when the request has tools,
+//! `/v1/models`, `/v1/messages/count_tokens`. The fake counts requests per credential, records
+//! every request, and counts answers whose client went away (cancels).
+//!
+//! Request headers shape normal streams, so a client can ask through the proxy:
+//! `x-fake-events: N` text deltas, `x-fake-hold-ms: N` wait before the last event.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Notify};
+
+use crate::sse;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// What a scripted credential gets.
+#[derive(Debug, Clone)]
+pub enum Behavior {
+    /// The normal answer.
+    Normal,
+    /// An answer with this status, extra headers and body.
+    Error { status: u16, headers: Vec<(String, String)>, body: String },
+    /// 200 `text/event-stream` with an empty body.
+    Empty,
+    /// Never send headers (until the client goes away).
+    Hang,
+    /// A normal stream cut (connection aborted) after this many events.
+    DropAfter(usize),
+    /// A normal stream with this pause before every event.
+    Slow(Duration),
+    /// Exactly these headers and bytes.
+    Raw { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+}
+
+impl Behavior {
+    /// An Anthropic error answer: `{"type":"error","error":{"type":kind,"message":message}}`.
+    pub fn error(status: u16, kind: &str, message: &str) -> Self {
+        Behavior::Error {
+            status,
+            headers: Vec::new(),
+            body: serde_json::json!({"type":"error","error":{"type":kind,"message":message}}).to_string(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        if let Behavior::Error { headers, .. } | Behavior::Raw { headers, .. } = &mut self {
+            headers.push((name.to_string(), value.to_string()));
+        }
+        self
+    }
+}
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub credential: String,
+}
+
+#[derive(Default)]
+struct Shared {
+    scripts: Mutex<HashMap<String, VecDeque<Behavior>>>,
+    counts: Mutex<HashMap<String, usize>>,
+    recorded: Mutex<Vec<Recorded>>,
+    cancels: AtomicUsize,
+    cancelled: Notify,
+    next_id: AtomicUsize,
+}
+
+pub struct FakeAnthropic {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeAnthropic {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeAnthropic {
+    /// Bind 127.0.0.1:0 and serve in the background.
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let _ = tcp.set_nodelay(true);
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(s.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { addr, shared, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The next `times` requests with `credential` get `behavior`.
+    pub fn script(&self, credential: &str, times: usize, behavior: Behavior) {
+        let mut scripts = lock(&self.shared.scripts);
+        let queue = scripts.entry(credential.to_string()).or_default();
+        for _ in 0..times {
+            queue.push_back(behavior.clone());
+        }
+    }
+
+    /// Requests received with `credential` so far.
+    pub fn count(&self, credential: &str) -> usize {
+        lock(&self.shared.counts).get(credential).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        lock(&self.shared.counts).values().sum()
+    }
+
+    pub fn last(&self) -> Option<Recorded> {
+        lock(&self.shared.recorded).last().cloned()
+    }
+
+    pub fn recorded(&self) -> Vec<Recorded> {
+        lock(&self.shared.recorded).clone()
+    }
+
+    /// Answers abandoned by their client so far.
+    pub fn cancels(&self) -> usize {
+        self.shared.cancels.load(Ordering::SeqCst)
+    }
+
+    /// Wait until at least `n` cancels were seen, or `timeout` passes. Returns the count.
+    pub async fn wait_cancels(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.cancelled.notified();
+            let seen = self.cancels();
+            if seen >= n {
+                return seen;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.cancels();
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn credential(h: &HeaderMap) -> String {
+    if let Some(k) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return k.to_string();
+    }
+    h.get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("none")
+        .to_string()
+}
+
+/// Counts a cancel if dropped before `done()`: the client went away first.
+struct CancelGuard {
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.cancels.fetch_add(1, Ordering::SeqCst);
+            self.shared.cancelled.notify_waiters();
+        }
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let cred = credential(&parts.headers);
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    *lock(&shared.counts).entry(cred.clone()).or_default() += 1;
+    lock(&shared.recorded).push(Recorded {
+        method: parts.method.to_string(),
+        path_and_query: path_and_query.clone(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+        credential: cred.clone(),
+    });
+    let behavior = lock(&shared.scripts)
+        .get_mut(&cred)
+        .and_then(VecDeque::pop_front)
+        .unwrap_or(Behavior::Normal);
+    let n = shared.next_id.fetch_add(1, Ordering::SeqCst);
+    let path = parts.uri.path();
+
+    let response = match behavior {
+        Behavior::Error { status, headers, body } => full(status, &headers, "application/json", body.into_bytes()),
+        Behavior::Raw { status, headers, body } => full(status, &headers, "application/octet-stream", body),
+        Behavior::Empty => full(200, &[], "text/event-stream; charset=utf-8", Vec::new()),
+        Behavior::Hang => {
+            let mut guard = CancelGuard { shared: shared.clone(), done: false };
+            std::future::pending::<()>().await;
+            guard.done = true;
+            full(500, &[], "text/plain", Vec::new())
+        }
+        behavior => normal(&shared, path, &parts.headers, &body, n, behavior),
+    };
+    Ok(response)
+}
+
+fn full(status: u16, headers: &[(String, String)], content_type: &str, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    if let Ok(v) = content_type.parse() {
+        h.insert("content-type", v);
+    }
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), v.parse()) {
+            h.append(k, v);
+        }
+    }
+    r
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Peek {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    tools: Option<Vec<ToolName>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ToolName {
+    name: String,
+}
+
+fn header_num(h: &HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.parse().ok()
+}
+
+fn normal(shared: &Arc<Shared>, path: &str, headers: &HeaderMap, body: &[u8], n: usize, behavior: Behavior) -> Response<Body> {
+    let common = vec![
+        ("request-id".to_string(), format!("req_fake_{n}")),
+        ("anthropic-ratelimit-requests-remaining".to_string(), "99".to_string()),
+    ];
+    if path == "/v1/models" || path.starts_with("/v1/models/") {
+        let models = serde_json::json!({
+            "data": [{"type":"model","id":"claude-sonnet-4-5-20250929","display_name":"Claude Sonnet 4.5","created_at":"2025-09-29T00:00:00Z"}],
+            "has_more": false, "first_id": "claude-sonnet-4-5-20250929", "last_id": "claude-sonnet-4-5-20250929"
+        });
+        return full(200, &common, "application/json", models.to_string().into_bytes());
+    }
+    if path == "/v1/messages/count_tokens" {
+        let count = serde_json::json!({"input_tokens": body.len() / 4});
+        return full(200, &common, "application/json", count.to_string().into_bytes());
+    }
+    if path != "/v1/messages" {
+        return full(404, &common, "application/json", br#"{"type":"error","error":{"type":"not_found_error","message":"no such path"}}"#.to_vec());
+    }
+    let peek: Peek = serde_json::from_slice(body).unwrap_or_default();
+    let model = peek.model.unwrap_or_else(|| "claude-sonnet-4-5".into());
+    let id = format!("msg_fake_{n}");
+    if !peek.stream.unwrap_or(false) {
+        let msg = sse::text_message(&id, &model, "Hello from the fake upstream.");
+        return full(200, &common, "application/json", msg.to_string().into_bytes());
+    }
+    let parts_count = header_num(headers, "x-fake-events").unwrap_or(3) as usize;
+    let hold = header_num(headers, "x-fake-hold-ms").map(Duration::from_millis);
+    let events = match &peek.tools {
+        Some(tools) if !tools.is_empty() => sse::tool_stream(&id, &model, &tools[0].name),
+        _ => {
+            let words = ["Hello", " from", " the fake upstream."];
+            let parts: Vec<&str> = (0..parts_count).map(|i| words[i % words.len()]).collect();
+            sse::text_stream(&id, &model, &parts)
+        }
+    };
+    let (cut_after, delay) = match behavior {
+        Behavior::DropAfter(k) => (Some(k), None),
+        Behavior::Slow(d) => (None, Some(d)),
+        _ => (None, None),
+    };
+    stream_response(shared.clone(), common, events, cut_after, delay, hold)
+}
+
+fn stream_response(
+    shared: Arc<Shared>,
+    headers: Vec<(String, String)>,
+    events: Vec<String>,
+    cut_after: Option<usize>,
+    delay: Option<Duration>,
+    hold: Option<Duration>,
+) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let mut guard = CancelGuard { shared, done: false };
+        let last = events.len().saturating_sub(1);
+        for (i, e) in events.into_iter().enumerate() {
+            if cut_after == Some(i) {
+                // Let the events already sent reach the client, as a real mid-stream failure would.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = tx.send(Err(std::io::Error::other("scripted drop"))).await;
+                guard.done = true;
+                return;
+            }
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            if i == last {
+                if let Some(h) = hold {
+                    tokio::select! {
+                        () = tokio::time::sleep(h) => {}
+                        () = tx.closed() => return,
+                    }
+                }
+            }
+            if tx.send(Ok(Frame::data(Bytes::from(e)))).await.is_err() {
+                return;
+            }
+        }
+        guard.done = true;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    let h = r.headers_mut();
+    h.insert("content-type", http::HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert("cache-control", http::HeaderValue::from_static("no-cache"));
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), v.parse()) {
+            h.append(k, v);
+        }
+    }
+    r
+}

@@ -1,0 +1,204 @@
+//! Run the real `neurolink` binary in a temporary home and talk to it over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A temporary `NEUROLINK_HOME` (also used as `HOME`, so nothing touches the real one).
+pub struct TestHome {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestHome {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self { dir: tempfile::tempdir()? })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn neurolink_home(&self) -> PathBuf {
+        self.dir.path().join(".neurolink")
+    }
+
+    /// Write `proxy-config.yaml` in the home.
+    pub fn write_config(&self, yaml: &str) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(self.neurolink_home())?;
+        let p = self.neurolink_home().join("proxy-config.yaml");
+        std::fs::write(&p, yaml)?;
+        Ok(p)
+    }
+
+    /// Write a file under the NeuroLink home.
+    pub fn write(&self, name: &str, content: &str) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(self.neurolink_home())?;
+        let p = self.neurolink_home().join(name);
+        std::fs::write(&p, content)?;
+        Ok(p)
+    }
+}
+
+/// The `neurolink` binary: `$NEUROLINK_BIN`, else next to the running test or bench executable
+/// (`target/<profile>/neurolink`). `cargo test --workspace` builds it, because the daemon crate has
+/// integration tests of its own.
+pub fn neurolink_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NEUROLINK_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(format!("neurolink{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A `neurolink` command with a clean environment pointing at `home`: no proxy variables, no
+/// real API key, `HOME` and `NEUROLINK_HOME` in the temp dir.
+pub fn command(home: &TestHome) -> Command {
+    let mut c = Command::new(neurolink_bin());
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("NEUROLINK_HOME", home.neurolink_home())
+        .env("NEUROLINK_LOG", "info");
+    c
+}
+
+/// A running daemon; killed and reaped on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub url: String,
+    /// Everything the daemon wrote to stdout and stderr so far is readable from here.
+    pub output: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Start `neurolink proxy start -p 0 <args>` and wait (up to 20 s) for its listening line.
+    pub fn start(home: &TestHome, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut cmd = command(home);
+        cmd.args(["proxy", "start", "-p", "0"]).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot run {}: {e} (build it with cargo build -p neurolink-daemon)", neurolink_bin().display()))?;
+        let (tx, rx) = mpsc::channel::<String>();
+        for pipe in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        let url = rest.split_whitespace().next().unwrap_or_default().to_string();
+                        return Ok(Self { child, url, output: rx });
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    anyhow::bail!("daemon did not start; it printed:\n{}", seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    /// Lines printed since the last call.
+    pub fn drain_output(&self) -> Vec<String> {
+        self.output.try_iter().collect()
+    }
+
+    pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(http().get(format!("{}/status", self.url)).send().await?.json().await?)
+    }
+
+    /// The `/status` entry of the account labelled `label`.
+    pub async fn account(&self, label: &str) -> anyhow::Result<serde_json::Value> {
+        let s = self.status().await?;
+        s["accounts"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["label"] == label).cloned())
+            .ok_or_else(|| anyhow::anyhow!("no account {label} in {s}"))
+    }
+
+    /// Send SIGTERM and wait up to `timeout` for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("daemon did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with API-key accounts `(name, key)` against `upstream`.
+pub fn config_with_keys(upstream: &str, strategy: &str, keys: &[(&str, &str)]) -> String {
+    let mut s = format!("routing:\n  strategy: {strategy}\nproviders:\n  anthropic:\n    baseUrl: {upstream}\naccounts:\n  anthropic:\n");
+    for (name, key) in keys {
+        s.push_str(&format!("    - name: {name}\n      apiKey: {key}\n"));
+    }
+    s
+}
+
+/// A plain-JSON `tokens.json` with OAuth accounts `(label, access token, expiresAt ms)`.
+pub fn token_store(accounts: &[(&str, &str, i64)]) -> String {
+    let mut providers = serde_json::Map::new();
+    for (label, token, expires) in accounts {
+        providers.insert(
+            format!("anthropic:{label}"),
+            serde_json::json!({
+                "tokens": {"accessToken": token, "refreshToken": format!("rt-{label}"), "expiresAt": expires,
+                           "tokenType": "Bearer", "scope": format!("user:inference email:{label}")},
+                "createdAt": 1, "lastAccessed": 1
+            }),
+        );
+    }
+    serde_json::json!({"version": "2.0", "lastModified": 1, "providers": providers}).to_string()
+}
+
+/// A request body for `/v1/messages`.
+pub fn message_body(stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 64,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "say hi"}]
+    })
+}
+
+/// A plain HTTP client for tests (no proxy from the environment).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}

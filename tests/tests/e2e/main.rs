@@ -1,0 +1,8 @@
+//! End-to-end suites: the real `neurolink` binary against the fake upstream, over real HTTP on
+//! 127.0.0.1. One test binary (see STYLE.md).
+
+mod config_check;
+mod failover;
+mod passthrough;
+mod sdk;
+mod streaming;
