@@ -1,1 +1,90 @@
-//! The official `anthropic` Python SDK through the proxy (see `tests/python/sdk_check.py`).
+//! The official `anthropic` Python SDK through the proxy (`tests/python/sdk_check.py`): a plain
+//! message, a streamed message and a streamed tool call, checked as the SDK assembled them.
+//!
+//! The SDK lives in a venv under `target/sdk-venv`, created on first run from
+//! `tests/python/requirements.txt` and reused afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use neurolink_tests::fake_anthropic::FakeAnthropic;
+use neurolink_tests::harness::{config_with_keys, Daemon, TestHome};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The venv's python, creating the venv and installing the SDK when needed.
+fn sdk_python() -> PathBuf {
+    let venv = workspace().join("target").join("sdk-venv");
+    let python = venv.join("bin").join("python");
+    let ready = python.is_file()
+        && Command::new(&python)
+            .args(["-c", "import anthropic, sys; sys.exit(0 if anthropic.__version__ == '2.14.0' else 1)"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ready {
+        let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 -m venv");
+        assert!(status.success(), "creating {} failed", venv.display());
+        let out = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(workspace().join("tests/python/requirements.txt"))
+            .output()
+            .expect("pip install");
+        assert!(out.status.success(), "pip install failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    python
+}
+
+#[tokio::test]
+async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
+    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let fake = FakeAnthropic::start().await.unwrap();
+    let home = TestHome::new().unwrap();
+    home.write_config(&config_with_keys(&fake.url(), "fill-first", &[("a", "key-a")])).unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+
+    let script = workspace().join("tests/python/sdk_check.py");
+    let url = d.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .env("ANTHROPIC_BASE_URL", url)
+            .env("ANTHROPIC_API_KEY", "sdk-client-key")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.status.success(), "SDK script failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    assert_eq!(v["plain"]["text"], "Hello from the fake upstream.");
+    assert_eq!(v["plain"]["stop_reason"], "end_turn");
+    assert_eq!(v["plain"]["input_tokens"], 25);
+    assert_eq!(v["plain"]["output_tokens"], 12);
+
+    assert_eq!(v["streamed"]["deltas"], serde_json::json!(["Hello", " from", " the fake upstream."]));
+    assert_eq!(v["streamed"]["text"], "Hello from the fake upstream.");
+    assert_eq!(v["streamed"]["output_tokens"], 12);
+
+    assert_eq!(v["tool"]["stop_reason"], "tool_use");
+    assert_eq!(v["tool"]["text"], serde_json::json!(["Let me check."]));
+    assert_eq!(v["tool"]["tool_name"], "Bash");
+    assert_eq!(v["tool"]["tool_id"], "toolu_01T1x1fJ34qAmk2tNTrN7Up6");
+    assert_eq!(v["tool"]["tool_input"], serde_json::json!({"command": "ls -la"}));
+
+    // Every SDK request reached the fake with the account's key, never the SDK's.
+    let recorded = fake.recorded();
+    assert_eq!(recorded.len(), 3);
+    for r in &recorded {
+        assert_eq!(r.headers["x-api-key"], "key-a");
+        assert!(!r.headers.contains_key("authorization"));
+        assert!(r.headers.get("x-stainless-lang").is_some(), "SDK headers are forwarded");
+    }
+    assert_eq!(d.account("a").await.unwrap()["counters"]["successes"], 3);
+}
