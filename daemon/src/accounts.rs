@@ -22,29 +22,45 @@ pub struct Found {
 }
 
 /// Gather every account. `env_api_key` is `ANTHROPIC_API_KEY`, passed in so tests control it.
-pub fn discover(config: &ProxyConfig, paths: &Paths, env_api_key: Option<String>, now: Millis) -> Found {
+pub fn discover(
+    config: &ProxyConfig,
+    paths: &Paths,
+    env_api_key: Option<String>,
+    now: Millis,
+) -> Found {
     let mut found = Found::default();
-    let home = paths::home_dir().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let home = paths::home_dir()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
 
     let stored = match token_store::read_store(&paths.tokens(), &home) {
         Ok(Some(file)) => token_store::anthropic_accounts(&file, &mut found.warnings),
         Ok(None) => Vec::new(),
         Err(e) => {
-            found.warnings.push(format!("{e}; its accounts are not used (the file is left untouched)"));
+            found.warnings.push(format!(
+                "{e}; its accounts are not used (the file is left untouched)"
+            ));
             Vec::new()
         }
     };
     for account in stored {
         let t = &account.entry.tokens;
         let credential = if t.is_oauth() {
-            Credential::OAuth { access_token: Secret::new(t.access_token.clone()), expires_at_ms: t.expires_at }
+            Credential::OAuth {
+                access_token: Secret::new(t.access_token.clone()),
+                expires_at_ms: t.expires_at,
+            }
         } else {
             Credential::ApiKey(Secret::new(t.access_token.clone()))
         };
         let mut disabled = if account.entry.disabled == Some(true) {
             Some(format!(
                 "disabled in tokens.json ({}); run `neurolink auth enable {}`",
-                account.entry.disabled_reason.as_deref().unwrap_or("no reason given"),
+                account
+                    .entry
+                    .disabled_reason
+                    .as_deref()
+                    .unwrap_or("no reason given"),
                 account.label
             ))
         } else {
@@ -156,9 +172,10 @@ fn make_labels_unique(found: &mut Found) {
             n += 1;
         }
         spec.label = format!("{original}-{n}");
-        found
-            .warnings
-            .push(format!("two accounts are labelled `{original}`; the later one is shown as `{}`", spec.label));
+        found.warnings.push(format!(
+            "two accounts are labelled `{original}`; the later one is shown as `{}`",
+            spec.label
+        ));
     }
 }
 
@@ -169,9 +186,14 @@ mod tests {
     use std::path::Path;
 
     fn cfg(text: &str) -> ProxyConfig {
-        config::parse(text, Format::Yaml, Path::new("c.yaml"), &EnvSource::Map(Default::default()))
-            .unwrap()
-            .0
+        config::parse(
+            text,
+            Format::Yaml,
+            Path::new("c.yaml"),
+            &EnvSource::Map(Default::default()),
+        )
+        .unwrap()
+        .0
     }
 
     #[test]
@@ -203,8 +225,16 @@ mod tests {
         let labels: Vec<_> = found.specs.iter().map(|s| s.label.as_str()).collect();
         assert_eq!(labels, ["alice", "bob", "key"]);
         assert!(found.specs[0].disabled.is_none());
-        assert!(found.specs[1].disabled.as_deref().unwrap().contains("expired"));
-        assert!(found.specs[2].disabled.as_deref().unwrap().contains("refresh_failed"));
+        assert!(found.specs[1]
+            .disabled
+            .as_deref()
+            .unwrap()
+            .contains("expired"));
+        assert!(found.specs[2]
+            .disabled
+            .as_deref()
+            .unwrap()
+            .contains("refresh_failed"));
         assert!(matches!(found.specs[2].credential, Credential::ApiKey(_)));
     }
 
@@ -215,8 +245,15 @@ mod tests {
         std::fs::write(paths.tokens(), "{ not json").unwrap();
         let found = discover(&ProxyConfig::default(), &paths, Some("sk-env".into()), 0);
         assert_eq!(found.specs.len(), 1);
-        assert!(found.warnings[0].contains("tokens.json:1:"), "{:?}", found.warnings);
-        assert_eq!(std::fs::read_to_string(paths.tokens()).unwrap(), "{ not json");
+        assert!(
+            found.warnings[0].contains("tokens.json:1:"),
+            "{:?}",
+            found.warnings
+        );
+        assert_eq!(
+            std::fs::read_to_string(paths.tokens()).unwrap(),
+            "{ not json"
+        );
     }
 
     #[test]

@@ -96,7 +96,9 @@ impl From<StrategyArg> for Strategy {
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
     /// Validate the config file and print the effective config, secrets masked.
-    #[command(after_help = "Exit status: 0 valid, 1 invalid.\nExample:\n  neurolink config check --format json")]
+    #[command(
+        after_help = "Exit status: 0 valid, 1 invalid.\nExample:\n  neurolink config check --format json"
+    )]
     Check {
         /// Config file [default: $NEUROLINK_HOME/proxy-config.yaml]
         #[arg(short, long)]
@@ -139,7 +141,10 @@ fn init_tracing(quiet: bool, debug: bool) {
 
 fn proxy_start(args: StartArgs) -> ExitCode {
     init_tracing(args.quiet, args.debug);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -165,10 +170,10 @@ fn config_check(path: Option<PathBuf>, format: OutputFormat) -> ExitCode {
     let paths = Paths::from_env();
     match config::load(path.as_deref(), &paths, &EnvSource::Process) {
         Ok(loaded) => {
-            let source = loaded
-                .path
-                .as_ref()
-                .map_or_else(|| "(no config file; defaults)".to_string(), |p| p.display().to_string());
+            let source = loaded.path.as_ref().map_or_else(
+                || "(no config file; defaults)".to_string(),
+                |p| p.display().to_string(),
+            );
             match format {
                 OutputFormat::Json => {
                     let out = serde_json::json!({
@@ -186,7 +191,9 @@ fn config_check(path: Option<PathBuf>, format: OutputFormat) -> ExitCode {
                     }
                     println!("\neffective config (secrets masked):");
                     match serde_json::to_value(&loaded.config) {
-                        Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+                        Ok(v) => {
+                            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+                        }
                         Err(e) => eprintln!("error: cannot print the config: {e}"),
                     }
                 }
@@ -197,7 +204,14 @@ fn config_check(path: Option<PathBuf>, format: OutputFormat) -> ExitCode {
             match format {
                 OutputFormat::Json => {
                     let mut out = serde_json::json!({"valid": false, "error": e.to_string()});
-                    if let config::ConfigError::Invalid { path, line, column, key, message } = &e {
+                    if let config::ConfigError::Invalid {
+                        path,
+                        line,
+                        column,
+                        key,
+                        message,
+                    } = &e
+                    {
                         out["path"] = serde_json::json!(path);
                         out["line"] = serde_json::json!(line);
                         out["column"] = serde_json::json!(column);

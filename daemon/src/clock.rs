@@ -32,8 +32,10 @@ impl ManualClock {
         Self(AtomicU64::new(ms))
     }
     pub fn advance(&self, by: Duration) {
-        self.0
-            .fetch_add(u64::try_from(by.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+        self.0.fetch_add(
+            u64::try_from(by.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 }
 

@@ -44,7 +44,12 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
     }
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let found = accounts::discover(&cfg, &paths, std::env::var("ANTHROPIC_API_KEY").ok(), clock.now_ms());
+    let found = accounts::discover(
+        &cfg,
+        &paths,
+        std::env::var("ANTHROPIC_API_KEY").ok(),
+        clock.now_ms(),
+    );
     for w in &found.warnings {
         tracing::warn!("{w}");
     }
@@ -63,7 +68,9 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
 
     let listener = TcpListener::bind((host.as_str(), port))
         .await
-        .with_context(|| format!("cannot listen on {host}:{port} (is another proxy running? try --port)"))?;
+        .with_context(|| {
+            format!("cannot listen on {host}:{port} (is another proxy running? try --port)")
+        })?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let settings = Settings {
         base_url: cfg.providers.anthropic.base_url.value.clone(),
@@ -75,10 +82,18 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         strategy,
         started_at_ms: clock.now_ms(),
     };
-    let app = Arc::new(App::new(Pool::new(found.specs, strategy), clock, client, settings));
+    let app = Arc::new(App::new(
+        Pool::new(found.specs, strategy),
+        clock,
+        client,
+        settings,
+    ));
 
     let url = format!("http://{addr}");
-    println!("neurolink proxy listening on {url} ({}, {usable} of {account_count} accounts usable)", strategy.as_str());
+    println!(
+        "neurolink proxy listening on {url} ({}, {usable} of {account_count} accounts usable)",
+        strategy.as_str()
+    );
     if account_count == 0 {
         println!(
             "No Anthropic account yet; requests will get a 401 until you add one:\n  \

@@ -49,7 +49,9 @@ pub enum NextStep {
 impl Outcome {
     pub fn next_step(&self) -> NextStep {
         match self {
-            Outcome::Success | Outcome::PolicyRejected | Outcome::Unretryable { .. } => NextStep::Answer,
+            Outcome::Success | Outcome::PolicyRejected | Outcome::Unretryable { .. } => {
+                NextStep::Answer
+            }
             Outcome::RateLimited { .. }
             | Outcome::AuthRejected { .. }
             | Outcome::Transient { .. }
@@ -67,7 +69,9 @@ impl Outcome {
             Outcome::AuthRejected { .. } => "auth",
             Outcome::Unretryable { .. } => "unretryable",
             Outcome::Transient { .. } => "server_error",
-            Outcome::Network { kind: NetworkKind::Timeout } => "timeout",
+            Outcome::Network {
+                kind: NetworkKind::Timeout,
+            } => "timeout",
             Outcome::Network { .. } => "network",
             Outcome::EmptyStream => "empty_stream",
         }
@@ -75,18 +79,31 @@ impl Outcome {
 }
 
 /// Classify a non-2xx answer from its status, headers and (small, fully read) body.
-pub fn classify_error(status: StatusCode, headers: &HeaderMap, body: &[u8], now: std::time::SystemTime) -> Outcome {
+pub fn classify_error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: std::time::SystemTime,
+) -> Outcome {
     let code = status.as_u16();
     let error_type = error_type(body);
     match code {
         429 if is_policy_rejection(headers, body) => Outcome::PolicyRejected,
-        429 => Outcome::RateLimited { retry_after: retry_after(headers, now) },
+        429 => Outcome::RateLimited {
+            retry_after: retry_after(headers, now),
+        },
         401..=403 => Outcome::AuthRejected { status: code },
-        400 if matches!(error_type.as_deref(), Some("api_error" | "overloaded_error")) => {
+        400 if matches!(
+            error_type.as_deref(),
+            Some("api_error" | "overloaded_error")
+        ) =>
+        {
             Outcome::Transient { status: code }
         }
         408 | 500 | 502 | 503 | 504 | 520..=526 | 529 => Outcome::Transient { status: code },
-        _ if error_type.as_deref() == Some("overloaded_error") => Outcome::Transient { status: code },
+        _ if error_type.as_deref() == Some("overloaded_error") => {
+            Outcome::Transient { status: code }
+        }
         _ => Outcome::Unretryable { status: code },
     }
 }
@@ -102,14 +119,18 @@ pub fn error_type(body: &[u8]) -> Option<String> {
         #[serde(rename = "type")]
         kind: String,
     }
-    serde_json::from_slice::<Body>(body).ok().map(|b| b.error.kind)
+    serde_json::from_slice::<Body>(body)
+        .ok()
+        .map(|b| b.error.kind)
 }
 
 /// The policy rejection: no `retry-after`, no `anthropic-ratelimit-*` header, and a body with
 /// `rate_limit_error` whose message is exactly `"Error"` (neurolink `claudeProxyRoutes.ts`).
 fn is_policy_rejection(headers: &HeaderMap, body: &[u8]) -> bool {
     if headers.contains_key(http::header::RETRY_AFTER)
-        || headers.keys().any(|k| k.as_str().starts_with("anthropic-ratelimit-"))
+        || headers
+            .keys()
+            .any(|k| k.as_str().starts_with("anthropic-ratelimit-"))
     {
         return false;
     }
@@ -129,7 +150,11 @@ fn is_policy_rejection(headers: &HeaderMap, body: &[u8]) -> bool {
 
 /// `retry-after` as seconds or an HTTP date. A date in the past means "now" (zero).
 pub fn retry_after(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
-    let raw = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let raw = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = raw.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -159,7 +184,12 @@ mod tests {
     }
 
     fn classify(status: u16, h: &[(&str, &str)], body: &str) -> Outcome {
-        classify_error(StatusCode::from_u16(status).unwrap(), &headers(h), body.as_bytes(), UNIX_EPOCH)
+        classify_error(
+            StatusCode::from_u16(status).unwrap(),
+            &headers(h),
+            body.as_bytes(),
+            UNIX_EPOCH,
+        )
     }
 
     fn err(kind: &str, msg: &str) -> String {
@@ -169,8 +199,14 @@ mod tests {
     #[test]
     fn rate_limit_reads_retry_after_seconds_and_dates() {
         assert_eq!(
-            classify(429, &[("retry-after", "7")], &err("rate_limit_error", "slow down")),
-            Outcome::RateLimited { retry_after: Some(Duration::from_secs(7)) }
+            classify(
+                429,
+                &[("retry-after", "7")],
+                &err("rate_limit_error", "slow down")
+            ),
+            Outcome::RateLimited {
+                retry_after: Some(Duration::from_secs(7))
+            }
         );
         assert_eq!(
             classify(429, &[], &err("rate_limit_error", "slow down")),
@@ -180,7 +216,10 @@ mod tests {
         let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
         let h = headers(&[("retry-after", &date)]);
         assert_eq!(retry_after(&h, now), Some(Duration::from_secs(90)));
-        let past = headers(&[("retry-after", &httpdate::fmt_http_date(now - Duration::from_secs(5)))]);
+        let past = headers(&[(
+            "retry-after",
+            &httpdate::fmt_http_date(now - Duration::from_secs(5)),
+        )]);
         assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
     }
 
@@ -190,11 +229,21 @@ mod tests {
         assert_eq!(classify(429, &[], &body), Outcome::PolicyRejected);
         // Any rate-limit header makes it a real rate limit.
         assert!(matches!(
-            classify(429, &[("anthropic-ratelimit-unified-status", "rejected")], &body),
+            classify(
+                429,
+                &[("anthropic-ratelimit-unified-status", "rejected")],
+                &body
+            ),
             Outcome::RateLimited { .. }
         ));
-        assert!(matches!(classify(429, &[("retry-after", "1")], &body), Outcome::RateLimited { .. }));
-        assert!(matches!(classify(429, &[], &err("rate_limit_error", "Errors")), Outcome::RateLimited { .. }));
+        assert!(matches!(
+            classify(429, &[("retry-after", "1")], &body),
+            Outcome::RateLimited { .. }
+        ));
+        assert!(matches!(
+            classify(429, &[], &err("rate_limit_error", "Errors")),
+            Outcome::RateLimited { .. }
+        ));
         assert_eq!(Outcome::PolicyRejected.next_step(), NextStep::Answer);
     }
 
@@ -209,7 +258,12 @@ mod tests {
 
     #[test]
     fn request_errors_go_back_at_once() {
-        for (s, kind) in [(404, "not_found_error"), (400, "invalid_request_error"), (422, "invalid_request_error"), (413, "request_too_large")] {
+        for (s, kind) in [
+            (404, "not_found_error"),
+            (400, "invalid_request_error"),
+            (422, "invalid_request_error"),
+            (413, "request_too_large"),
+        ] {
             let o = classify(s, &[], &err(kind, "x"));
             assert_eq!(o, Outcome::Unretryable { status: s }, "{s}");
             assert_eq!(o.next_step(), NextStep::Answer);
@@ -218,13 +272,21 @@ mod tests {
 
     #[test]
     fn transient_statuses_rotate_without_blame() {
-        for s in [408, 500, 502, 503, 504, 520, 521, 522, 523, 524, 525, 526, 529] {
+        for s in [
+            408, 500, 502, 503, 504, 520, 521, 522, 523, 524, 525, 526, 529,
+        ] {
             let o = classify(s, &[], "upstream broke");
             assert_eq!(o, Outcome::Transient { status: s }, "{s}");
             assert_eq!(o.next_step(), NextStep::NextAccount);
         }
-        assert_eq!(classify(400, &[], &err("api_error", "x")), Outcome::Transient { status: 400 });
-        assert_eq!(classify(400, &[], &err("overloaded_error", "x")), Outcome::Transient { status: 400 });
+        assert_eq!(
+            classify(400, &[], &err("api_error", "x")),
+            Outcome::Transient { status: 400 }
+        );
+        assert_eq!(
+            classify(400, &[], &err("overloaded_error", "x")),
+            Outcome::Transient { status: 400 }
+        );
         assert_eq!(classify(501, &[], ""), Outcome::Unretryable { status: 501 });
         assert_eq!(classify(505, &[], ""), Outcome::Unretryable { status: 505 });
         assert_eq!(classify(527, &[], ""), Outcome::Unretryable { status: 527 });
@@ -232,7 +294,13 @@ mod tests {
 
     #[test]
     fn network_and_empty_rotate() {
-        assert_eq!(Outcome::Network { kind: NetworkKind::Timeout }.next_step(), NextStep::NextAccount);
+        assert_eq!(
+            Outcome::Network {
+                kind: NetworkKind::Timeout
+            }
+            .next_step(),
+            NextStep::NextAccount
+        );
         assert_eq!(Outcome::EmptyStream.next_step(), NextStep::NextAccount);
     }
 }

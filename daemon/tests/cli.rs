@@ -18,16 +18,34 @@ fn help_teaches_the_commands() {
     for word in ["proxy", "config", "ANTHROPIC_BASE_URL"] {
         assert!(text.contains(word), "--help lacks {word}: {text}");
     }
-    let out = neurolink().args(["proxy", "start", "--help"]).output().expect("run neurolink");
+    let out = neurolink()
+        .args(["proxy", "start", "--help"])
+        .output()
+        .expect("run neurolink");
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--port", "--host", "--strategy", "--config", "--quiet", "--debug", "--health-interval", "fill-first"] {
-        assert!(text.contains(flag), "proxy start --help lacks {flag}: {text}");
+    for flag in [
+        "--port",
+        "--host",
+        "--strategy",
+        "--config",
+        "--quiet",
+        "--debug",
+        "--health-interval",
+        "fill-first",
+    ] {
+        assert!(
+            text.contains(flag),
+            "proxy start --help lacks {flag}: {text}"
+        );
     }
 }
 
 #[test]
 fn bad_strategy_is_rejected_with_choices() {
-    let out = neurolink().args(["proxy", "start", "-s", "random"]).output().expect("run neurolink");
+    let out = neurolink()
+        .args(["proxy", "start", "-s", "random"])
+        .output()
+        .expect("run neurolink");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("round-robin"), "{err}");

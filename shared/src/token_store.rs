@@ -99,7 +99,10 @@ impl StoredTokens {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: not a token store: {reason}", path.display())]
     Decode { path: PathBuf, reason: String },
     #[error("{}:{line}:{column}: {message}{}", path.display(), if *obfuscated { " (position in the decoded text)" } else { "" })]
@@ -177,7 +180,12 @@ pub fn read_store(path: &Path, home: &str) -> Result<Option<TokenStoreFile>, Sto
     let content = match std::fs::read_to_string(path) {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StoreError::Read { path: path.into(), source }),
+        Err(source) => {
+            return Err(StoreError::Read {
+                path: path.into(),
+                source,
+            })
+        }
     };
     let (text, obfuscated) = decode(&content, home).map_err(|reason| StoreError::Decode {
         path: path.into(),
@@ -189,7 +197,12 @@ pub fn read_store(path: &Path, home: &str) -> Result<Option<TokenStoreFile>, Sto
             path: path.into(),
             line: e.line(),
             column: e.column(),
-            message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
             obfuscated,
         })
 }
@@ -218,11 +231,15 @@ pub fn anthropic_accounts(file: &TokenStoreFile, problems: &mut Vec<String>) -> 
                     entry,
                 }),
                 Ok(_) => {
-                    problems.push(format!("tokens.json: `providers.{key}.tokens.accessToken` is empty; skipped"));
+                    problems.push(format!(
+                        "tokens.json: `providers.{key}.tokens.accessToken` is empty; skipped"
+                    ));
                     None
                 }
                 Err(e) => {
-                    problems.push(format!("tokens.json: `providers.{key}` is not a valid entry ({e}); skipped"));
+                    problems.push(format!(
+                        "tokens.json: `providers.{key}` is not a valid entry ({e}); skipped"
+                    ));
                     None
                 }
             }
@@ -258,7 +275,12 @@ pub fn read_legacy(path: &Path) -> Result<Option<LegacyCredentials>, StoreError>
     let content = match std::fs::read_to_string(path) {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StoreError::Read { path: path.into(), source }),
+        Err(source) => {
+            return Err(StoreError::Read {
+                path: path.into(),
+                source,
+            })
+        }
     };
     serde_json::from_str(&content)
         .map(Some)
@@ -266,7 +288,12 @@ pub fn read_legacy(path: &Path) -> Result<Option<LegacyCredentials>, StoreError>
             path: path.into(),
             line: e.line(),
             column: e.column(),
-            message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
             obfuscated: false,
         })
 }
@@ -277,7 +304,8 @@ mod tests {
 
     const VECTOR_HOME: &str = "/home/alice";
     const VECTOR_PLAIN: &str = r#"{"version":"2.0","lastModified":1,"providers":{}}"#;
-    const VECTOR_FILE: &str = "TxYQAxFDWllaElsaVxoEGx9DVVJARXkLUg1RCARWQFhUHkMSQwtFCgJXFBIbWB5KTQ==";
+    const VECTOR_FILE: &str =
+        "TxYQAxFDWllaElsaVxoEGx9DVVJARXkLUg1RCARWQFhUHkMSQwtFCgJXFBIbWB5KTQ==";
 
     #[test]
     fn key_matches_the_protocol_test_vector() {
@@ -290,7 +318,10 @@ mod tests {
 
     #[test]
     fn decodes_and_encodes_the_test_vector() {
-        assert_eq!(decode(VECTOR_FILE, VECTOR_HOME).unwrap(), (VECTOR_PLAIN.to_string(), true));
+        assert_eq!(
+            decode(VECTOR_FILE, VECTOR_HOME).unwrap(),
+            (VECTOR_PLAIN.to_string(), true)
+        );
         assert_eq!(encode(VECTOR_PLAIN, VECTOR_HOME), VECTOR_FILE);
     }
 
@@ -323,6 +354,8 @@ mod tests {
         std::fs::write(&p, "{\n  \"version\": \"2.0\",\n  oops\n}").unwrap();
         let err = read_store(&p, "/h").unwrap_err().to_string();
         assert!(err.contains("tokens.json:3:"), "{err}");
-        assert!(read_store(&dir.path().join("absent.json"), "/h").unwrap().is_none());
+        assert!(read_store(&dir.path().join("absent.json"), "/h")
+            .unwrap()
+            .is_none());
     }
 }

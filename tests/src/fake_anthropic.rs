@@ -37,7 +37,11 @@ pub enum Behavior {
     /// The normal answer.
     Normal,
     /// An answer with this status, extra headers and body.
-    Error { status: u16, headers: Vec<(String, String)>, body: String },
+    Error {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
     /// 200 `text/event-stream` with an empty body.
     Empty,
     /// Never send headers (until the client goes away).
@@ -47,7 +51,11 @@ pub enum Behavior {
     /// A normal stream with this pause before every event.
     Slow(Duration),
     /// Exactly these headers and bytes.
-    Raw { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    Raw {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
 }
 
 impl Behavior {
@@ -56,7 +64,8 @@ impl Behavior {
         Behavior::Error {
             status,
             headers: Vec::new(),
-            body: serde_json::json!({"type":"error","error":{"type":kind,"message":message}}).to_string(),
+            body: serde_json::json!({"type":"error","error":{"type":kind,"message":message}})
+                .to_string(),
         }
     }
 
@@ -109,7 +118,9 @@ impl FakeAnthropic {
         let s = shared.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let s = s.clone();
                 tokio::spawn(async move {
@@ -138,7 +149,10 @@ impl FakeAnthropic {
 
     /// Requests received with `credential` so far.
     pub fn count(&self, credential: &str) -> usize {
-        lock(&self.shared.counts).get(credential).copied().unwrap_or(0)
+        lock(&self.shared.counts)
+            .get(credential)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn total(&self) -> usize {
@@ -211,7 +225,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         Err(_) => Bytes::new(),
     };
     let cred = credential(&parts.headers);
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     *lock(&shared.counts).entry(cred.clone()).or_default() += 1;
     lock(&shared.recorded).push(Recorded {
         method: parts.method.to_string(),
@@ -228,11 +246,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let path = parts.uri.path();
 
     let response = match behavior {
-        Behavior::Error { status, headers, body } => full(status, &headers, "application/json", body.into_bytes()),
-        Behavior::Raw { status, headers, body } => full(status, &headers, "application/octet-stream", body),
+        Behavior::Error {
+            status,
+            headers,
+            body,
+        } => full(status, &headers, "application/json", body.into_bytes()),
+        Behavior::Raw {
+            status,
+            headers,
+            body,
+        } => full(status, &headers, "application/octet-stream", body),
         Behavior::Empty => full(200, &[], "text/event-stream; charset=utf-8", Vec::new()),
         Behavior::Hang => {
-            let mut guard = CancelGuard { shared: shared.clone(), done: false };
+            let mut guard = CancelGuard {
+                shared: shared.clone(),
+                done: false,
+            };
             std::future::pending::<()>().await;
             guard.done = true;
             full(500, &[], "text/plain", Vec::new())
@@ -242,8 +271,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     Ok(response)
 }
 
-fn full(status: u16, headers: &[(String, String)], content_type: &str, body: Vec<u8>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+fn full(
+    status: u16,
+    headers: &[(String, String)],
+    content_type: &str,
+    body: Vec<u8>,
+) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = r.headers_mut();
     if let Ok(v) = content_type.parse() {
@@ -276,31 +314,62 @@ fn header_num(h: &HeaderMap, name: &str) -> Option<u64> {
     h.get(name)?.to_str().ok()?.parse().ok()
 }
 
-fn normal(shared: &Arc<Shared>, path: &str, headers: &HeaderMap, body: &[u8], n: usize, behavior: Behavior) -> Response<Body> {
+fn normal(
+    shared: &Arc<Shared>,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    n: usize,
+    behavior: Behavior,
+) -> Response<Body> {
     let common = vec![
         ("request-id".to_string(), format!("req_fake_{n}")),
-        ("anthropic-ratelimit-requests-remaining".to_string(), "99".to_string()),
+        (
+            "anthropic-ratelimit-requests-remaining".to_string(),
+            "99".to_string(),
+        ),
     ];
     if path == "/v1/models" || path.starts_with("/v1/models/") {
         let models = serde_json::json!({
             "data": [{"type":"model","id":"claude-sonnet-4-5-20250929","display_name":"Claude Sonnet 4.5","created_at":"2025-09-29T00:00:00Z"}],
             "has_more": false, "first_id": "claude-sonnet-4-5-20250929", "last_id": "claude-sonnet-4-5-20250929"
         });
-        return full(200, &common, "application/json", models.to_string().into_bytes());
+        return full(
+            200,
+            &common,
+            "application/json",
+            models.to_string().into_bytes(),
+        );
     }
     if path == "/v1/messages/count_tokens" {
         let count = serde_json::json!({"input_tokens": body.len() / 4});
-        return full(200, &common, "application/json", count.to_string().into_bytes());
+        return full(
+            200,
+            &common,
+            "application/json",
+            count.to_string().into_bytes(),
+        );
     }
     if path != "/v1/messages" {
-        return full(404, &common, "application/json", br#"{"type":"error","error":{"type":"not_found_error","message":"no such path"}}"#.to_vec());
+        return full(
+            404,
+            &common,
+            "application/json",
+            br#"{"type":"error","error":{"type":"not_found_error","message":"no such path"}}"#
+                .to_vec(),
+        );
     }
     let peek: Peek = serde_json::from_slice(body).unwrap_or_default();
     let model = peek.model.unwrap_or_else(|| "claude-sonnet-4-5".into());
     let id = format!("msg_fake_{n}");
     if !peek.stream.unwrap_or(false) {
         let msg = sse::text_message(&id, &model, "Hello from the fake upstream.");
-        return full(200, &common, "application/json", msg.to_string().into_bytes());
+        return full(
+            200,
+            &common,
+            "application/json",
+            msg.to_string().into_bytes(),
+        );
     }
     let parts_count = header_num(headers, "x-fake-events").unwrap_or(3) as usize;
     let hold = header_num(headers, "x-fake-hold-ms").map(Duration::from_millis);
@@ -330,7 +399,10 @@ fn stream_response(
 ) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     tokio::spawn(async move {
-        let mut guard = CancelGuard { shared, done: false };
+        let mut guard = CancelGuard {
+            shared,
+            done: false,
+        };
         let last = events.len().saturating_sub(1);
         for (i, e) in events.into_iter().enumerate() {
             if cut_after == Some(i) {
@@ -357,10 +429,15 @@ fn stream_response(
         }
         guard.done = true;
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     let h = r.headers_mut();
-    h.insert("content-type", http::HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(
+        "content-type",
+        http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
     h.insert("cache-control", http::HeaderValue::from_static("no-cache"));
     for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), v.parse()) {

@@ -13,7 +13,9 @@ pub struct TestHome {
 
 impl TestHome {
     pub fn new() -> std::io::Result<Self> {
-        Ok(Self { dir: tempfile::tempdir()? })
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -84,10 +86,29 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
-        let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot run {}: {e} (build it with cargo build -p neurolink-daemon)", neurolink_bin().display()))?;
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd.spawn().map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run {}: {e} (build it with cargo build -p neurolink-daemon)",
+                neurolink_bin().display()
+            )
+        })?;
         let (tx, rx) = mpsc::channel::<String>();
-        for pipe in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -104,8 +125,16 @@ impl Daemon {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.split("listening on ").nth(1) {
-                        let url = rest.split_whitespace().next().unwrap_or_default().to_string();
-                        return Ok(Self { child, url, output: rx });
+                        let url = rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
+                        return Ok(Self {
+                            child,
+                            url,
+                            output: rx,
+                        });
                     }
                     seen.push(line);
                 }
@@ -124,7 +153,12 @@ impl Daemon {
     }
 
     pub async fn status(&self) -> anyhow::Result<serde_json::Value> {
-        Ok(http().get(format!("{}/status", self.url)).send().await?.json().await?)
+        Ok(http()
+            .get(format!("{}/status", self.url))
+            .send()
+            .await?
+            .json()
+            .await?)
     }
 
     /// The `/status` entry of the account labelled `label`.

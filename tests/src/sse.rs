@@ -16,7 +16,10 @@ pub const OUTPUT_TOKENS: u64 = 12;
 pub fn text_stream(id: &str, model: &str, parts: &[&str]) -> Vec<String> {
     let mut out = vec![
         event("message_start", &message_start(id, model)),
-        event("content_block_start", &json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})),
+        event(
+            "content_block_start",
+            &json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
         event("ping", &json!({"type":"ping"})),
     ];
     for p in parts {
@@ -25,7 +28,10 @@ pub fn text_stream(id: &str, model: &str, parts: &[&str]) -> Vec<String> {
             &json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":p}}),
         ));
     }
-    out.push(event("content_block_stop", &json!({"type":"content_block_stop","index":0})));
+    out.push(event(
+        "content_block_stop",
+        &json!({"type":"content_block_stop","index":0}),
+    ));
     out.push(event(
         "message_delta",
         &json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":OUTPUT_TOKENS}}),
@@ -38,15 +44,42 @@ pub fn text_stream(id: &str, model: &str, parts: &[&str]) -> Vec<String> {
 pub fn tool_stream(id: &str, model: &str, tool: &str) -> Vec<String> {
     vec![
         event("message_start", &message_start(id, model)),
-        event("content_block_start", &json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})),
-        event("content_block_delta", &json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me check."}})),
-        event("content_block_stop", &json!({"type":"content_block_stop","index":0})),
-        event("content_block_start", &json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01T1x1fJ34qAmk2tNTrN7Up6","name":tool,"input":{}}})),
-        event("content_block_delta", &json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}})),
-        event("content_block_delta", &json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"command\": \"l"}})),
-        event("content_block_delta", &json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"s -la\"}"}})),
-        event("content_block_stop", &json!({"type":"content_block_stop","index":1})),
-        event("message_delta", &json!({"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":OUTPUT_TOKENS}})),
+        event(
+            "content_block_start",
+            &json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
+        event(
+            "content_block_delta",
+            &json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me check."}}),
+        ),
+        event(
+            "content_block_stop",
+            &json!({"type":"content_block_stop","index":0}),
+        ),
+        event(
+            "content_block_start",
+            &json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01T1x1fJ34qAmk2tNTrN7Up6","name":tool,"input":{}}}),
+        ),
+        event(
+            "content_block_delta",
+            &json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}),
+        ),
+        event(
+            "content_block_delta",
+            &json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"command\": \"l"}}),
+        ),
+        event(
+            "content_block_delta",
+            &json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"s -la\"}"}}),
+        ),
+        event(
+            "content_block_stop",
+            &json!({"type":"content_block_stop","index":1}),
+        ),
+        event(
+            "message_delta",
+            &json!({"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":OUTPUT_TOKENS}}),
+        ),
         event("message_stop", &json!({"type":"message_stop"})),
     ]
 }

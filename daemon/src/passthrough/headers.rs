@@ -50,9 +50,15 @@ pub fn upstream(client: &HeaderMap, credential: &Credential) -> HeaderMap {
         }
         out.append(name.clone(), value.clone());
     }
-    out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    out.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     if !out.contains_key("anthropic-version") {
-        out.insert("anthropic-version", HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+        out.insert(
+            "anthropic-version",
+            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+        );
     }
     if !out.contains_key(header::USER_AGENT) {
         out.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
@@ -83,7 +89,11 @@ fn sensitive(s: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
 /// header lines into one and dropping duplicates.
 pub fn ensure_beta(headers: &mut HeaderMap, beta: &str) {
     let mut betas: Vec<String> = Vec::new();
-    for v in headers.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok()) {
+    for v in headers
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
         for b in v.split(',').map(str::trim).filter(|b| !b.is_empty()) {
             if !betas.iter().any(|x| x == b) {
                 betas.push(b.to_string());
@@ -120,7 +130,10 @@ pub fn client_key(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
 }
 
@@ -132,7 +145,10 @@ mod tests {
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         m
     }
@@ -158,26 +174,50 @@ mod tests {
         let out = upstream(&client, &Credential::ApiKey(Secret::new("sk-account")));
         assert_eq!(out["x-api-key"], "sk-account");
         assert!(!out.contains_key("authorization"));
-        for gone in ["host", "connection", "x-private", "keep-alive", "proxy-authorization", "transfer-encoding", "content-length"] {
+        for gone in [
+            "host",
+            "connection",
+            "x-private",
+            "keep-alive",
+            "proxy-authorization",
+            "transfer-encoding",
+            "content-length",
+        ] {
             assert!(!out.contains_key(gone), "{gone} must not go upstream");
         }
         assert_eq!(out["accept-encoding"], "identity");
-        assert_eq!(out["anthropic-version"], "2026-10-21", "the client's version is kept");
-        assert_eq!(out["anthropic-beta"], "claude-code-20250219", "no OAuth beta for API keys");
+        assert_eq!(
+            out["anthropic-version"], "2026-10-21",
+            "the client's version is kept"
+        );
+        assert_eq!(
+            out["anthropic-beta"], "claude-code-20250219",
+            "no OAuth beta for API keys"
+        );
         assert_eq!(out["x-stainless-os"], "Linux");
         assert_eq!(out["user-agent"], "claude-cli/2.1.332");
     }
 
     #[test]
     fn oauth_uses_bearer_and_merges_the_beta() {
-        let client = h(&[("x-api-key", "client"), ("anthropic-beta", "a,b"), ("anthropic-beta", "b, c")]);
-        let cred = Credential::OAuth { access_token: Secret::new("oat"), expires_at_ms: i64::MAX };
+        let client = h(&[
+            ("x-api-key", "client"),
+            ("anthropic-beta", "a,b"),
+            ("anthropic-beta", "b, c"),
+        ]);
+        let cred = Credential::OAuth {
+            access_token: Secret::new("oat"),
+            expires_at_ms: i64::MAX,
+        };
         let out = upstream(&client, &cred);
         assert_eq!(out["authorization"], "Bearer oat");
         assert!(!out.contains_key("x-api-key"));
         assert_eq!(out["anthropic-beta"], "a,b,c,oauth-2025-04-20");
         assert_eq!(out["anthropic-version"], "2023-06-01", "filled when absent");
-        assert!(out["user-agent"].to_str().unwrap().starts_with("neurolink-rs/"));
+        assert!(out["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("neurolink-rs/"));
         let mut already = h(&[("anthropic-beta", "oauth-2025-04-20,x")]);
         ensure_beta(&mut already, OAUTH_BETA);
         assert_eq!(already["anthropic-beta"], "oauth-2025-04-20,x");
@@ -194,7 +234,12 @@ mod tests {
             ("content-type", "text/event-stream"),
         ]);
         let out = downstream(&up);
-        for kept in ["request-id", "retry-after", "anthropic-ratelimit-unified-5h-utilization", "content-type"] {
+        for kept in [
+            "request-id",
+            "retry-after",
+            "anthropic-ratelimit-unified-5h-utilization",
+            "content-type",
+        ] {
             assert!(out.contains_key(kept), "{kept}");
         }
         assert!(!out.contains_key("connection") && !out.contains_key("transfer-encoding"));
@@ -203,7 +248,10 @@ mod tests {
     #[test]
     fn client_key_from_either_header() {
         assert_eq!(client_key(&h(&[("x-api-key", "k1")])), Some("k1"));
-        assert_eq!(client_key(&h(&[("authorization", "Bearer k2")])), Some("k2"));
+        assert_eq!(
+            client_key(&h(&[("authorization", "Bearer k2")])),
+            Some("k2")
+        );
         assert_eq!(client_key(&h(&[])), None);
     }
 }

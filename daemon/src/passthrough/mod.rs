@@ -48,18 +48,32 @@ pub struct Inbound {
 
 /// A failed attempt whose answer may still be what the client gets, if no account does better.
 enum Failure {
-    Upstream { status: StatusCode, headers: HeaderMap, body: Bytes },
-    Network { kind: NetworkKind, message: String },
+    Upstream {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Network {
+        kind: NetworkKind,
+        message: String,
+    },
 }
 
 impl Failure {
     fn into_response(self) -> Response {
         match self {
-            Failure::Upstream { status, headers, body } => buffered(status, &headers, body),
-            Failure::Network { kind: NetworkKind::Timeout, message } => {
-                errors::anthropic(StatusCode::GATEWAY_TIMEOUT, "timeout_error", &message)
+            Failure::Upstream {
+                status,
+                headers,
+                body,
+            } => buffered(status, &headers, body),
+            Failure::Network {
+                kind: NetworkKind::Timeout,
+                message,
+            } => errors::anthropic(StatusCode::GATEWAY_TIMEOUT, "timeout_error", &message),
+            Failure::Network { message, .. } => {
+                errors::anthropic(StatusCode::BAD_GATEWAY, "api_error", &message)
             }
-            Failure::Network { message, .. } => errors::anthropic(StatusCode::BAD_GATEWAY, "api_error", &message),
         }
     }
 }
@@ -78,18 +92,32 @@ pub async fn forward(app: Arc<App>, req: Inbound) -> Response {
                     pool.account(id).map(|a| (id, a.spec.clone()))
                 }
                 Pick::NoAccounts => return errors::no_accounts(),
-                Pick::Unavailable { retry_after_ms: Some(ms) } => return errors::all_cooling(ms.div_ceil(1000).max(1)),
-                Pick::Unavailable { retry_after_ms: None } => return errors::all_disabled(),
+                Pick::Unavailable {
+                    retry_after_ms: Some(ms),
+                } => return errors::all_cooling(ms.div_ceil(1000).max(1)),
+                Pick::Unavailable {
+                    retry_after_ms: None,
+                } => return errors::all_disabled(),
                 Pick::Exhausted => {
                     return last.map_or_else(
-                        || errors::anthropic(StatusCode::BAD_GATEWAY, "api_error", "no account could serve the request"),
+                        || {
+                            errors::anthropic(
+                                StatusCode::BAD_GATEWAY,
+                                "api_error",
+                                "no account could serve the request",
+                            )
+                        },
                         Failure::into_response,
                     )
                 }
             }
         };
         let Some((id, spec)) = picked else {
-            return errors::anthropic(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "account vanished from the pool");
+            return errors::anthropic(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "account vanished from the pool",
+            );
         };
         tried.push(id);
         match attempt(&app, id, &spec, &req).await {
@@ -105,7 +133,12 @@ pub async fn forward(app: Arc<App>, req: Inbound) -> Response {
 
 /// One try on one account. `Ok` is the client's answer (committed or returned as is); `Err`
 /// means the next account should try.
-async fn attempt(app: &Arc<App>, id: AccountId, spec: &AccountSpec, req: &Inbound) -> Result<Response, (Outcome, Failure)> {
+async fn attempt(
+    app: &Arc<App>,
+    id: AccountId,
+    spec: &AccountSpec,
+    req: &Inbound,
+) -> Result<Response, (Outcome, Failure)> {
     let base = spec.base_url.as_deref().unwrap_or(&app.settings.base_url);
     let url = upstream_url(base, &req.path_and_query, req.route);
     let headers = headers::upstream(&req.headers, &spec.credential);
@@ -118,9 +151,17 @@ async fn attempt(app: &Arc<App>, id: AccountId, spec: &AccountSpec, req: &Inboun
     let response = match tokio::time::timeout(app.settings.headers_timeout, send).await {
         Err(_) => {
             let secs = app.settings.headers_timeout.as_secs();
-            return Err(network(NetworkKind::Timeout, format!("upstream sent no response headers within {secs} s")));
+            return Err(network(
+                NetworkKind::Timeout,
+                format!("upstream sent no response headers within {secs} s"),
+            ));
         }
-        Ok(Err(e)) => return Err(network(kind_of(&e), format!("upstream request failed: {}", error_chain(&e)))),
+        Ok(Err(e)) => {
+            return Err(network(
+                kind_of(&e),
+                format!("upstream request failed: {}", error_chain(&e)),
+            ))
+        }
         Ok(Ok(r)) => r,
     };
     let status = response.status();
@@ -130,7 +171,14 @@ async fn attempt(app: &Arc<App>, id: AccountId, spec: &AccountSpec, req: &Inboun
     let headers = response.headers().clone();
     let body = match read_capped(response, app.settings.idle_timeout).await {
         Ok(b) => b,
-        Err(failure) => return Err((Outcome::Network { kind: NetworkKind::Io }, failure)),
+        Err(failure) => {
+            return Err((
+                Outcome::Network {
+                    kind: NetworkKind::Io,
+                },
+                failure,
+            ))
+        }
     };
     let outcome = outcome::classify_error(status, &headers, &body, SystemTime::now());
     match outcome.next_step() {
@@ -138,23 +186,49 @@ async fn attempt(app: &Arc<App>, id: AccountId, spec: &AccountSpec, req: &Inboun
             app.pool().report(id, &outcome, app.now_ms());
             Ok(buffered(status, &headers, body))
         }
-        NextStep::NextAccount => Err((outcome, Failure::Upstream { status, headers, body })),
+        NextStep::NextAccount => Err((
+            outcome,
+            Failure::Upstream {
+                status,
+                headers,
+                body,
+            },
+        )),
     }
 }
 
 /// Wait for the first non-empty chunk, then hand the rest to a [`Relay`].
-async fn commit(app: &Arc<App>, id: AccountId, mut response: reqwest::Response, route: Route) -> Result<Response, (Outcome, Failure)> {
+async fn commit(
+    app: &Arc<App>,
+    id: AccountId,
+    mut response: reqwest::Response,
+    route: Route,
+) -> Result<Response, (Outcome, Failure)> {
     let idle = app.settings.idle_timeout;
     let first = loop {
         match tokio::time::timeout(idle, response.chunk()).await {
             Err(_) => {
-                return Err(network(NetworkKind::Timeout, format!("upstream sent headers but no body for {} s", idle.as_secs())))
+                return Err(network(
+                    NetworkKind::Timeout,
+                    format!("upstream sent headers but no body for {} s", idle.as_secs()),
+                ))
             }
-            Ok(Err(e)) => return Err(network(kind_of(&e), format!("upstream body failed before the first byte: {}", error_chain(&e)))),
+            Ok(Err(e)) => {
+                return Err(network(
+                    kind_of(&e),
+                    format!(
+                        "upstream body failed before the first byte: {}",
+                        error_chain(&e)
+                    ),
+                ))
+            }
             Ok(Ok(None)) => {
                 return Err((
                     Outcome::EmptyStream,
-                    Failure::Network { kind: NetworkKind::Io, message: "upstream answered with an empty body".into() },
+                    Failure::Network {
+                        kind: NetworkKind::Io,
+                        message: "upstream answered with an empty body".into(),
+                    },
                 ))
             }
             Ok(Ok(Some(chunk))) if chunk.is_empty() => continue,
@@ -204,7 +278,10 @@ async fn read_capped(mut response: reqwest::Response, idle: Duration) -> Result<
             }
             Ok(Ok(None)) => break,
             Ok(Err(e)) => {
-                return Err(Failure::Network { kind: kind_of(&e), message: format!("upstream error body failed: {}", error_chain(&e)) })
+                return Err(Failure::Network {
+                    kind: kind_of(&e),
+                    message: format!("upstream error body failed: {}", error_chain(&e)),
+                })
             }
             Err(_) => {
                 return Err(Failure::Network {
@@ -225,7 +302,10 @@ fn buffered(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
 }
 
 fn network(kind: NetworkKind, message: String) -> (Outcome, Failure) {
-    (Outcome::Network { kind }, Failure::Network { kind, message })
+    (
+        Outcome::Network { kind },
+        Failure::Network { kind, message },
+    )
 }
 
 fn kind_of(e: &reqwest::Error) -> NetworkKind {
@@ -273,9 +353,21 @@ mod tests {
 
     #[test]
     fn beta_true_is_added_once() {
-        assert_eq!(upstream_url("http://u/", "/v1/messages", Route::Messages), "http://u/v1/messages?beta=true");
-        assert_eq!(upstream_url("http://u", "/v1/messages?beta=true", Route::Messages), "http://u/v1/messages?beta=true");
-        assert_eq!(upstream_url("http://u", "/v1/messages?x=1", Route::Messages), "http://u/v1/messages?x=1&beta=true");
-        assert_eq!(upstream_url("http://u", "/v1/models?limit=5", Route::Models), "http://u/v1/models?limit=5");
+        assert_eq!(
+            upstream_url("http://u/", "/v1/messages", Route::Messages),
+            "http://u/v1/messages?beta=true"
+        );
+        assert_eq!(
+            upstream_url("http://u", "/v1/messages?beta=true", Route::Messages),
+            "http://u/v1/messages?beta=true"
+        );
+        assert_eq!(
+            upstream_url("http://u", "/v1/messages?x=1", Route::Messages),
+            "http://u/v1/messages?x=1&beta=true"
+        );
+        assert_eq!(
+            upstream_url("http://u", "/v1/models?limit=5", Route::Models),
+            "http://u/v1/models?limit=5"
+        );
     }
 }

@@ -93,7 +93,10 @@ impl Relay {
 
     fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
-        tracing::warn!(account = self.account, "stream failed after the first byte: {message}");
+        tracing::warn!(
+            account = self.account,
+            "stream failed after the first byte: {message}"
+        );
         self.failure = Some(message.clone());
         self.report();
         if self.sse {
@@ -121,7 +124,8 @@ impl Relay {
 
 /// The SSE event that tells a client the stream broke (`anthropic-messages.md` §7).
 pub fn error_event(message: &str) -> Bytes {
-    let data = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+    let data =
+        serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
     Bytes::from(format!("event: error\ndata: {data}\n\n"))
 }
 
@@ -129,7 +133,10 @@ impl http_body::Body for Relay {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(first) = this.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(first))));

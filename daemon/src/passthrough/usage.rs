@@ -29,8 +29,14 @@ impl Usage {
         let max = |a: &mut u64, b: Option<u64>| *a = (*a).max(b.unwrap_or(0));
         max(&mut self.input_tokens, raw.input_tokens);
         max(&mut self.output_tokens, raw.output_tokens);
-        max(&mut self.cache_creation_input_tokens, raw.cache_creation_input_tokens);
-        max(&mut self.cache_read_input_tokens, raw.cache_read_input_tokens);
+        max(
+            &mut self.cache_creation_input_tokens,
+            raw.cache_creation_input_tokens,
+        );
+        max(
+            &mut self.cache_read_input_tokens,
+            raw.cache_read_input_tokens,
+        );
     }
 }
 
@@ -60,7 +66,12 @@ pub struct SseUsage {
 
 impl Default for SseUsage {
     fn default() -> Self {
-        Self { line: Vec::new(), mode: Line::Undecided, event: Event::None, usage: Usage::default() }
+        Self {
+            line: Vec::new(),
+            mode: Line::Undecided,
+            event: Event::None,
+            usage: Usage::default(),
+        }
     }
 }
 
@@ -108,7 +119,11 @@ impl SseUsage {
         if l.starts_with(b"event:") {
             self.mode = Line::Keep;
         } else if l.starts_with(b"data:") {
-            self.mode = if self.event == Event::Other { Line::Skip } else { Line::Keep };
+            self.mode = if self.event == Event::Other {
+                Line::Skip
+            } else {
+                Line::Keep
+            };
         } else if l.len() >= 6 || complete {
             // Comments, `id:`, `retry:`, blank lines: a blank line ends the event.
             if complete && (l.is_empty() || l == b"\r") {
@@ -192,7 +207,12 @@ mod tests {
     const STREAM: &str = "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":472,\"cache_creation_input_tokens\":3,\"cache_read_input_tokens\":4,\"output_tokens\":2}}}\r\n\r\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"usage\\\":{\\\"output_tokens\\\":999}\"}}\n\n: comment\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":61}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
     fn expected() -> Usage {
-        Usage { input_tokens: 472, output_tokens: 61, cache_creation_input_tokens: 3, cache_read_input_tokens: 4 }
+        Usage {
+            input_tokens: 472,
+            output_tokens: 61,
+            cache_creation_input_tokens: 3,
+            cache_read_input_tokens: 4,
+        }
     }
 
     #[test]
@@ -226,6 +246,13 @@ mod tests {
         let mut j = JsonUsage::default();
         j.feed(br#"{"id":"m","content":[],"usage":{"input_tokens":5,"#);
         j.feed(br#""output_tokens":7}}"#);
-        assert_eq!(j.usage(), Usage { input_tokens: 5, output_tokens: 7, ..Usage::default() });
+        assert_eq!(
+            j.usage(),
+            Usage {
+                input_tokens: 5,
+                output_tokens: 7,
+                ..Usage::default()
+            }
+        );
     }
 }

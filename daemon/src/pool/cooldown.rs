@@ -32,7 +32,10 @@ pub fn effect(outcome: &Outcome, level: u32) -> Effect {
             duration: rate_limit_cooldown(*retry_after, level),
             escalate: true,
         },
-        Outcome::AuthRejected { .. } => Effect::Cool { duration: AUTH_COOLDOWN, escalate: false },
+        Outcome::AuthRejected { .. } => Effect::Cool {
+            duration: AUTH_COOLDOWN,
+            escalate: false,
+        },
         Outcome::PolicyRejected
         | Outcome::Unretryable { .. }
         | Outcome::Transient { .. }
@@ -45,7 +48,9 @@ pub fn effect(outcome: &Outcome, level: u32) -> Effect {
 pub fn rate_limit_cooldown(retry_after: Option<Duration>, level: u32) -> Duration {
     let base = retry_after.unwrap_or(RATE_LIMIT_BASE);
     let factor = 1u32.checked_shl(level.min(31)).unwrap_or(u32::MAX);
-    base.checked_mul(factor).unwrap_or(RATE_LIMIT_CAP).min(RATE_LIMIT_CAP)
+    base.checked_mul(factor)
+        .unwrap_or(RATE_LIMIT_CAP)
+        .min(RATE_LIMIT_CAP)
 }
 
 #[cfg(test)]
@@ -59,10 +64,19 @@ mod tests {
         assert_eq!(rate_limit_cooldown(None, 9), Duration::from_secs(512));
         assert_eq!(rate_limit_cooldown(None, 10), Duration::from_secs(600));
         assert_eq!(rate_limit_cooldown(None, 63), Duration::from_secs(600));
-        assert_eq!(rate_limit_cooldown(Some(Duration::from_secs(7)), 0), Duration::from_secs(7));
-        assert_eq!(rate_limit_cooldown(Some(Duration::from_secs(7)), 2), Duration::from_secs(28));
+        assert_eq!(
+            rate_limit_cooldown(Some(Duration::from_secs(7)), 0),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            rate_limit_cooldown(Some(Duration::from_secs(7)), 2),
+            Duration::from_secs(28)
+        );
         // Days of retry-after are capped, so the account is probed again within 10 minutes.
-        assert_eq!(rate_limit_cooldown(Some(Duration::from_secs(3 * 86_400)), 0), Duration::from_secs(600));
+        assert_eq!(
+            rate_limit_cooldown(Some(Duration::from_secs(3 * 86_400)), 0),
+            Duration::from_secs(600)
+        );
     }
 
     #[test]
@@ -70,7 +84,10 @@ mod tests {
         assert_eq!(effect(&Outcome::Success, 4), Effect::Reset);
         assert_eq!(
             effect(&Outcome::AuthRejected { status: 403 }, 3),
-            Effect::Cool { duration: Duration::from_secs(300), escalate: false }
+            Effect::Cool {
+                duration: Duration::from_secs(300),
+                escalate: false
+            }
         );
         assert_eq!(effect(&Outcome::PolicyRejected, 0), Effect::None);
         assert_eq!(effect(&Outcome::Transient { status: 529 }, 0), Effect::None);

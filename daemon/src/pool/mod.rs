@@ -25,7 +25,10 @@ pub enum Credential {
     /// Sent as `x-api-key`.
     ApiKey(Secret),
     /// Sent as `Authorization: Bearer` with the `oauth-2025-04-20` beta.
-    OAuth { access_token: Secret, expires_at_ms: i64 },
+    OAuth {
+        access_token: Secret,
+        expires_at_ms: i64,
+    },
 }
 
 impl Credential {
@@ -90,7 +93,9 @@ pub enum Pick {
     NoAccounts,
     /// Every account that may serve this model is cooling or disabled. `retry_after_ms` is the
     /// time until the earliest cooldown ends; `None` when none is cooling (all disabled).
-    Unavailable { retry_after_ms: Option<u64> },
+    Unavailable {
+        retry_after_ms: Option<u64>,
+    },
     /// Every usable account was already tried for this request.
     Exhausted,
 }
@@ -136,7 +141,9 @@ impl Pool {
     }
 
     pub fn state(&self, id: AccountId, now: Millis) -> State {
-        let Some(a) = self.accounts.get(id) else { return State::Disabled };
+        let Some(a) = self.accounts.get(id) else {
+            return State::Disabled;
+        };
         if a.spec.disabled.is_some() {
             return State::Disabled;
         }
@@ -151,7 +158,9 @@ impl Pool {
         if self.accounts.is_empty() {
             return Pick::NoAccounts;
         }
-        let serves = |a: &Account| model.is_none_or(|m| !a.spec.excluded_models.iter().any(|p| glob_match(p, m)));
+        let serves = |a: &Account| {
+            model.is_none_or(|m| !a.spec.excluded_models.iter().any(|p| glob_match(p, m)))
+        };
         let mut eligible: Vec<AccountId> = Vec::with_capacity(self.accounts.len());
         let mut any_active = false;
         for (id, a) in self.accounts.iter().enumerate() {
@@ -173,7 +182,9 @@ impl Pool {
                 .filter_map(|a| a.health.cooldown_until)
                 .filter(|&until| until > now)
                 .min();
-            return Pick::Unavailable { retry_after_ms: earliest.map(|until| until - now) };
+            return Pick::Unavailable {
+                retry_after_ms: earliest.map(|until| until - now),
+            };
         }
         let chosen = match self.strategy {
             Strategy::FillFirst => eligible[0],
@@ -211,7 +222,9 @@ impl Pool {
 
     /// Apply the policy for `outcome` to account `id`.
     pub fn report(&mut self, id: AccountId, outcome: &Outcome, now: Millis) {
-        let Some(a) = self.accounts.get_mut(id) else { return };
+        let Some(a) = self.accounts.get_mut(id) else {
+            return;
+        };
         match outcome {
             Outcome::Success => a.counters.successes += 1,
             other => {
@@ -250,7 +263,9 @@ impl Pool {
 
 fn describe(outcome: &Outcome) -> String {
     match outcome {
-        Outcome::RateLimited { retry_after: Some(d) } => format!("429 rate limited (retry-after {}s)", d.as_secs()),
+        Outcome::RateLimited {
+            retry_after: Some(d),
+        } => format!("429 rate limited (retry-after {}s)", d.as_secs()),
         Outcome::RateLimited { retry_after: None } => "429 rate limited".into(),
         Outcome::PolicyRejected => "429 policy rejection (\"Error\")".into(),
         Outcome::AuthRejected { status } => format!("{status} authentication/permission rejected"),

@@ -25,7 +25,9 @@ fn pool(labels: &[&str], strategy: Strategy) -> Pool {
 const T0: Millis = 1_700_000_000_000;
 
 fn rate_limited(secs: Option<u64>) -> Outcome {
-    Outcome::RateLimited { retry_after: secs.map(Duration::from_secs) }
+    Outcome::RateLimited {
+        retry_after: secs.map(Duration::from_secs),
+    }
 }
 
 #[test]
@@ -62,7 +64,10 @@ fn success_resets_the_backoff_level() {
     p.report(0, &Outcome::Success, T0 + 10_000);
     assert_eq!(p.accounts()[0].health.backoff_level, 0);
     p.report(0, &rate_limited(None), T0 + 20_000);
-    assert_eq!(p.accounts()[0].health.cooldown_until, Some(T0 + 20_000 + 1_000));
+    assert_eq!(
+        p.accounts()[0].health.cooldown_until,
+        Some(T0 + 20_000 + 1_000)
+    );
 }
 
 #[test]
@@ -70,7 +75,10 @@ fn rate_limit_cools_with_retry_after_then_doubles() {
     let clock = ManualClock::at(T0);
     let mut p = pool(&["a", "b"], Strategy::FillFirst);
     p.report(0, &rate_limited(Some(5)), clock.now_ms());
-    assert_eq!(p.state(0, clock.now_ms()), State::Cooling { until: T0 + 5_000 });
+    assert_eq!(
+        p.state(0, clock.now_ms()),
+        State::Cooling { until: T0 + 5_000 }
+    );
     assert_eq!(p.pick(clock.now_ms(), None, &[]), Pick::Use(1));
     clock.advance(Duration::from_millis(4_999));
     assert_eq!(p.pick(clock.now_ms(), None, &[]), Pick::Use(1));
@@ -78,10 +86,16 @@ fn rate_limit_cools_with_retry_after_then_doubles() {
     assert_eq!(p.pick(clock.now_ms(), None, &[]), Pick::Use(0));
     // Second 429 in a row: level 1 doubles the base.
     p.report(0, &rate_limited(Some(5)), clock.now_ms());
-    assert_eq!(p.accounts()[0].health.cooldown_until, Some(clock.now_ms() + 10_000));
+    assert_eq!(
+        p.accounts()[0].health.cooldown_until,
+        Some(clock.now_ms() + 10_000)
+    );
     // Without retry-after the base is 1 s: level 2 -> 4 s.
     p.report(0, &rate_limited(None), clock.now_ms());
-    assert_eq!(p.accounts()[0].health.cooldown_until, Some(clock.now_ms() + 4_000));
+    assert_eq!(
+        p.accounts()[0].health.cooldown_until,
+        Some(clock.now_ms() + 4_000)
+    );
 }
 
 #[test]
@@ -89,9 +103,18 @@ fn rate_limit_of_days_is_capped_at_ten_minutes() {
     let clock = ManualClock::at(T0);
     let mut p = pool(&["a"], Strategy::FillFirst);
     p.report(0, &rate_limited(Some(7 * 86_400)), clock.now_ms());
-    assert_eq!(p.state(0, clock.now_ms()), State::Cooling { until: T0 + 600_000 });
+    assert_eq!(
+        p.state(0, clock.now_ms()),
+        State::Cooling {
+            until: T0 + 600_000
+        }
+    );
     clock.advance(Duration::from_secs(600));
-    assert_eq!(p.pick(clock.now_ms(), None, &[]), Pick::Use(0), "tried again after 10 min");
+    assert_eq!(
+        p.pick(clock.now_ms(), None, &[]),
+        Pick::Use(0),
+        "tried again after 10 min"
+    );
 }
 
 #[test]
@@ -100,7 +123,12 @@ fn auth_failures_bench_for_five_minutes_without_escalating() {
         let clock = ManualClock::at(T0);
         let mut p = pool(&["a", "b"], Strategy::FillFirst);
         p.report(0, &Outcome::AuthRejected { status }, clock.now_ms());
-        assert_eq!(p.state(0, clock.now_ms()), State::Cooling { until: T0 + 300_000 });
+        assert_eq!(
+            p.state(0, clock.now_ms()),
+            State::Cooling {
+                until: T0 + 300_000
+            }
+        );
         assert_eq!(p.accounts()[0].health.backoff_level, 0);
         clock.advance(Duration::from_secs(299));
         assert_eq!(p.pick(clock.now_ms(), None, &[]), Pick::Use(1));
@@ -117,7 +145,9 @@ fn answers_for_the_client_and_transient_errors_do_not_cool() {
         Outcome::PolicyRejected,
         Outcome::Transient { status: 529 },
         Outcome::Transient { status: 500 },
-        Outcome::Network { kind: NetworkKind::Timeout },
+        Outcome::Network {
+            kind: NetworkKind::Timeout,
+        },
         Outcome::EmptyStream,
     ];
     for o in outcomes {
@@ -136,14 +166,22 @@ fn all_cooling_reports_the_earliest_recovery() {
     let mut p = pool(&["a", "b"], Strategy::RoundRobin);
     p.report(0, &rate_limited(Some(30)), T0);
     p.report(1, &rate_limited(Some(12)), T0 + 1_000);
-    assert_eq!(p.pick(T0 + 2_000, None, &[]), Pick::Unavailable { retry_after_ms: Some(11_000) });
+    assert_eq!(
+        p.pick(T0 + 2_000, None, &[]),
+        Pick::Unavailable {
+            retry_after_ms: Some(11_000)
+        }
+    );
 }
 
 #[test]
 fn tried_accounts_are_exhausted_not_unavailable() {
     let mut p = pool(&["a", "b"], Strategy::FillFirst);
     assert_eq!(p.pick(T0, None, &[0, 1]), Pick::Exhausted);
-    assert_eq!(Pool::new(Vec::new(), Strategy::FillFirst).pick(T0, None, &[]), Pick::NoAccounts);
+    assert_eq!(
+        Pool::new(Vec::new(), Strategy::FillFirst).pick(T0, None, &[]),
+        Pick::NoAccounts
+    );
 }
 
 #[test]
@@ -153,8 +191,19 @@ fn disabled_accounts_are_never_picked() {
     let mut p = Pool::new(specs, Strategy::FillFirst);
     assert_eq!(p.pick(T0, None, &[]), Pick::Use(1));
     assert_eq!(p.state(0, T0), State::Disabled);
-    let mut only_off = Pool::new(vec![AccountSpec { disabled: Some("x".into()), ..key("off") }], Strategy::FillFirst);
-    assert_eq!(only_off.pick(T0, None, &[]), Pick::Unavailable { retry_after_ms: None });
+    let mut only_off = Pool::new(
+        vec![AccountSpec {
+            disabled: Some("x".into()),
+            ..key("off")
+        }],
+        Strategy::FillFirst,
+    );
+    assert_eq!(
+        only_off.pick(T0, None, &[]),
+        Pick::Unavailable {
+            retry_after_ms: None
+        }
+    );
 }
 
 #[test]
@@ -173,9 +222,19 @@ fn counters_track_attempts_errors_and_tokens() {
     p.report(0, &Outcome::Transient { status: 503 }, T0);
     p.begin(0);
     p.report(0, &Outcome::Success, T0);
-    p.add_usage(0, Usage { input_tokens: 10, output_tokens: 5, ..Usage::default() });
+    p.add_usage(
+        0,
+        Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            ..Usage::default()
+        },
+    );
     let c = &p.accounts()[0].counters;
-    assert_eq!((c.requests, c.successes, c.errors["server_error"]), (2, 1, 1));
+    assert_eq!(
+        (c.requests, c.successes, c.errors["server_error"]),
+        (2, 1, 1)
+    );
     assert_eq!((c.input_tokens, c.output_tokens), (10, 5));
 }
 

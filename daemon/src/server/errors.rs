@@ -17,7 +17,10 @@ pub fn anthropic(status: StatusCode, kind: &str, message: &str) -> Response {
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = HeaderValue::from_str(&id) {
         h.insert("request-id", v);
     }
@@ -49,9 +52,14 @@ pub fn all_cooling(retry_after_secs: u64) -> Response {
     let mut r = anthropic(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limit_error",
-        &format!("every account is rate limited; the first one is usable again in {retry_after_secs} s"),
+        &format!(
+            "every account is rate limited; the first one is usable again in {retry_after_secs} s"
+        ),
     );
-    r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs),
+    );
     r
 }
 

@@ -43,15 +43,27 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(pool: Pool, clock: Arc<dyn Clock>, client: reqwest::Client, settings: Settings) -> Self {
-        Self { pool: Mutex::new(pool), clock, client, settings }
+    pub fn new(
+        pool: Pool,
+        clock: Arc<dyn Clock>,
+        client: reqwest::Client,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            pool: Mutex::new(pool),
+            clock,
+            client,
+            settings,
+        }
     }
 
     /// The pool, locked. Held only for bookkeeping, never across an await.
     pub fn pool(&self) -> MutexGuard<'_, Pool> {
         // A panic while holding the lock leaves counters possibly half-updated, which is harmless;
         // keep serving rather than poisoning every later request.
-        self.pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn now_ms(&self) -> Millis {
@@ -61,7 +73,11 @@ impl App {
 
 /// Serve on `listener` until `shutdown` completes, then wait up to [`SHUTDOWN_GRACE`] for
 /// in-flight answers.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let router = routes::router(app);
     let listener = listener.tap_io(|tcp| {
@@ -81,7 +97,10 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     match tokio::time::timeout(SHUTDOWN_GRACE, serve).await {
         Ok(r) => r,
         Err(_) => {
-            tracing::warn!("answers still running after {} s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+            tracing::warn!(
+                "answers still running after {} s; stopping anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
             Ok(())
         }
     }

@@ -53,23 +53,42 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
                 errors::anthropic(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "request_too_large",
-                    &format!("request body is larger than {} MB", MAX_REQUEST_BODY / (1024 * 1024)),
+                    &format!(
+                        "request body is larger than {} MB",
+                        MAX_REQUEST_BODY / (1024 * 1024)
+                    ),
                 )
             } else {
-                errors::anthropic(StatusCode::BAD_REQUEST, "invalid_request_error", &format!("could not read the request body: {e}"))
+                errors::anthropic(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    &format!("could not read the request body: {e}"),
+                )
             };
         }
     };
     let model = if parts.method == Method::POST {
         match peek_model(&body) {
             Ok(m) => m,
-            Err(msg) => return errors::anthropic(StatusCode::BAD_REQUEST, "invalid_request_error", &msg),
+            Err(msg) => {
+                return errors::anthropic(StatusCode::BAD_REQUEST, "invalid_request_error", &msg)
+            }
         }
     } else {
         None
     };
-    let path_and_query = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |pq| pq.as_str().to_string());
-    let inbound = Inbound { route, method: parts.method, path_and_query, headers: parts.headers, body, model };
+    let path_and_query = parts.uri.path_and_query().map_or_else(
+        || parts.uri.path().to_string(),
+        |pq| pq.as_str().to_string(),
+    );
+    let inbound = Inbound {
+        route,
+        method: parts.method,
+        path_and_query,
+        headers: parts.headers,
+        body,
+        model,
+    };
     passthrough::forward(app, inbound).await
 }
 
@@ -114,7 +133,11 @@ async fn not_found(req: Request<Body>) -> Response {
     errors::anthropic(
         StatusCode::NOT_FOUND,
         "not_found_error",
-        &format!("{} {} is not served by this proxy", req.method(), req.uri().path()),
+        &format!(
+            "{} {} is not served by this proxy",
+            req.method(),
+            req.uri().path()
+        ),
     )
     .into_response()
 }

@@ -34,7 +34,7 @@ impl EnvSource {
 }
 
 thread_local! {
-    static ENV: RefCell<EnvSource> = RefCell::new(EnvSource::Process);
+    static ENV: RefCell<EnvSource> = const { RefCell::new(EnvSource::Process) };
 }
 
 /// Run `f` with `env` as the interpolation source on this thread.
@@ -63,7 +63,9 @@ pub fn interpolate(input: &str, env: &EnvSource) -> Result<(String, bool), Strin
             None => (inner, None),
         };
         if name.is_empty() || name.contains(':') {
-            return Err(format!("`${{{inner}}}` is not a valid placeholder (use ${{VAR}} or ${{VAR:-default}})"));
+            return Err(format!(
+                "`${{{inner}}}` is not a valid placeholder (use ${{VAR}} or ${{VAR:-default}})"
+            ));
         }
         found = true;
         match (env.get(name), default) {
@@ -95,7 +97,10 @@ pub struct IString {
 
 impl IString {
     pub fn literal(value: impl Into<String>) -> Self {
-        Self { value: value.into(), from_env: false }
+        Self {
+            value: value.into(),
+            from_env: false,
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -140,7 +145,10 @@ impl fmt::Debug for ISecret {
 impl<'de> Deserialize<'de> for ISecret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = IString::deserialize(d)?;
-        Ok(Self { value: Secret::new(s.value), from_env: s.from_env })
+        Ok(Self {
+            value: Secret::new(s.value),
+            from_env: s.from_env,
+        })
     }
 }
 
@@ -248,16 +256,27 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> EnvSource {
-        EnvSource::Map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        EnvSource::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn replaces_variables_and_defaults() {
         let e = env(&[("A", "one")]);
-        assert_eq!(interpolate("x-${A}-${B:-two}-y", &e), Ok(("x-one-two-y".into(), true)));
+        assert_eq!(
+            interpolate("x-${A}-${B:-two}-y", &e),
+            Ok(("x-one-two-y".into(), true))
+        );
         assert_eq!(interpolate("${B:-}", &e), Ok((String::new(), true)));
         assert_eq!(interpolate("plain", &e), Ok(("plain".into(), false)));
-        assert_eq!(interpolate("dangling ${A", &e), Ok(("dangling ${A".into(), false)));
+        assert_eq!(
+            interpolate("dangling ${A", &e),
+            Ok(("dangling ${A".into(), false))
+        );
     }
 
     #[test]

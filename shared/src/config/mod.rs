@@ -29,7 +29,10 @@ pub struct Loaded {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Bad syntax, a wrong type or a missing key, found while parsing.
     #[error("{}", Located { path, line: *line, column: *column, key, message })]
     Invalid {
@@ -101,7 +104,11 @@ pub fn load(
         source,
     })?;
     let (config, warnings) = parse(&text, Format::for_path(&path), &path, env)?;
-    Ok(Loaded { config, path: Some(path), warnings })
+    Ok(Loaded {
+        config,
+        path: Some(path),
+        warnings,
+    })
 }
 
 /// Parse and validate config text. `origin` is only used in messages.
@@ -123,7 +130,12 @@ pub fn parse(
             });
             result.map_err(|e| {
                 let pos = yaml::position(&e);
-                invalid(origin, pos.as_ref().map(|p| (p.line, p.column)), failure.unwrap_or_default(), &e)
+                invalid(
+                    origin,
+                    pos.as_ref().map(|p| (p.line, p.column)),
+                    failure.unwrap_or_default(),
+                    &e,
+                )
             })
         }
         Format::Json => {
@@ -136,7 +148,13 @@ pub fn parse(
     let config = parsed.unwrap_or_default();
     let mut warnings: Vec<String> = ignored
         .into_iter()
-        .map(|k| format!("{}: unknown key `{}` is ignored", origin.display(), key_path(&k)))
+        .map(|k| {
+            format!(
+                "{}: unknown key `{}` is ignored",
+                origin.display(),
+                key_path(&k)
+            )
+        })
         .collect();
     validate(&config, origin, &mut warnings)?;
     Ok((config, warnings))
@@ -174,7 +192,13 @@ fn invalid(
         Some((l, c)) if l > 0 => (Some(l), Some(c)),
         _ => (None, None),
     };
-    ConfigError::Invalid { path: path.to_path_buf(), line, column, key, message }
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        column,
+        key,
+        message,
+    }
 }
 
 /// `?.accounts.anthropic.0.colour` (serde_ignored's form) as `accounts.anthropic[0].colour`.
@@ -209,7 +233,11 @@ fn validate(c: &ProxyConfig, origin: &Path, warnings: &mut Vec<String>) -> Resul
     for (i, a) in c.accounts.anthropic.iter().enumerate() {
         let key = format!("accounts.anthropic[{i}]");
         if a.api_key.value.is_empty() {
-            return Err(semantic(origin, format!("{key}.apiKey"), "must not be empty"));
+            return Err(semantic(
+                origin,
+                format!("{key}.apiKey"),
+                "must not be empty",
+            ));
         }
         if !a.api_key.from_env {
             warnings.push(format!(
@@ -219,14 +247,25 @@ fn validate(c: &ProxyConfig, origin: &Path, warnings: &mut Vec<String>) -> Resul
             ));
         }
         if a.weight.0 == 0 {
-            return Err(semantic(origin, format!("{key}.weight"), "must be at least 1 (use enabled: false to switch an account off)"));
+            return Err(semantic(
+                origin,
+                format!("{key}.weight"),
+                "must be at least 1 (use enabled: false to switch an account off)",
+            ));
         }
         if let Some(url) = &a.base_url {
             check_url(origin, &format!("{key}.baseUrl"), url)?;
         }
     }
-    check_url(origin, "providers.anthropic.baseUrl", &c.providers.anthropic.base_url)?;
-    for (name, p) in [("openai", &c.providers.openai), ("google-ai", &c.providers.google_ai)] {
+    check_url(
+        origin,
+        "providers.anthropic.baseUrl",
+        &c.providers.anthropic.base_url,
+    )?;
+    for (name, p) in [
+        ("openai", &c.providers.openai),
+        ("google-ai", &c.providers.google_ai),
+    ] {
         let Some(p) = p else { continue };
         if let Some(url) = &p.base_url {
             check_url(origin, &format!("providers.{name}.baseUrl"), url)?;
@@ -248,16 +287,24 @@ fn validate(c: &ProxyConfig, origin: &Path, warnings: &mut Vec<String>) -> Resul
     }
     let t = c.routing.quota_threshold.0;
     if !(0.0..=1.0).contains(&t) {
-        return Err(semantic(origin, "routing.quota-threshold", format!("{t} is outside 0.0..=1.0")));
+        return Err(semantic(
+            origin,
+            "routing.quota-threshold",
+            format!("{t} is outside 0.0..=1.0"),
+        ));
     }
     for (i, m) in c.routing.model_mappings.iter().enumerate() {
         if m.from.value.is_empty() || m.to.value.is_empty() {
-            warnings.push(format!("{file}: `routing.model-mappings[{i}]` has an empty from/to and is skipped"));
+            warnings.push(format!(
+                "{file}: `routing.model-mappings[{i}]` has an empty from/to and is skipped"
+            ));
         }
     }
     for (i, f) in c.routing.fallback_chain.iter().enumerate() {
         if f.provider.value.is_empty() || f.model.value.is_empty() {
-            warnings.push(format!("{file}: `routing.fallback-chain[{i}]` has an empty provider/model and is skipped"));
+            warnings.push(format!(
+                "{file}: `routing.fallback-chain[{i}]` has an empty provider/model and is skipped"
+            ));
         }
     }
     if c.server.host.value.is_empty() {
@@ -271,11 +318,17 @@ fn validate(c: &ProxyConfig, origin: &Path, warnings: &mut Vec<String>) -> Resul
 
 fn check_url(origin: &Path, key: &str, url: &IString) -> Result<(), ConfigError> {
     let v = url.value.as_str();
-    let rest = v.strip_prefix("https://").or_else(|| v.strip_prefix("http://"));
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"));
     if rest.is_some_and(|r| !r.is_empty()) {
         Ok(())
     } else {
-        Err(semantic(origin, key, format!("`{v}` is not an http:// or https:// URL")))
+        Err(semantic(
+            origin,
+            key,
+            format!("`{v}` is not an http:// or https:// URL"),
+        ))
     }
 }
 
@@ -291,7 +344,9 @@ fn cloaking_warnings(c: &Cloaking, file: &str, warnings: &mut Vec<String>) {
     for (name, value) in plugins {
         let enabled = match value {
             serde_json::Value::Bool(b) => *b,
-            serde_json::Value::Object(o) => o.get("enabled").and_then(|v| v.as_bool()).unwrap_or(true),
+            serde_json::Value::Object(o) => {
+                o.get("enabled").and_then(|v| v.as_bool()).unwrap_or(true)
+            }
             _ => false,
         };
         if enabled && c.mode != CloakMode::Never {

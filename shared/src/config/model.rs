@@ -106,7 +106,9 @@ impl std::str::FromStr for Strategy {
         match s {
             "fill-first" => Ok(Strategy::FillFirst),
             "round-robin" => Ok(Strategy::RoundRobin),
-            other => Err(format!("unknown strategy `{other}` (use fill-first or round-robin)")),
+            other => Err(format!(
+                "unknown strategy `{other}` (use fill-first or round-robin)"
+            )),
         }
     }
 }
@@ -115,7 +117,12 @@ impl std::str::FromStr for Strategy {
 pub struct Routing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
-    #[serde(rename = "primary-account", alias = "primaryAccount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "primary-account",
+        alias = "primaryAccount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub primary_account: Option<IString>,
     #[serde(rename = "model-mappings", alias = "modelMappings", default)]
     pub model_mappings: Vec<ModelMapping>,
@@ -123,7 +130,11 @@ pub struct Routing {
     pub fallback_chain: Vec<FallbackEntry>,
     #[serde(rename = "passthrough-models", alias = "passthroughModels", default)]
     pub passthrough_models: Vec<IString>,
-    #[serde(rename = "quota-threshold", alias = "quotaThreshold", default = "quota_threshold")]
+    #[serde(
+        rename = "quota-threshold",
+        alias = "quotaThreshold",
+        default = "quota_threshold"
+    )]
     pub quota_threshold: Num<f64>,
 }
 
@@ -199,7 +210,9 @@ pub struct AnthropicProvider {
 
 impl Default for AnthropicProvider {
     fn default() -> Self {
-        Self { base_url: anthropic_base_url() }
+        Self {
+            base_url: anthropic_base_url(),
+        }
     }
 }
 

@@ -54,7 +54,10 @@ server: {port: "${PORT:-4000}", host: 127.0.0.1}
     assert_eq!(c.routing.model_mappings[0].provider.as_str(), "google-ai");
     assert_eq!(c.routing.fallback_chain[0].model.as_str(), "gpt-4o");
     assert_eq!(c.routing.quota_threshold.0, 0.7);
-    assert_eq!(c.providers.anthropic.base_url.as_str(), "http://127.0.0.1:9");
+    assert_eq!(
+        c.providers.anthropic.base_url.as_str(),
+        "http://127.0.0.1:9"
+    );
     assert_eq!(c.server.port.0, 4000);
 }
 
@@ -74,20 +77,32 @@ fn defaults_when_empty() {
     assert!(w.is_empty());
     assert_eq!(c.server.port.0, DEFAULT_PORT);
     assert_eq!(c.server.host.as_str(), "127.0.0.1");
-    assert_eq!(c.providers.anthropic.base_url.as_str(), DEFAULT_ANTHROPIC_BASE_URL);
+    assert_eq!(
+        c.providers.anthropic.base_url.as_str(),
+        DEFAULT_ANTHROPIC_BASE_URL
+    );
     assert_eq!(c.routing.quota_threshold.0, 0.5);
 }
 
 #[test]
 fn wrong_type_names_line_column_and_key() {
-    let text = "accounts:\n  anthropic:\n    - name: a\n      apiKey: \"${K}\"\n      weight: lots\n";
+    let text =
+        "accounts:\n  anthropic:\n    - name: a\n      apiKey: \"${K}\"\n      weight: lots\n";
     let err = yaml(text, &env(&[("K", "x")])).unwrap_err();
-    let ConfigError::Invalid { line, column, key, .. } = &err else { panic!("{err}") };
+    let ConfigError::Invalid {
+        line, column, key, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
     assert_eq!(key, "accounts.anthropic[0].weight");
     assert_eq!(*line, Some(5));
     assert_eq!(*column, Some(15));
     let msg = err.to_string();
-    assert!(msg.starts_with("/cfg/proxy-config.yaml:5:15: key `accounts.anthropic[0].weight`:"), "{msg}");
+    assert!(
+        msg.starts_with("/cfg/proxy-config.yaml:5:15: key `accounts.anthropic[0].weight`:"),
+        "{msg}"
+    );
     assert!(msg.contains("not a number"), "{msg}");
 }
 
@@ -97,13 +112,18 @@ fn missing_variable_is_an_error_naming_key_and_variable() {
     let err = yaml(text, &env(&[])).unwrap_err().to_string();
     assert!(err.contains("accounts.anthropic[0].apiKey"), "{err}");
     assert!(err.contains("`MISSING_KEY` is not set"), "{err}");
-    assert!(err.starts_with("/cfg/proxy-config.yaml:3:"), "points at the entry: {err}");
+    assert!(
+        err.starts_with("/cfg/proxy-config.yaml:3:"),
+        "points at the entry: {err}"
+    );
     assert!(!err.contains("[0]: environment"), "no doubled path: {err}");
 }
 
 #[test]
 fn missing_required_api_key_is_an_error() {
-    let err = yaml("accounts:\n  anthropic:\n    - name: a\n", &env(&[])).unwrap_err().to_string();
+    let err = yaml("accounts:\n  anthropic:\n    - name: a\n", &env(&[]))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing field `apiKey`"), "{err}");
     assert!(err.contains("accounts.anthropic[0]"), "{err}");
 }
@@ -112,16 +132,28 @@ fn missing_required_api_key_is_an_error() {
 fn unknown_keys_and_literal_keys_warn() {
     let text = "accounts:\n  anthropic:\n    - name: a\n      apiKey: sk-ant-api03-literal\n      colour: blue\nroutnig: {}\n";
     let (_, w) = yaml(text, &env(&[])).unwrap();
-    assert!(w.iter().any(|m| m.contains("unknown key `accounts.anthropic[0].colour`")), "{w:?}");
+    assert!(
+        w.iter()
+            .any(|m| m.contains("unknown key `accounts.anthropic[0].colour`")),
+        "{w:?}"
+    );
     assert!(w.iter().any(|m| m.contains("`routnig`")), "{w:?}");
-    let literal = w.iter().find(|m| m.contains("literal API key")).expect("literal warning");
+    let literal = w
+        .iter()
+        .find(|m| m.contains("literal API key"))
+        .expect("literal warning");
     assert!(literal.contains("${ANTHROPIC_KEY_1}"), "{literal}");
-    assert!(!literal.contains("sk-ant-api03-literal"), "a warning must not echo the key: {literal}");
+    assert!(
+        !literal.contains("sk-ant-api03-literal"),
+        "a warning must not echo the key: {literal}"
+    );
 }
 
 #[test]
 fn bad_strategy_lists_the_choices() {
-    let err = yaml("routing: {strategy: random}\n", &env(&[])).unwrap_err().to_string();
+    let err = yaml("routing: {strategy: random}\n", &env(&[]))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("routing.strategy"), "{err}");
     assert!(err.contains("fill-first"), "{err}");
 }
@@ -129,7 +161,9 @@ fn bad_strategy_lists_the_choices() {
 #[test]
 fn syntax_error_has_position() {
     let err = yaml("server: {port: 1\n", &env(&[])).unwrap_err();
-    let ConfigError::Invalid { line, .. } = &err else { panic!("{err}") };
+    let ConfigError::Invalid { line, .. } = &err else {
+        panic!("{err}")
+    };
     assert!(line.is_some(), "{err}");
 }
 
@@ -138,8 +172,16 @@ fn json_config_is_accepted_with_positions() {
     let p = Path::new("/cfg/proxy-config.json");
     let (c, _) = parse(r#"{"server": {"port": 1234}}"#, Format::Json, p, &env(&[])).unwrap();
     assert_eq!(c.server.port.0, 1234);
-    let err = parse("{\n  \"server\": {\"port\": true}\n}", Format::Json, p, &env(&[])).unwrap_err();
-    let ConfigError::Invalid { line, key, .. } = &err else { panic!("{err}") };
+    let err = parse(
+        "{\n  \"server\": {\"port\": true}\n}",
+        Format::Json,
+        p,
+        &env(&[]),
+    )
+    .unwrap_err();
+    let ConfigError::Invalid { line, key, .. } = &err else {
+        panic!("{err}")
+    };
     assert_eq!(*line, Some(2));
     assert_eq!(key, "server.port");
 }
@@ -151,25 +193,40 @@ fn cloaking_is_accepted_and_declined_plugins_warn() {
     assert_eq!(c.cloaking.unwrap().mode, CloakMode::Auto);
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("wordObfuscator"));
-    let err = yaml("cloaking: {mode: sometimes}\n", &env(&[])).unwrap_err().to_string();
+    let err = yaml("cloaking: {mode: sometimes}\n", &env(&[]))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cloaking.mode"), "{err}");
 }
 
 #[test]
 fn semantic_checks_name_the_key() {
     let e = env(&[("K", "k")]);
-    let err = yaml("accounts: {anthropic: [{apiKey: \"${K}\", weight: 0}]}\n", &e).unwrap_err().to_string();
+    let err = yaml(
+        "accounts: {anthropic: [{apiKey: \"${K}\", weight: 0}]}\n",
+        &e,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("accounts.anthropic[0].weight"), "{err}");
-    let err = yaml("providers: {anthropic: {baseUrl: ftp://x}}\n", &e).unwrap_err().to_string();
+    let err = yaml("providers: {anthropic: {baseUrl: ftp://x}}\n", &e)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("providers.anthropic.baseUrl"), "{err}");
-    let err = yaml("routing: {quota-threshold: 2}\n", &e).unwrap_err().to_string();
+    let err = yaml("routing: {quota-threshold: 2}\n", &e)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("routing.quota-threshold"), "{err}");
 }
 
 #[test]
 fn secrets_serialize_masked() {
     let e = env(&[("K", "sk-ant-api03-0123456789abcdefghijklmnop")]);
-    let (c, _) = yaml("accounts: {anthropic: [{name: a, apiKey: \"${K}\"}]}\nserver: {authKey: \"${K}\"}\n", &e).unwrap();
+    let (c, _) = yaml(
+        "accounts: {anthropic: [{name: a, apiKey: \"${K}\"}]}\nserver: {authKey: \"${K}\"}\n",
+        &e,
+    )
+    .unwrap();
     let json = serde_json::to_string(&c).unwrap();
     assert!(!json.contains("0123456789abcdef"), "{json}");
     assert!(json.contains("sk-ant-api03-…mnop"), "{json}");

@@ -21,5 +21,8 @@ where
 }
 
 pub fn position(err: &YamlError) -> Option<YamlPos> {
-    err.location().map(|l| YamlPos { line: l.line(), column: l.column() })
+    err.location().map(|l| YamlPos {
+        line: l.line(),
+        column: l.column(),
+    })
 }

@@ -12,12 +12,19 @@ fn valid_config_prints_effective_config_with_secrets_masked() {
         .env("WORK_KEY", "sk-ant-api03-verysecretvalue-0123456789")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("verysecretvalue"), "{stdout}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["valid"], true);
-    assert_eq!(v["config"]["accounts"]["anthropic"][0]["apiKey"], "sk-ant-api03-…6789(39 chars)");
+    assert_eq!(
+        v["config"]["accounts"]["anthropic"][0]["apiKey"],
+        "sk-ant-api03-…6789(39 chars)"
+    );
     assert_eq!(v["config"]["server"]["port"], 55669);
     assert_eq!(v["config"]["routing"]["strategy"], "fill-first");
 }
@@ -29,10 +36,16 @@ fn invalid_config_names_file_line_column_and_key() {
     let out = command(&home).args(["config", "check"]).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{}:2:9", path.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:2:9", path.display())),
+        "{stderr}"
+    );
     assert!(stderr.contains("server.port"), "{stderr}");
 
-    let out = command(&home).args(["config", "check", "--format", "json"]).output().unwrap();
+    let out = command(&home)
+        .args(["config", "check", "--format", "json"])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["valid"], false);
     assert_eq!(v["line"], 2);
@@ -54,7 +67,10 @@ fn warnings_for_unknown_keys_and_literal_keys() {
 #[test]
 fn missing_explicit_config_is_an_error() {
     let home = TestHome::new().unwrap();
-    let out = command(&home).args(["config", "check", "-c", "/nonexistent/x.yaml"]).output().unwrap();
+    let out = command(&home)
+        .args(["config", "check", "-c", "/nonexistent/x.yaml"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.yaml"));
 }
@@ -62,7 +78,10 @@ fn missing_explicit_config_is_an_error() {
 #[test]
 fn start_refuses_a_public_address_without_auth_key() {
     let home = TestHome::new().unwrap();
-    let out = command(&home).args(["proxy", "start", "-H", "0.0.0.0", "-p", "0"]).output().unwrap();
+    let out = command(&home)
+        .args(["proxy", "start", "-H", "0.0.0.0", "-p", "0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("authKey"));
 }

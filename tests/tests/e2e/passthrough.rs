@@ -1,12 +1,19 @@
 //! Byte-for-byte forwarding and the header rules of DESIGN.md §5.
 
 use neurolink_tests::fake_anthropic::{Behavior, FakeAnthropic};
-use neurolink_tests::harness::{config_with_keys, http, message_body, token_store, Daemon, TestHome};
+use neurolink_tests::harness::{
+    config_with_keys, http, message_body, token_store, Daemon, TestHome,
+};
 use sha2::{Digest, Sha256};
 
 async fn one_key_proxy(fake: &FakeAnthropic) -> (TestHome, Daemon) {
     let home = TestHome::new().unwrap();
-    home.write_config(&config_with_keys(&fake.url(), "fill-first", &[("a", "key-a")])).unwrap();
+    home.write_config(&config_with_keys(
+        &fake.url(),
+        "fill-first",
+        &[("a", "key-a")],
+    ))
+    .unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
     (home, d)
 }
@@ -31,21 +38,40 @@ async fn json_message_passes_through_with_auth_swapped() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["anthropic-ratelimit-requests-remaining"], "99");
-    assert!(r.headers()["request-id"].to_str().unwrap().starts_with("req_fake_"));
+    assert!(r.headers()["request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_fake_"));
     let answer: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(answer["content"][0]["text"], "Hello from the fake upstream.");
+    assert_eq!(
+        answer["content"][0]["text"],
+        "Hello from the fake upstream."
+    );
 
     let seen = fake.last().unwrap();
     assert_eq!(seen.path_and_query, "/v1/messages?beta=true");
     assert_eq!(seen.body.as_ref(), body.as_slice(), "body bytes untouched");
     assert_eq!(seen.headers["x-api-key"], "key-a");
-    assert!(!seen.headers.contains_key("authorization"), "client Authorization must not go upstream");
-    assert_eq!(seen.headers["anthropic-beta"], "claude-code-20250219", "no OAuth beta for API keys");
-    assert_eq!(seen.headers["anthropic-version"], "2023-06-01", "filled when absent");
+    assert!(
+        !seen.headers.contains_key("authorization"),
+        "client Authorization must not go upstream"
+    );
+    assert_eq!(
+        seen.headers["anthropic-beta"], "claude-code-20250219",
+        "no OAuth beta for API keys"
+    );
+    assert_eq!(
+        seen.headers["anthropic-version"], "2023-06-01",
+        "filled when absent"
+    );
     assert_eq!(seen.headers["x-stainless-os"], "Linux");
     assert_eq!(seen.headers["x-app"], "cli");
     let host = seen.headers["host"].to_str().unwrap();
-    assert_eq!(host, fake.addr.to_string(), "host is the upstream's, not the proxy's");
+    assert_eq!(
+        host,
+        fake.addr.to_string(),
+        "host is the upstream's, not the proxy's"
+    );
 
     let acct = d.account("a").await.unwrap();
     assert_eq!(acct["counters"]["successes"], 1);
@@ -74,13 +100,24 @@ async fn client_version_and_query_are_kept() {
 async fn oauth_account_uses_bearer_and_oauth_beta() {
     let fake = FakeAnthropic::start().await.unwrap();
     let home = TestHome::new().unwrap();
-    home.write("tokens.json", &token_store(&[("alice@example.com", "oat-alice", i64::MAX / 2)])).unwrap();
-    home.write_config(&format!("providers:\n  anthropic:\n    baseUrl: {}\n", fake.url())).unwrap();
+    home.write(
+        "tokens.json",
+        &token_store(&[("alice@example.com", "oat-alice", i64::MAX / 2)]),
+    )
+    .unwrap();
+    home.write_config(&format!(
+        "providers:\n  anthropic:\n    baseUrl: {}\n",
+        fake.url()
+    ))
+    .unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
     let r = http()
         .post(format!("{}/v1/messages", d.url))
         .header("x-api-key", "whatever")
-        .header("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14")
+        .header(
+            "anthropic-beta",
+            "claude-code-20250219,interleaved-thinking-2025-05-14",
+        )
         .json(&message_body(false))
         .send()
         .await
@@ -89,7 +126,10 @@ async fn oauth_account_uses_bearer_and_oauth_beta() {
     let seen = fake.last().unwrap();
     assert_eq!(seen.headers["authorization"], "Bearer oat-alice");
     assert!(!seen.headers.contains_key("x-api-key"));
-    assert_eq!(seen.headers["anthropic-beta"], "claude-code-20250219,interleaved-thinking-2025-05-14,oauth-2025-04-20");
+    assert_eq!(
+        seen.headers["anthropic-beta"],
+        "claude-code-20250219,interleaved-thinking-2025-05-14,oauth-2025-04-20"
+    );
     let acct = d.account("alice@example.com").await.unwrap();
     assert_eq!(acct["kind"], "oauth");
 }
@@ -98,14 +138,21 @@ async fn oauth_account_uses_bearer_and_oauth_beta() {
 async fn megabyte_body_arrives_intact() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = one_key_proxy(&fake).await;
-    let filler: String = (0..1_048_576).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let filler: String = (0..1_048_576)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     let body = serde_json::to_vec(&serde_json::json!({
         "model": "claude-sonnet-4-5", "max_tokens": 1, "stream": false,
         "messages": [{"role": "user", "content": filler}]
     }))
     .unwrap();
     assert!(body.len() > 1_048_576);
-    let r = http().post(format!("{}/v1/messages", d.url)).body(body.clone()).send().await.unwrap();
+    let r = http()
+        .post(format!("{}/v1/messages", d.url))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let seen = fake.last().unwrap();
     assert_eq!(seen.body.len(), body.len());
@@ -138,13 +185,26 @@ async fn count_tokens_and_models_are_anthropics_own() {
     assert_eq!(proxied, direct);
     assert!(proxied["input_tokens"].as_u64().unwrap() > 0);
     assert_eq!(fake.last().unwrap().headers["x-api-key"], "key-a");
-    assert_eq!(fake.last().unwrap().path_and_query, "/v1/messages/count_tokens?beta=true");
+    assert_eq!(
+        fake.last().unwrap().path_and_query,
+        "/v1/messages/count_tokens?beta=true"
+    );
 
-    let models: serde_json::Value = http().get(format!("{}/v1/models?limit=5", d.url)).send().await.unwrap().json().await.unwrap();
+    let models: serde_json::Value = http()
+        .get(format!("{}/v1/models?limit=5", d.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(models["data"][0]["id"], "claude-sonnet-4-5-20250929");
     assert_eq!(fake.last().unwrap().path_and_query, "/v1/models?limit=5");
     let acct = d.account("a").await.unwrap();
-    assert_eq!(acct["counters"]["inputTokens"], 0, "count_tokens answers are not usage");
+    assert_eq!(
+        acct["counters"]["inputTokens"], 0,
+        "count_tokens answers are not usage"
+    );
 }
 
 #[tokio::test]
@@ -163,7 +223,10 @@ async fn compression_is_never_mismatched() {
     let text = r.text().await.unwrap();
     assert!(text.contains("message_stop"));
     assert_eq!(fake.last().unwrap().headers["accept-encoding"], "identity");
-    assert_eq!(d.account("a").await.unwrap()["counters"]["outputTokens"], 12);
+    assert_eq!(
+        d.account("a").await.unwrap()["counters"]["outputTokens"],
+        12
+    );
 
     // An upstream that compresses anyway: header and bytes reach the client unchanged.
     let gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3, 4];
@@ -177,7 +240,12 @@ async fn compression_is_never_mismatched() {
         },
     );
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let r = client.post(format!("{}/v1/messages", d.url)).json(&message_body(false)).send().await.unwrap();
+    let r = client
+        .post(format!("{}/v1/messages", d.url))
+        .json(&message_body(false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-encoding"], "gzip");
     assert_eq!(r.bytes().await.unwrap().as_ref(), gz.as_slice());
 }
@@ -186,17 +254,37 @@ async fn compression_is_never_mismatched() {
 async fn proxy_auth_key_is_required_and_never_forwarded() {
     let fake = FakeAnthropic::start().await.unwrap();
     let home = TestHome::new().unwrap();
-    let cfg = config_with_keys(&fake.url(), "fill-first", &[("a", "key-a")]) + "server:\n  authKey: \"${PROXY_KEY}\"\n";
+    let cfg = config_with_keys(&fake.url(), "fill-first", &[("a", "key-a")])
+        + "server:\n  authKey: \"${PROXY_KEY}\"\n";
     home.write_config(&cfg).unwrap();
-    let d = Daemon::start(&home, &[], &[("PROXY_KEY", "local-proxy-secret-0123456789")]).unwrap();
+    let d = Daemon::start(
+        &home,
+        &[],
+        &[("PROXY_KEY", "local-proxy-secret-0123456789")],
+    )
+    .unwrap();
     let url = format!("{}/v1/messages", d.url);
-    let r = http().post(&url).json(&message_body(false)).send().await.unwrap();
+    let r = http()
+        .post(&url)
+        .json(&message_body(false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let e: serde_json::Value = r.json().await.unwrap();
     assert_eq!(e["error"]["type"], "authentication_error");
     assert_eq!(fake.total(), 0);
-    for (name, value) in [("x-api-key", "local-proxy-secret-0123456789"), ("authorization", "Bearer local-proxy-secret-0123456789")] {
-        let r = http().post(&url).header(name, value).json(&message_body(false)).send().await.unwrap();
+    for (name, value) in [
+        ("x-api-key", "local-proxy-secret-0123456789"),
+        ("authorization", "Bearer local-proxy-secret-0123456789"),
+    ] {
+        let r = http()
+            .post(&url)
+            .header(name, value)
+            .json(&message_body(false))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{name}");
         let seen = fake.last().unwrap();
         assert_eq!(seen.headers["x-api-key"], "key-a");
@@ -208,23 +296,43 @@ async fn proxy_auth_key_is_required_and_never_forwarded() {
 async fn no_accounts_answers_401_naming_the_fix() {
     let home = TestHome::new().unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
-    let r = http().post(format!("{}/v1/messages", d.url)).json(&message_body(false)).send().await.unwrap();
+    let r = http()
+        .post(format!("{}/v1/messages", d.url))
+        .json(&message_body(false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["request-id"].to_str().unwrap().starts_with("req_nl_"));
+    assert!(r.headers()["request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_nl_"));
     let e: serde_json::Value = r.json().await.unwrap();
     assert_eq!(e["type"], "error");
     assert_eq!(e["error"]["type"], "authentication_error");
     let msg = e["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("ANTHROPIC_API_KEY") && msg.contains("neurolink auth login"), "{msg}");
+    assert!(
+        msg.contains("ANTHROPIC_API_KEY") && msg.contains("neurolink auth login"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
 async fn env_api_key_is_an_account() {
     let fake = FakeAnthropic::start().await.unwrap();
     let home = TestHome::new().unwrap();
-    home.write_config(&format!("providers:\n  anthropic:\n    baseUrl: {}\n", fake.url())).unwrap();
+    home.write_config(&format!(
+        "providers:\n  anthropic:\n    baseUrl: {}\n",
+        fake.url()
+    ))
+    .unwrap();
     let d = Daemon::start(&home, &[], &[("ANTHROPIC_API_KEY", "sk-from-env")]).unwrap();
-    let r = http().post(format!("{}/v1/messages", d.url)).json(&message_body(false)).send().await.unwrap();
+    let r = http()
+        .post(format!("{}/v1/messages", d.url))
+        .json(&message_body(false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(fake.last().unwrap().headers["x-api-key"], "sk-from-env");
     assert_eq!(d.account("env").await.unwrap()["source"], "environment");
@@ -234,11 +342,20 @@ async fn env_api_key_is_an_account() {
 async fn bad_json_and_unknown_paths_get_anthropic_errors() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = one_key_proxy(&fake).await;
-    let r = http().post(format!("{}/v1/messages", d.url)).body("{not json").send().await.unwrap();
+    let r = http()
+        .post(format!("{}/v1/messages", d.url))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let e: serde_json::Value = r.json().await.unwrap();
     assert_eq!(e["error"]["type"], "invalid_request_error");
-    let r = http().head(format!("{}/api/hello", d.url)).send().await.unwrap();
+    let r = http()
+        .head(format!("{}/api/hello", d.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(fake.total(), 0);
 }
@@ -247,9 +364,21 @@ async fn bad_json_and_unknown_paths_get_anthropic_errors() {
 async fn health_and_status_never_show_secrets() {
     let fake = FakeAnthropic::start().await.unwrap();
     let home = TestHome::new().unwrap();
-    home.write_config(&config_with_keys(&fake.url(), "round-robin", &[("a", "sk-ant-api03-SECRETSECRETSECRET")])).unwrap();
+    home.write_config(&config_with_keys(
+        &fake.url(),
+        "round-robin",
+        &[("a", "sk-ant-api03-SECRETSECRETSECRET")],
+    ))
+    .unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
-    let health: serde_json::Value = http().get(format!("{}/health", d.url)).send().await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = http()
+        .get(format!("{}/health", d.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
     let status = d.status().await.unwrap();
     assert_eq!(status["strategy"], "round-robin");

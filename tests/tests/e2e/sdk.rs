@@ -20,18 +20,36 @@ fn sdk_python() -> PathBuf {
     let python = venv.join("bin").join("python");
     let ready = python.is_file()
         && Command::new(&python)
-            .args(["-c", "import anthropic, sys; sys.exit(0 if anthropic.__version__ == '2.14.0' else 1)"])
+            .args([
+                "-c",
+                "import anthropic, sys; sys.exit(0 if anthropic.__version__ == '2.14.0' else 1)",
+            ])
             .status()
             .is_ok_and(|s| s.success());
     if !ready {
-        let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("python3 -m venv");
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 -m venv");
         assert!(status.success(), "creating {} failed", venv.display());
         let out = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(workspace().join("tests/python/requirements.txt"))
             .output()
             .expect("pip install");
-        assert!(out.status.success(), "pip install failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pip install failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     python
 }
@@ -41,7 +59,12 @@ async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
     let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
     let fake = FakeAnthropic::start().await.unwrap();
     let home = TestHome::new().unwrap();
-    home.write_config(&config_with_keys(&fake.url(), "fill-first", &[("a", "key-a")])).unwrap();
+    home.write_config(&config_with_keys(
+        &fake.url(),
+        "fill-first",
+        &[("a", "key-a")],
+    ))
+    .unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
 
     let script = workspace().join("tests/python/sdk_check.py");
@@ -60,7 +83,11 @@ async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
     .await
     .unwrap()
     .unwrap();
-    assert!(out.status.success(), "SDK script failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     assert_eq!(v["plain"]["text"], "Hello from the fake upstream.");
@@ -68,7 +95,10 @@ async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
     assert_eq!(v["plain"]["input_tokens"], 25);
     assert_eq!(v["plain"]["output_tokens"], 12);
 
-    assert_eq!(v["streamed"]["deltas"], serde_json::json!(["Hello", " from", " the fake upstream."]));
+    assert_eq!(
+        v["streamed"]["deltas"],
+        serde_json::json!(["Hello", " from", " the fake upstream."])
+    );
     assert_eq!(v["streamed"]["text"], "Hello from the fake upstream.");
     assert_eq!(v["streamed"]["output_tokens"], 12);
 
@@ -76,7 +106,10 @@ async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
     assert_eq!(v["tool"]["text"], serde_json::json!(["Let me check."]));
     assert_eq!(v["tool"]["tool_name"], "Bash");
     assert_eq!(v["tool"]["tool_id"], "toolu_01T1x1fJ34qAmk2tNTrN7Up6");
-    assert_eq!(v["tool"]["tool_input"], serde_json::json!({"command": "ls -la"}));
+    assert_eq!(
+        v["tool"]["tool_input"],
+        serde_json::json!({"command": "ls -la"})
+    );
 
     // Every SDK request reached the fake with the account's key, never the SDK's.
     let recorded = fake.recorded();
@@ -84,7 +117,10 @@ async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
     for r in &recorded {
         assert_eq!(r.headers["x-api-key"], "key-a");
         assert!(!r.headers.contains_key("authorization"));
-        assert!(r.headers.get("x-stainless-lang").is_some(), "SDK headers are forwarded");
+        assert!(
+            r.headers.get("x-stainless-lang").is_some(),
+            "SDK headers are forwarded"
+        );
     }
     assert_eq!(d.account("a").await.unwrap()["counters"]["successes"], 3);
 }

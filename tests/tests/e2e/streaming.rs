@@ -10,7 +10,8 @@ use neurolink_tests::sse;
 
 async fn proxy(fake: &FakeAnthropic, keys: &[(&str, &str)]) -> (TestHome, Daemon) {
     let home = TestHome::new().unwrap();
-    home.write_config(&config_with_keys(&fake.url(), "fill-first", keys)).unwrap();
+    home.write_config(&config_with_keys(&fake.url(), "fill-first", keys))
+        .unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
     (home, d)
 }
@@ -19,12 +20,25 @@ async fn proxy(fake: &FakeAnthropic, keys: &[(&str, &str)]) -> (TestHome, Daemon
 async fn stream_bytes_are_exactly_upstreams() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = proxy(&fake, &[("a", "key-a")]).await;
-    let r = http().post(format!("{}/v1/messages", d.url)).json(&message_body(true)).send().await.unwrap();
+    let r = http()
+        .post(format!("{}/v1/messages", d.url))
+        .json(&message_body(true))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["content-type"], "text/event-stream; charset=utf-8");
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
     assert_eq!(r.headers()["cache-control"], "no-cache");
     let got = r.text().await.unwrap();
-    let expected = sse::text_stream("msg_fake_0", "claude-sonnet-4-5", &["Hello", " from", " the fake upstream."]).concat();
+    let expected = sse::text_stream(
+        "msg_fake_0",
+        "claude-sonnet-4-5",
+        &["Hello", " from", " the fake upstream."],
+    )
+    .concat();
     assert_eq!(got, expected);
     let a = d.account("a").await.unwrap();
     assert_eq!(a["counters"]["inputTokens"], sse::INPUT_TOKENS);
@@ -58,7 +72,11 @@ async fn events_reach_the_client_while_upstream_still_streams_and_disconnect_can
     assert!(!seen.contains("message_stop"));
     assert_eq!(fake.cancels(), 0);
     drop(body);
-    assert_eq!(fake.wait_cancels(1, Duration::from_secs(5)).await, 1, "upstream saw the client leave");
+    assert_eq!(
+        fake.wait_cancels(1, Duration::from_secs(5)).await,
+        1,
+        "upstream saw the client leave"
+    );
 }
 
 #[tokio::test]
@@ -67,7 +85,8 @@ async fn disconnect_while_upstream_hangs_cancels_it() {
     let (_home, d) = proxy(&fake, &[("a", "key-a")]).await;
     fake.script("key-a", 1, Behavior::Hang);
     let url = format!("{}/v1/messages", d.url);
-    let pending = tokio::spawn(async move { http().post(url).json(&message_body(true)).send().await });
+    let pending =
+        tokio::spawn(async move { http().post(url).json(&message_body(true)).send().await });
     // Wait until the request reached the fake, then give up on it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while fake.count("key-a") == 0 && tokio::time::Instant::now() < deadline {
@@ -83,14 +102,27 @@ async fn failure_after_first_byte_ends_with_an_error_event_and_no_retry() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = proxy(&fake, &[("a", "key-a"), ("b", "key-b")]).await;
     fake.script("key-a", 1, Behavior::DropAfter(3));
-    let r = http().post(format!("{}/v1/messages", d.url)).json(&message_body(true)).send().await.unwrap();
+    let r = http()
+        .post(format!("{}/v1/messages", d.url))
+        .json(&message_body(true))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
-    let events = sse::text_stream("msg_fake_0", "claude-sonnet-4-5", &["Hello", " from", " the fake upstream."]);
-    assert!(text.starts_with(&events[..3].concat()), "the first 3 events pass unchanged: {text}");
+    let events = sse::text_stream(
+        "msg_fake_0",
+        "claude-sonnet-4-5",
+        &["Hello", " from", " the fake upstream."],
+    );
+    assert!(
+        text.starts_with(&events[..3].concat()),
+        "the first 3 events pass unchanged: {text}"
+    );
     let tail = &text[events[..3].concat().len()..];
     assert!(tail.starts_with("event: error\ndata: "), "{tail}");
-    let data: serde_json::Value = serde_json::from_str(tail.trim_start_matches("event: error\ndata: ").trim()).unwrap();
+    let data: serde_json::Value =
+        serde_json::from_str(tail.trim_start_matches("event: error\ndata: ").trim()).unwrap();
     assert_eq!(data["type"], "error");
     assert_eq!(data["error"]["type"], "api_error");
     assert_eq!(fake.count("key-b"), 0, "no retry after the first byte");
@@ -108,7 +140,12 @@ async fn hundred_concurrent_streams() {
             let client = client.clone();
             let url = format!("{}/v1/messages", d.url);
             tokio::spawn(async move {
-                let r = client.post(url).header("x-fake-events", "20").json(&message_body(true)).send().await?;
+                let r = client
+                    .post(url)
+                    .header("x-fake-events", "20")
+                    .json(&message_body(true))
+                    .send()
+                    .await?;
                 let status = r.status();
                 let text = r.text().await?;
                 Ok::<_, reqwest::Error>((status, text))
