@@ -7,6 +7,7 @@
 //! ([`crate::outcome`]), and either returned or retried elsewhere.
 
 pub mod headers;
+pub mod peek;
 pub mod relay;
 pub mod usage;
 

@@ -53,7 +53,10 @@ pub struct Relay {
     first: Option<Bytes>,
     upstream: UpstreamStream,
     idle: Duration,
+    /// Fires at most `idle` after the last chunk. Re-armed lazily: a chunk only records the time,
+    /// and the timer is moved when it fires early, which keeps timer work off the per-chunk path.
     deadline: Pin<Box<Sleep>>,
+    last_chunk: Instant,
     inspector: Inspector,
     /// SSE answers end a failure with an `error` event; others abort the connection.
     sse: bool,
@@ -81,6 +84,7 @@ impl Relay {
             upstream,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            last_chunk: Instant::now(),
             inspector,
             sse,
             done: false,
@@ -146,7 +150,7 @@ impl http_body::Body for Relay {
         }
         match this.upstream.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                this.deadline.as_mut().reset(Instant::now() + this.idle);
+                this.last_chunk = Instant::now();
                 this.inspector.feed(&chunk);
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
@@ -156,12 +160,16 @@ impl http_body::Body for Relay {
                 this.report();
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    let secs = this.idle.as_secs();
-                    this.fail(format!("upstream stream sent nothing for {secs} s"))
+            Poll::Pending => loop {
+                if this.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                Poll::Pending => Poll::Pending,
+                let due = this.last_chunk + this.idle;
+                if Instant::now() >= due {
+                    let secs = this.idle.as_secs();
+                    return this.fail(format!("upstream stream sent nothing for {secs} s"));
+                }
+                this.deadline.as_mut().reset(due);
             },
         }
     }

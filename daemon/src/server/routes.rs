@@ -1,7 +1,6 @@
 //! HTTP routes: the Anthropic endpoints go through the pool; `/health` and `/status` answer
 //! locally; anything else is an Anthropic-shaped 404.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -68,7 +67,7 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
         }
     };
     let model = if parts.method == Method::POST {
-        match peek_model(&body) {
+        match passthrough::peek::model(&body) {
             Ok(m) => m,
             Err(msg) => {
                 return errors::anthropic(StatusCode::BAD_REQUEST, "invalid_request_error", &msg)
@@ -90,18 +89,6 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
         model,
     };
     passthrough::forward(app, inbound).await
-}
-
-/// The model the request is for: the only field routing needs. The body goes upstream as it is.
-fn peek_model(body: &[u8]) -> Result<Option<String>, String> {
-    #[derive(serde::Deserialize)]
-    struct Peek<'a> {
-        #[serde(borrow, default)]
-        model: Option<Cow<'a, str>>,
-    }
-    serde_json::from_slice::<Peek<'_>>(body)
-        .map(|p| p.model.map(Cow::into_owned))
-        .map_err(|e| format!("request body is not a JSON object: {e}"))
 }
 
 /// With `server.authKey` set, clients must present it; otherwise anything is accepted (loopback).

@@ -1,1 +1,345 @@
-fn main() {}
+//! Benchmark: the fake upstream directly vs through the real `neurolink` binary, in one run.
+//!
+//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS]`
+//!
+//! Builds the release proxy, starts the fake upstream in this process and the proxy as a child
+//! process with one API-key account, then measures both paths with a lean hyper client (one
+//! connection per worker, keep-alive): latency at concurrency 1, throughput at concurrency 32, a
+//! 128 KB request body, SSE time to first and last byte of a 1,000-event stream, and the proxy's
+//! RSS idle and holding 1,000 open streams. Prints a table with ratios to direct and writes JSON.
+//! Figures, not pass/fail: these machines are noisy, so compare ratios from the same run.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use neurolink_tests::fake_anthropic::FakeAnthropic;
+use neurolink_tests::harness::{config_with_keys, neurolink_bin, Daemon, TestHome};
+use serde_json::json;
+use tokio::net::TcpStream;
+
+struct Opts {
+    quick: bool,
+    out: std::path::PathBuf,
+    /// Only load the proxy at c=32 for this many seconds (attach a profiler to the printed pid).
+    soak: Option<f64>,
+}
+
+fn opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(
+            || std::path::PathBuf::from("target/bench/results.json"),
+            Into::into,
+        );
+    let soak = args
+        .iter()
+        .position(|a| a == "--soak")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok());
+    Opts { quick, out, soak }
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = opts();
+    build_proxy()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(o))
+}
+
+/// `cargo run` builds only this package; the proxy binary is built here, in the same profile.
+fn build_proxy() -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building the release proxy (cargo build --release -p neurolink-daemon)...");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "neurolink-daemon",
+            "--bin",
+            "neurolink",
+        ])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building the proxy failed");
+    }
+    let bin = neurolink_bin();
+    if !bin.is_file() {
+        bail!("{} is missing after the build", bin.display());
+    }
+    Ok(())
+}
+
+type Conn = SendRequest<Full<Bytes>>;
+
+async fn connect(authority: &str) -> anyhow::Result<Conn> {
+    let tcp = TcpStream::connect(authority).await?;
+    tcp.set_nodelay(true)?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+fn request(authority: &str, body: &Bytes, headers: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
+    let mut b = http::Request::post("/v1/messages")
+        .header("host", authority)
+        .header("content-type", "application/json")
+        .header("x-api-key", "bench-client-key");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(body.clone())).unwrap_or_default()
+}
+
+/// Send one request, read the whole answer. Returns (time to first body byte, total).
+async fn once(
+    conn: &mut Conn,
+    req: http::Request<Full<Bytes>>,
+) -> anyhow::Result<(Duration, Duration)> {
+    let start = Instant::now();
+    conn.ready().await?;
+    let resp = conn.send_request(req).await?;
+    if !resp.status().is_success() {
+        bail!("status {}", resp.status());
+    }
+    let mut body = resp.into_body();
+    let mut first = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if frame.data_ref().is_some_and(|d| !d.is_empty()) && first.is_none() {
+            first = Some(start.elapsed());
+        }
+    }
+    let total = start.elapsed();
+    Ok((first.unwrap_or(total), total))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+struct Lat {
+    p50: f64,
+    p99: f64,
+    ttfb_p50: f64,
+}
+
+async fn latency(
+    authority: &str,
+    body: &Bytes,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> anyhow::Result<Lat> {
+    let mut conn = connect(authority).await?;
+    for _ in 0..n / 10 {
+        once(&mut conn, request(authority, body, headers)).await?;
+    }
+    let mut totals = Vec::with_capacity(n);
+    let mut firsts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (f, t) = once(&mut conn, request(authority, body, headers)).await?;
+        firsts.push(f);
+        totals.push(t);
+    }
+    totals.sort();
+    firsts.sort();
+    Ok(Lat {
+        p50: percentile(&totals, 0.5),
+        p99: percentile(&totals, 0.99),
+        ttfb_p50: percentile(&firsts, 0.5),
+    })
+}
+
+async fn throughput(
+    authority: &str,
+    body: &Bytes,
+    workers: usize,
+    secs: f64,
+) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let authority = authority.to_string();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = connect(&authority).await?;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                once(&mut conn, request(&authority, &body, &[])).await?;
+                n += 1;
+            }
+            Ok::<u64, anyhow::Error>(n)
+        }));
+    }
+    let start = Instant::now();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+fn rss_mb(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kb / 1024.0)
+}
+
+/// Open `n` streams that stay open (the fake holds the last event), wait until each delivered
+/// its first bytes, and return the proxy's RSS then. The streams are dropped afterwards.
+async fn rss_with_open_streams(authority: &str, pid: u32, n: usize) -> anyhow::Result<f64> {
+    let body = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"hi"}]}).to_string());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(n);
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let authority = authority.to_string();
+        let body = body.clone();
+        let tx = tx.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = connect(&authority).await?;
+            conn.ready().await?;
+            let resp = conn
+                .send_request(request(&authority, &body, &[("x-fake-hold-ms", "120000")]))
+                .await?;
+            let mut b = resp.into_body();
+            let _ = b.frame().await;
+            let _ = tx.send(()).await;
+            stop.notified().await;
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0..n {
+        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Ok(Some(())) => {}
+            _ => bail!("only {i} of {n} streams opened within 60 s"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = rss_mb(pid)?;
+    stop.notify_waiters();
+    for t in tasks {
+        t.abort();
+    }
+    Ok(rss)
+}
+
+async fn run(o: Opts) -> anyhow::Result<()> {
+    let fake = FakeAnthropic::start().await?;
+    let home = TestHome::new()?;
+    home.write_config(&config_with_keys(
+        &fake.url(),
+        "fill-first",
+        &[("bench", "bench-upstream-key")],
+    ))?;
+    let mut daemon = Daemon::start(&home, &["-q"], &[])?;
+    let pid = daemon.child.id();
+    let direct = fake.addr.to_string();
+    let proxy = daemon.url.trim_start_matches("http://").to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = rss_mb(pid)?;
+    if let Some(secs) = o.soak {
+        eprintln!("proxy pid {pid}: loading it at c=32 for {secs} s");
+        let small = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"say hi"}]}).to_string());
+        let rps = throughput(&proxy, &small, 32, secs).await?;
+        println!("{rps:.0} req/s through the proxy");
+        return Ok(());
+    }
+
+    let (n_lat, n_body, n_sse, secs) = if o.quick {
+        (500, 200, 30, 1.0)
+    } else {
+        (5000, 1000, 200, 5.0)
+    };
+    let small = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"say hi"}]}).to_string());
+    let filler = "x".repeat(128 * 1024);
+    let big = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":filler}]}).to_string());
+    let sse_body = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"say hi"}]}).to_string());
+    let sse_headers = [("x-fake-events", "1000")];
+
+    eprintln!("latency, concurrency 1 ({n_lat} requests each)...");
+    let lat_d = latency(&direct, &small, &[], n_lat).await?;
+    let lat_p = latency(&proxy, &small, &[], n_lat).await?;
+    eprintln!("throughput, concurrency 32 ({secs} s each)...");
+    let rps_d = throughput(&direct, &small, 32, secs).await?;
+    let rps_p = throughput(&proxy, &small, 32, secs).await?;
+    eprintln!("128 KB request body ({n_body} requests each)...");
+    let body_d = latency(&direct, &big, &[], n_body).await?;
+    let body_p = latency(&proxy, &big, &[], n_body).await?;
+    eprintln!("SSE, 1,000 events ({n_sse} streams each)...");
+    let sse_d = latency(&direct, &sse_body, &sse_headers, n_sse).await?;
+    let sse_p = latency(&proxy, &sse_body, &sse_headers, n_sse).await?;
+    let rss_after = rss_mb(pid)?;
+    eprintln!("1,000 open streams...");
+    let rss_streams = rss_with_open_streams(&proxy, pid, 1000).await?;
+    let _ = daemon.terminate(Duration::from_secs(15));
+
+    let rows = vec![
+        ("latency p50, c=1 (ms)", lat_d.p50, lat_p.p50),
+        ("latency p99, c=1 (ms)", lat_d.p99, lat_p.p99),
+        ("throughput, c=32 (req/s)", rps_d, rps_p),
+        ("128 KB body p50 (ms)", body_d.p50, body_p.p50),
+        ("SSE first byte p50 (ms)", sse_d.ttfb_p50, sse_p.ttfb_p50),
+        ("SSE last byte p50, 1,000 events (ms)", sse_d.p50, sse_p.p50),
+    ];
+    println!();
+    println!("| measure | direct | via proxy | added | ratio |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (name, d, p) in &rows {
+        println!(
+            "| {name} | {d:.3} | {p:.3} | {:+.3} | {:.3}x |",
+            p - d,
+            p / d
+        );
+    }
+    println!();
+    println!("| proxy memory | RSS (MB) |");
+    println!("| --- | ---: |");
+    println!("| idle after start | {rss_idle:.1} |");
+    println!("| idle after the runs above | {rss_after:.1} |");
+    println!("| holding 1,000 open streams | {rss_streams:.1} |");
+
+    let results = json!({
+        "date": humantime_now(),
+        "quick": o.quick,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "rows": rows.iter().map(|(name, d, p)| json!({"measure": name, "direct": d, "proxy": p, "added": p - d, "ratio": p / d})).collect::<Vec<_>>(),
+        "rss_mb": {"idle": rss_idle, "idle_after_load": rss_after, "open_streams_1000": rss_streams},
+    });
+    if let Some(dir) = o.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&o.out, serde_json::to_string_pretty(&results)?)?;
+    eprintln!("\nwrote {}", o.out.display());
+    Ok(())
+}
+
+fn humantime_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("unix {secs}")
+}

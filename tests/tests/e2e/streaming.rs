@@ -170,3 +170,37 @@ async fn sigterm_stops_cleanly() {
     let status = d.terminate(Duration::from_secs(15)).unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test]
+async fn idle_stream_times_out_with_an_error_event() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let home = TestHome::new().unwrap();
+    let cfg = config_with_keys(&fake.url(), "fill-first", &[("a", "key-a"), ("b", "key-b")])
+        + "server:\n  idleTimeoutSecs: 1\n";
+    home.write_config(&cfg).unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let r = http()
+        .post(format!("{}/v1/messages", d.url))
+        .header("x-fake-hold-ms", "30000")
+        .json(&message_body(true))
+        .send()
+        .await
+        .unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(10), r.text())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(text.contains("event: message_delta"), "{text}");
+    assert!(!text.contains("message_stop"));
+    assert!(
+        text.ends_with("\n\n") && text.contains("event: error\ndata: "),
+        "{text}"
+    );
+    assert!(text.contains("sent nothing for 1 s"), "{text}");
+    assert_eq!(fake.count("key-b"), 0, "no retry after the first byte");
+    assert_eq!(
+        fake.wait_cancels(1, Duration::from_secs(5)).await,
+        1,
+        "the stalled upstream is closed"
+    );
+}

@@ -1,0 +1,192 @@
+//! Finding the `model` of a request without parsing the whole body.
+//!
+//! The body goes upstream untouched, and Anthropic validates it; routing needs only the model.
+//! Claude Code puts `model` first, so scanning the top-level keys and stopping at `model` costs
+//! the same for a 50 KB or a 30 MB body. Values before it are skipped with `memchr`, without
+//! decoding. A body that is not a JSON object is refused here with a message that says so.
+
+/// `Ok(Some(model))`, `Ok(None)` when the object has no string `model` (upstream will say what is
+/// wrong), or `Err` naming the byte offset where the body stopped looking like a JSON object.
+pub fn model(body: &[u8]) -> Result<Option<String>, String> {
+    let mut s = Scanner { b: body, i: 0 };
+    s.ws();
+    if s.peek() != Some(b'{') {
+        return Err(s.err("the body is not a JSON object (expected `{`)"));
+    }
+    s.i += 1;
+    loop {
+        s.ws();
+        match s.peek() {
+            Some(b'}') => return Ok(None),
+            Some(b'"') => {}
+            _ => return Err(s.err("expected a key in double quotes")),
+        }
+        let key = s.string()?;
+        s.ws();
+        if s.peek() != Some(b':') {
+            return Err(s.err("expected `:` after a key"));
+        }
+        s.i += 1;
+        s.ws();
+        if key == b"model" {
+            if s.peek() != Some(b'"') {
+                return Ok(None);
+            }
+            let raw = s.string()?;
+            // Model ids never need escapes; a value with one is decoded properly.
+            return if raw.contains(&b'\\') {
+                let quoted = &body[s.i - raw.len() - 2..s.i];
+                serde_json::from_slice::<String>(quoted)
+                    .map(Some)
+                    .map_err(|e| s.err(&format!("bad `model` string: {e}")))
+            } else {
+                std::str::from_utf8(raw)
+                    .map(|m| Some(m.to_string()))
+                    .map_err(|_| s.err("`model` is not UTF-8"))
+            };
+        }
+        s.skip_value()?;
+        s.ws();
+        match s.peek() {
+            Some(b',') => s.i += 1,
+            Some(b'}') => return Ok(None),
+            _ => return Err(s.err("expected `,` or `}` after a value")),
+        }
+    }
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn err(&self, what: &str) -> String {
+        format!("request body is not valid JSON at byte {}: {what}", self.i)
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    /// At an opening quote: returns the raw bytes between the quotes and moves past the closing one.
+    fn string(&mut self) -> Result<&'a [u8], String> {
+        let start = self.i + 1;
+        let mut j = start;
+        while j <= self.b.len() {
+            match memchr::memchr2(b'"', b'\\', &self.b[j..]) {
+                Some(k) if self.b[j + k] == b'\\' => j += k + 2,
+                Some(k) => {
+                    self.i = j + k + 1;
+                    return Ok(&self.b[start..j + k]);
+                }
+                None => break,
+            }
+        }
+        self.i = self.b.len();
+        Err(self.err("unterminated string"))
+    }
+
+    /// Skip one value of any kind, counting brackets outside strings.
+    fn skip_value(&mut self) -> Result<(), String> {
+        match self.peek() {
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'{' | b'[') => {
+                let mut depth = 0usize;
+                while let Some(k) = self.next_structural() {
+                    self.i = k;
+                    match self.b[k] {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        _ => depth -= 1,
+                    }
+                    self.i = k + 1;
+                    if depth == 0 {
+                        return Ok(());
+                    }
+                }
+                self.i = self.b.len();
+                Err(self.err("unterminated object or array"))
+            }
+            Some(_) => {
+                // number, true, false, null: up to the next delimiter.
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.i += 1;
+                }
+                Ok(())
+            }
+            None => Err(self.err("unexpected end of body")),
+        }
+    }
+
+    /// Position of the next `"`, `{`, `[`, `}` or `]` from `i`.
+    fn next_structural(&self) -> Option<usize> {
+        self.b[self.i..]
+            .iter()
+            .position(|c| matches!(c, b'"' | b'{' | b'[' | b'}' | b']'))
+            .map(|k| self.i + k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_model_first_or_after_other_values() {
+        assert_eq!(
+            model(br#"{"model":"claude-x","messages":[]}"#),
+            Ok(Some("claude-x".into()))
+        );
+        let body = br#" { "max_tokens": 5, "system": [{"type":"text","text":"a \"quoted\" {brace} [x]"}], "meta": {"a": [1, {"b": null}]}, "stream": true, "model" : "m-2" }"#;
+        assert_eq!(model(body), Ok(Some("m-2".into())));
+        assert_eq!(model(br#"{"model":"a\u002db"}"#), Ok(Some("a-b".into())));
+    }
+
+    #[test]
+    fn no_model_is_none() {
+        assert_eq!(model(b"{}"), Ok(None));
+        assert_eq!(model(br#"{"messages":[]}"#), Ok(None));
+        assert_eq!(model(br#"{"model":5}"#), Ok(None));
+    }
+
+    #[test]
+    fn non_objects_are_refused_with_an_offset() {
+        let e = model(b"{not json").unwrap_err();
+        assert!(e.contains("byte 1"), "{e}");
+        assert!(model(b"[1,2]").is_err());
+        assert!(model(b"").is_err());
+        assert!(model(br#"{"a":"unterminated"#).is_err());
+        assert!(model(br#"{"a":[1,2"#).is_err());
+        assert!(
+            model(b"{\"a\":\"x\\").is_err(),
+            "a trailing backslash must not panic"
+        );
+    }
+
+    #[test]
+    fn agrees_with_serde_on_generated_bodies() {
+        for n in 0..50 {
+            let mut v = serde_json::json!({"messages": [{"role":"user","content": "x".repeat(n * 37)}], "n": n});
+            if n % 3 != 0 {
+                v["model"] = format!("claude-{n}").into();
+            }
+            v["tools"] = serde_json::json!([{"name":"t","input_schema":{"type":"object","properties":{"q":{"type":"string"}}}}]);
+            let bytes = serde_json::to_vec(&v).unwrap();
+            let expected = v.get("model").and_then(|m| m.as_str()).map(String::from);
+            assert_eq!(model(&bytes), Ok(expected), "{n}");
+        }
+    }
+}
