@@ -89,6 +89,8 @@ pub struct Recorded {
 
 #[derive(Default)]
 struct Shared {
+    /// Keep every request (tests); off for the benchmark, where it would hold every body.
+    record: bool,
     scripts: Mutex<HashMap<String, VecDeque<Behavior>>>,
     counts: Mutex<HashMap<String, usize>>,
     recorded: Mutex<Vec<Recorded>>,
@@ -110,11 +112,19 @@ impl Drop for FakeAnthropic {
 }
 
 impl FakeAnthropic {
-    /// Bind 127.0.0.1:0 and serve in the background.
+    /// Bind 127.0.0.1:0 and serve in the background, recording every request.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    /// Like [`FakeAnthropic::start`]; `record: false` keeps only the counters.
+    pub async fn start_with(record: bool) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            record,
+            ..Shared::default()
+        });
         let s = shared.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -231,13 +241,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         .map_or("/", |p| p.as_str())
         .to_string();
     *lock(&shared.counts).entry(cred.clone()).or_default() += 1;
-    lock(&shared.recorded).push(Recorded {
-        method: parts.method.to_string(),
-        path_and_query: path_and_query.clone(),
-        headers: parts.headers.clone(),
-        body: body.clone(),
-        credential: cred.clone(),
-    });
+    if shared.record {
+        lock(&shared.recorded).push(Recorded {
+            method: parts.method.to_string(),
+            path_and_query: path_and_query.clone(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+            credential: cred.clone(),
+        });
+    }
     let behavior = lock(&shared.scripts)
         .get_mut(&cred)
         .and_then(VecDeque::pop_front)

@@ -65,6 +65,8 @@ pub struct Relay {
     account: AccountId,
     failure: Option<String>,
     reported: bool,
+    /// Set after the first chunk: the next poll yields once so it is flushed.
+    flush_first: bool,
 }
 
 impl Relay {
@@ -92,6 +94,7 @@ impl Relay {
             account,
             failure: None,
             reported: false,
+            flush_first: false,
         }
     }
 
@@ -143,7 +146,15 @@ impl http_body::Body for Relay {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(first) = this.first.take() {
+            this.flush_first = true;
             return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if std::mem::take(&mut this.flush_first) {
+            // hyper writes out what it has buffered when the body is not ready. Saying so once,
+            // right after the first chunk, sends the head and the first event at once instead of
+            // after a batch of the events that follow it.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         if this.done {
             return Poll::Ready(None);

@@ -2,8 +2,8 @@
 //!
 //! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS]`
 //!
-//! Builds the release proxy, starts the fake upstream in this process and the proxy as a child
-//! process with one API-key account, then measures both paths with a lean hyper client (one
+//! Builds the release proxy, starts the fake upstream and the proxy as child processes (one
+//! API-key account), then measures both paths with a lean hyper client (one
 //! connection per worker, keep-alive): latency at concurrency 1, throughput at concurrency 32, a
 //! 128 KB request body, SSE time to first and last byte of a 1,000-event stream, and the proxy's
 //! RSS idle and holding 1,000 open streams. Prints a table with ratios to direct and writes JSON.
@@ -49,6 +49,9 @@ fn opts() -> Opts {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--serve-fake") {
+        return serve_fake();
+    }
     let o = opts();
     build_proxy()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -140,30 +143,71 @@ struct Lat {
     ttfb_p50: f64,
 }
 
-async fn latency(
-    authority: &str,
+/// Rounds each measure is split into, alternating direct and proxy, so that a burst of noise from
+/// elsewhere on the machine hits both paths alike.
+const ROUNDS: usize = 5;
+
+#[derive(Default)]
+struct Samples {
+    totals: Vec<Duration>,
+    firsts: Vec<Duration>,
+}
+
+impl Samples {
+    fn lat(mut self) -> Lat {
+        self.totals.sort();
+        self.firsts.sort();
+        Lat {
+            p50: percentile(&self.totals, 0.5),
+            p99: percentile(&self.totals, 0.99),
+            ttfb_p50: percentile(&self.firsts, 0.5),
+        }
+    }
+}
+
+/// Sequential requests on one keep-alive connection per path, `n` per path in all.
+async fn latency_pair(
+    direct: &str,
+    proxy: &str,
     body: &Bytes,
     headers: &[(&str, &str)],
     n: usize,
-) -> anyhow::Result<Lat> {
-    let mut conn = connect(authority).await?;
-    for _ in 0..n / 10 {
-        once(&mut conn, request(authority, body, headers)).await?;
+) -> anyhow::Result<(Lat, Lat)> {
+    let mut conns = [connect(direct).await?, connect(proxy).await?];
+    let authorities = [direct, proxy];
+    let mut samples = [Samples::default(), Samples::default()];
+    for (conn, authority) in conns.iter_mut().zip(authorities) {
+        for _ in 0..(n / 10).max(1) {
+            once(conn, request(authority, body, headers)).await?;
+        }
     }
-    let mut totals = Vec::with_capacity(n);
-    let mut firsts = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (f, t) = once(&mut conn, request(authority, body, headers)).await?;
-        firsts.push(f);
-        totals.push(t);
+    for _ in 0..ROUNDS {
+        for ((conn, authority), s) in conns.iter_mut().zip(authorities).zip(samples.iter_mut()) {
+            for _ in 0..n / ROUNDS {
+                let (f, t) = once(conn, request(authority, body, headers)).await?;
+                s.firsts.push(f);
+                s.totals.push(t);
+            }
+        }
     }
-    totals.sort();
-    firsts.sort();
-    Ok(Lat {
-        p50: percentile(&totals, 0.5),
-        p99: percentile(&totals, 0.99),
-        ttfb_p50: percentile(&firsts, 0.5),
-    })
+    let [d, p] = samples;
+    Ok((d.lat(), p.lat()))
+}
+
+async fn throughput_pair(
+    direct: &str,
+    proxy: &str,
+    body: &Bytes,
+    workers: usize,
+    secs: f64,
+) -> anyhow::Result<(f64, f64)> {
+    let mut totals = [0.0f64; 2];
+    for _ in 0..ROUNDS {
+        for (i, authority) in [direct, proxy].into_iter().enumerate() {
+            totals[i] += throughput(authority, body, workers, secs / ROUNDS as f64).await?;
+        }
+    }
+    Ok((totals[0] / ROUNDS as f64, totals[1] / ROUNDS as f64))
 }
 
 async fn throughput(
@@ -247,17 +291,67 @@ async fn rss_with_open_streams(authority: &str, pid: u32, n: usize) -> anyhow::R
     Ok(rss)
 }
 
+/// Child mode: run the fake upstream alone in this process until stdin closes, so that the
+/// direct path (bench client process to fake process) crosses processes like the proxied one.
+fn serve_fake() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let fake = FakeAnthropic::start_with(false).await?;
+        println!("fake listening on {}", fake.addr);
+        let _ = tokio::task::spawn_blocking(|| {
+            std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
+        })
+        .await;
+        Ok(())
+    })
+}
+
+/// The fake upstream in a child process; killed on drop.
+struct FakeProcess {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl FakeProcess {
+    fn start() -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--serve-fake")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("fake stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("fake listening on ")
+            .context("fake did not start")?
+            .to_string();
+        Ok(Self { child, addr })
+    }
+}
+
+impl Drop for FakeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn run(o: Opts) -> anyhow::Result<()> {
-    let fake = FakeAnthropic::start().await?;
+    let fake = FakeProcess::start()?;
     let home = TestHome::new()?;
     home.write_config(&config_with_keys(
-        &fake.url(),
+        &format!("http://{}", fake.addr),
         "fill-first",
         &[("bench", "bench-upstream-key")],
     ))?;
     let mut daemon = Daemon::start(&home, &["-q"], &[])?;
     let pid = daemon.child.id();
-    let direct = fake.addr.to_string();
+    let direct = fake.addr.clone();
     let proxy = daemon.url.trim_start_matches("http://").to_string();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = rss_mb(pid)?;
@@ -278,20 +372,17 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     let filler = "x".repeat(128 * 1024);
     let big = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":filler}]}).to_string());
     let sse_body = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"say hi"}]}).to_string());
-    let sse_headers = [("x-fake-events", "1000")];
+    let events = std::env::var("BENCH_SSE_EVENTS").unwrap_or_else(|_| "1000".into());
+    let sse_headers = [("x-fake-events", events.as_str())];
 
     eprintln!("latency, concurrency 1 ({n_lat} requests each)...");
-    let lat_d = latency(&direct, &small, &[], n_lat).await?;
-    let lat_p = latency(&proxy, &small, &[], n_lat).await?;
+    let (lat_d, lat_p) = latency_pair(&direct, &proxy, &small, &[], n_lat).await?;
     eprintln!("throughput, concurrency 32 ({secs} s each)...");
-    let rps_d = throughput(&direct, &small, 32, secs).await?;
-    let rps_p = throughput(&proxy, &small, 32, secs).await?;
+    let (rps_d, rps_p) = throughput_pair(&direct, &proxy, &small, 32, secs).await?;
     eprintln!("128 KB request body ({n_body} requests each)...");
-    let body_d = latency(&direct, &big, &[], n_body).await?;
-    let body_p = latency(&proxy, &big, &[], n_body).await?;
+    let (body_d, body_p) = latency_pair(&direct, &proxy, &big, &[], n_body).await?;
     eprintln!("SSE, 1,000 events ({n_sse} streams each)...");
-    let sse_d = latency(&direct, &sse_body, &sse_headers, n_sse).await?;
-    let sse_p = latency(&proxy, &sse_body, &sse_headers, n_sse).await?;
+    let (sse_d, sse_p) = latency_pair(&direct, &proxy, &sse_body, &sse_headers, n_sse).await?;
     let rss_after = rss_mb(pid)?;
     eprintln!("1,000 open streams...");
     let rss_streams = rss_with_open_streams(&proxy, pid, 1000).await?;
