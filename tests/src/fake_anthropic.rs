@@ -96,6 +96,7 @@ struct Shared {
     recorded: Mutex<Vec<Recorded>>,
     cancels: AtomicUsize,
     cancelled: Notify,
+    connections: AtomicUsize,
     next_id: AtomicUsize,
 }
 
@@ -132,6 +133,7 @@ impl FakeAnthropic {
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
+                s.connections.fetch_add(1, Ordering::SeqCst);
                 let s = s.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(s.clone(), req));
@@ -175,6 +177,11 @@ impl FakeAnthropic {
 
     pub fn recorded(&self) -> Vec<Recorded> {
         lock(&self.shared.recorded).clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Answers abandoned by their client so far.

@@ -386,3 +386,92 @@ async fn health_and_status_never_show_secrets() {
     assert_eq!(status["accounts"][0]["state"], "active");
     assert!(!status.to_string().contains("SECRETSECRET"));
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let (_home, d) = one_key_proxy(&fake).await;
+    for stream in [
+        false, true, false, true, false, false, true, false, false, true,
+    ] {
+        let r = http()
+            .post(format!("{}/v1/messages", d.url))
+            .json(&message_body(stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(fake.total(), 10);
+    assert_eq!(
+        fake.connections(),
+        1,
+        "ten sequential requests share one upstream connection"
+    );
+}
+
+#[tokio::test]
+async fn obfuscated_neurolink_token_store_is_read() {
+    use neurolink_shared::token_store;
+    let fake = FakeAnthropic::start().await.unwrap();
+    let home = TestHome::new().unwrap();
+    // Written exactly as NeuroLink writes it: XOR with the key derived from $HOME, then base64.
+    let plain = token_store(&[("bob@example.com", "oat-bob", i64::MAX / 2)]);
+    let encoded = token_store::encode(&plain, home.path().to_str().unwrap());
+    home.write("tokens.json", &encoded).unwrap();
+    home.write_config(&format!(
+        "providers:\n  anthropic:\n    baseUrl: {}\n",
+        fake.url()
+    ))
+    .unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let r = http()
+        .post(format!("{}/v1/messages", d.url))
+        .json(&message_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        fake.last().unwrap().headers["authorization"],
+        "Bearer oat-bob"
+    );
+    assert_eq!(
+        d.account("bob@example.com").await.unwrap()["source"],
+        "token-store"
+    );
+    // Read-only: the file is exactly as it was.
+    assert_eq!(
+        std::fs::read_to_string(home.neurolink_home().join("tokens.json")).unwrap(),
+        encoded
+    );
+}
+
+#[tokio::test]
+async fn expired_oauth_token_is_reported_not_used() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let home = TestHome::new().unwrap();
+    home.write(
+        "tokens.json",
+        &token_store(&[("old@example.com", "oat-old", 1_000)]),
+    )
+    .unwrap();
+    home.write_config(&format!(
+        "providers:\n  anthropic:\n    baseUrl: {}\n",
+        fake.url()
+    ))
+    .unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let acct = d.account("old@example.com").await.unwrap();
+    assert_eq!(acct["state"], "disabled");
+    assert!(acct["disabledReason"].as_str().unwrap().contains("expired"));
+    let r = http()
+        .post(format!("{}/v1/messages", d.url))
+        .json(&message_body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(fake.total(), 0);
+}
