@@ -416,6 +416,16 @@ fn stream_response(
     delay: Option<Duration>,
     hold: Option<Duration>,
 ) -> Response<Body> {
+    if cut_after.is_none() && delay.is_none() && hold.is_none() {
+        // Nothing to pace: every event is ready at once, as from a fast upstream.
+        let frames = events
+            .into_iter()
+            .map(|e| Ok::<_, std::io::Error>(Frame::data(Bytes::from(e))));
+        return sse_response(
+            BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames))),
+            headers,
+        );
+    }
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     tokio::spawn(async move {
         let mut guard = CancelGuard {
@@ -451,7 +461,11 @@ fn stream_response(
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    sse_response(BodyExt::boxed(StreamBody::new(stream)), headers)
+}
+
+fn sse_response(body: Body, headers: Vec<(String, String)>) -> Response<Body> {
+    let mut r = Response::new(body);
     let h = r.headers_mut();
     h.insert(
         "content-type",
