@@ -70,50 +70,26 @@ pub fn discover(
             disabled = expired(&credential, now, &account.label);
         }
         found.specs.push(AccountSpec {
-            label: account.label,
-            source: Source::TokenStore,
-            credential,
-            base_url: None,
-            weight: 1,
             disabled,
-            excluded_models: Vec::new(),
+            ..AccountSpec::new(account.label, Source::TokenStore, credential)
         });
     }
 
     if found.specs.is_empty() {
         match token_store::read_legacy(&paths.legacy_credentials()) {
-            Ok(Some(legacy)) => {
-                let credential = match (&legacy.oauth, &legacy.api_key) {
-                    (Some(o), _) if legacy.kind == "oauth" => Some(Credential::OAuth {
-                        access_token: Secret::new(o.access_token.clone()),
-                        expires_at_ms: o.expires_at.unwrap_or(NEVER_EXPIRES_MS),
-                    }),
-                    (_, Some(k)) => Some(Credential::ApiKey(Secret::new(k.clone()))),
-                    (Some(o), None) => Some(Credential::OAuth {
-                        access_token: Secret::new(o.access_token.clone()),
-                        expires_at_ms: o.expires_at.unwrap_or(NEVER_EXPIRES_MS),
-                    }),
-                    (None, None) => {
-                        found.warnings.push(format!(
-                            "{}: has neither `oauth` nor `apiKey`; skipped",
-                            paths.legacy_credentials().display()
-                        ));
-                        None
-                    }
-                };
-                if let Some(credential) = credential {
+            Ok(Some(legacy)) => match legacy_credential(&legacy) {
+                Some(credential) => {
                     let disabled = expired(&credential, now, "default");
                     found.specs.push(AccountSpec {
-                        label: "default".into(),
-                        source: Source::LegacyCredentials,
-                        credential,
-                        base_url: None,
-                        weight: 1,
                         disabled,
-                        excluded_models: Vec::new(),
+                        ..AccountSpec::new("default", Source::LegacyCredentials, credential)
                     });
                 }
-            }
+                None => found.warnings.push(format!(
+                    "{}: has neither `oauth` nor `apiKey`; skipped",
+                    paths.legacy_credentials().display()
+                )),
+            },
             Ok(None) => {}
             Err(e) => found.warnings.push(format!("{e}; skipped")),
         }
@@ -121,15 +97,10 @@ pub fn discover(
 
     if found.specs.is_empty() {
         if let Some(key) = env_api_key.filter(|k| !k.trim().is_empty()) {
-            found.specs.push(AccountSpec {
-                label: "env".into(),
-                source: Source::Environment,
-                credential: Credential::ApiKey(Secret::new(key.trim())),
-                base_url: None,
-                weight: 1,
-                disabled: None,
-                excluded_models: Vec::new(),
-            });
+            let credential = Credential::ApiKey(Secret::new(key.trim()));
+            found
+                .specs
+                .push(AccountSpec::new("env", Source::Environment, credential));
         }
     }
 
@@ -147,6 +118,23 @@ pub fn discover(
 
     make_labels_unique(&mut found);
     found
+}
+
+/// The legacy file's credential: the one its `type` names, else whichever it has.
+fn legacy_credential(legacy: &token_store::LegacyCredentials) -> Option<Credential> {
+    let oauth = legacy.oauth.as_ref().map(|o| Credential::OAuth {
+        access_token: Secret::new(o.access_token.clone()),
+        expires_at_ms: o.expires_at.unwrap_or(NEVER_EXPIRES_MS),
+    });
+    let key = legacy
+        .api_key
+        .as_ref()
+        .map(|k| Credential::ApiKey(Secret::new(k.clone())));
+    if legacy.kind == "oauth" {
+        oauth.or(key)
+    } else {
+        key.or(oauth)
+    }
 }
 
 /// An OAuth token past its expiry cannot be used until it is refreshed.

@@ -47,6 +47,14 @@ pub struct Inbound {
     pub model: Option<String>,
 }
 
+/// What one attempt leaves for [`forward`] to do, next to the [`Outcome`] it reports.
+enum Reply {
+    /// Give this to the client: a committed answer, or an error no other account would change.
+    Client(Response),
+    /// Try the next account; this failure is what the client gets if none does better.
+    Retry(Failure),
+}
+
 /// A failed attempt whose answer may still be what the client gets, if no account does better.
 enum Failure {
     Upstream {
@@ -121,25 +129,25 @@ pub async fn forward(app: Arc<App>, req: Inbound) -> Response {
             );
         };
         tried.push(id);
-        match attempt(&app, id, &spec, &req).await {
-            Ok(response) => return response,
-            Err((outcome, failure)) => {
+        let (outcome, reply) = attempt(&app, id, &spec, &req).await;
+        app.pool().report(id, &outcome, app.now_ms());
+        match reply {
+            Reply::Client(response) => return response,
+            Reply::Retry(failure) => {
                 tracing::info!(account = %spec.label, outcome = outcome.class(), "attempt failed; trying the next account");
-                app.pool().report(id, &outcome, app.now_ms());
                 last = Some(failure);
             }
         }
     }
 }
 
-/// One try on one account. `Ok` is the client's answer (committed or returned as is); `Err`
-/// means the next account should try.
+/// One try on one account: what happened, and what [`forward`] should do next.
 async fn attempt(
     app: &Arc<App>,
     id: AccountId,
     spec: &AccountSpec,
     req: &Inbound,
-) -> Result<Response, (Outcome, Failure)> {
+) -> (Outcome, Reply) {
     let base = spec.base_url.as_deref().unwrap_or(&app.settings.base_url);
     let url = upstream_url(base, &req.path_and_query, req.route);
     let headers = headers::upstream(&req.headers, &spec.credential);
@@ -152,16 +160,16 @@ async fn attempt(
     let response = match tokio::time::timeout(app.settings.headers_timeout, send).await {
         Err(_) => {
             let secs = app.settings.headers_timeout.as_secs();
-            return Err(network(
+            return network(
                 NetworkKind::Timeout,
                 format!("upstream sent no response headers within {secs} s"),
-            ));
+            );
         }
         Ok(Err(e)) => {
-            return Err(network(
+            return network(
                 kind_of(&e),
                 format!("upstream request failed: {}", error_chain(&e)),
-            ))
+            )
         }
         Ok(Ok(r)) => r,
     };
@@ -173,28 +181,24 @@ async fn attempt(
     let body = match read_capped(response, app.settings.idle_timeout).await {
         Ok(b) => b,
         Err(failure) => {
-            return Err((
-                Outcome::Network {
-                    kind: NetworkKind::Io,
-                },
-                failure,
-            ))
+            let kind = match &failure {
+                Failure::Network { kind, .. } => *kind,
+                Failure::Upstream { .. } => NetworkKind::Io,
+            };
+            return (Outcome::Network { kind }, Reply::Retry(failure));
         }
     };
     let outcome = outcome::classify_error(status, &headers, &body, SystemTime::now());
     match outcome.next_step() {
-        NextStep::Answer => {
-            app.pool().report(id, &outcome, app.now_ms());
-            Ok(buffered(status, &headers, body))
-        }
-        NextStep::NextAccount => Err((
+        NextStep::Answer => (outcome, Reply::Client(buffered(status, &headers, body))),
+        NextStep::NextAccount => (
             outcome,
-            Failure::Upstream {
+            Reply::Retry(Failure::Upstream {
                 status,
                 headers,
                 body,
-            },
-        )),
+            }),
+        ),
     }
 }
 
@@ -204,40 +208,36 @@ async fn commit(
     id: AccountId,
     mut response: reqwest::Response,
     route: Route,
-) -> Result<Response, (Outcome, Failure)> {
+) -> (Outcome, Reply) {
     let idle = app.settings.idle_timeout;
     let first = loop {
         match tokio::time::timeout(idle, response.chunk()).await {
             Err(_) => {
-                return Err(network(
+                return network(
                     NetworkKind::Timeout,
                     format!("upstream sent headers but no body for {} s", idle.as_secs()),
-                ))
+                )
             }
             Ok(Err(e)) => {
-                return Err(network(
+                return network(
                     kind_of(&e),
                     format!(
                         "upstream body failed before the first byte: {}",
                         error_chain(&e)
                     ),
-                ))
+                )
             }
             Ok(Ok(None)) => {
-                return Err((
-                    Outcome::EmptyStream,
-                    Failure::Network {
-                        kind: NetworkKind::Io,
-                        message: "upstream answered with an empty body".into(),
-                    },
-                ))
+                let failure = Failure::Network {
+                    kind: NetworkKind::Io,
+                    message: "upstream answered with an empty body".into(),
+                };
+                return (Outcome::EmptyStream, Reply::Retry(failure));
             }
             Ok(Ok(Some(chunk))) if chunk.is_empty() => continue,
             Ok(Ok(Some(chunk))) => break chunk,
         }
     };
-    app.pool().report(id, &Outcome::Success, app.now_ms());
-
     let status = response.status();
     let mut headers = headers::downstream(response.headers());
     let content_type = headers
@@ -262,7 +262,7 @@ async fn commit(
     let mut out = Response::new(Body::new(body));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
-    Ok(out)
+    (Outcome::Success, Reply::Client(out))
 }
 
 /// Read a (small) error body whole, up to [`MAX_ERROR_BODY`].
@@ -302,11 +302,9 @@ fn buffered(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
     out
 }
 
-fn network(kind: NetworkKind, message: String) -> (Outcome, Failure) {
-    (
-        Outcome::Network { kind },
-        Failure::Network { kind, message },
-    )
+fn network(kind: NetworkKind, message: String) -> (Outcome, Reply) {
+    let failure = Failure::Network { kind, message };
+    (Outcome::Network { kind }, Reply::Retry(failure))
 }
 
 fn kind_of(e: &reqwest::Error) -> NetworkKind {

@@ -68,6 +68,21 @@ pub struct AccountSpec {
     pub excluded_models: Vec<String>,
 }
 
+impl AccountSpec {
+    /// An enabled account with weight 1, no base URL override and no excluded models.
+    pub fn new(label: impl Into<String>, source: Source, credential: Credential) -> Self {
+        Self {
+            label: label.into(),
+            source,
+            credential,
+            base_url: None,
+            weight: 1,
+            disabled: None,
+            excluded_models: Vec::new(),
+        }
+    }
+}
+
 /// The account's health: cooling, and how far its 429 backoff has grown.
 #[derive(Debug, Clone, Default)]
 pub struct Health {

@@ -43,6 +43,19 @@ impl Counters {
         self.cache_read_input_tokens += u.cache_read_input_tokens;
     }
 
+    /// Add another account's counters (for totals).
+    pub fn absorb(&mut self, other: &Counters) {
+        self.requests += other.requests;
+        self.successes += other.successes;
+        for (class, n) in &other.errors {
+            *self.errors.entry(class).or_default() += n;
+        }
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_creation_input_tokens += other.cache_creation_input_tokens;
+        self.cache_read_input_tokens += other.cache_read_input_tokens;
+    }
+
     pub fn add_error(&mut self, class: &'static str) {
         *self.errors.entry(class).or_default() += 1;
     }

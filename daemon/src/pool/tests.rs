@@ -7,15 +7,8 @@ use crate::clock::{Clock, ManualClock};
 use crate::outcome::NetworkKind;
 
 fn key(label: &str) -> AccountSpec {
-    AccountSpec {
-        label: label.into(),
-        source: Source::Config,
-        credential: Credential::ApiKey(Secret::new(format!("sk-{label}"))),
-        base_url: None,
-        weight: 1,
-        disabled: None,
-        excluded_models: Vec::new(),
-    }
+    let credential = Credential::ApiKey(Secret::new(format!("sk-{label}")));
+    AccountSpec::new(label, Source::Config, credential)
 }
 
 fn pool(labels: &[&str], strategy: Strategy) -> Pool {

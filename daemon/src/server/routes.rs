@@ -46,8 +46,7 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
         Ok(b) => b,
         Err(e) => {
             let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || e.to_string().contains("length limit");
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             return if too_large {
                 errors::anthropic(
                     StatusCode::PAYLOAD_TOO_LARGE,

@@ -36,17 +36,7 @@ pub fn status(app: &App) -> Value {
         .enumerate()
         .map(|(id, a)| {
             let c = &a.counters;
-            totals.requests += c.requests;
-            totals.successes += c.successes;
-            for (k, v) in &c.errors {
-                *totals.errors.entry(k).or_default() += v;
-            }
-            totals.add_usage(crate::pool::Usage {
-                input_tokens: c.input_tokens,
-                output_tokens: c.output_tokens,
-                cache_creation_input_tokens: c.cache_creation_input_tokens,
-                cache_read_input_tokens: c.cache_read_input_tokens,
-            });
+            totals.absorb(c);
             let (state, until) = match pool.state(id, now) {
                 State::Active => ("active", None),
                 State::Cooling { until } => ("cooling", Some(until)),

@@ -475,3 +475,20 @@ async fn expired_oauth_token_is_reported_not_used() {
     assert_eq!(r.status(), 401);
     assert_eq!(fake.total(), 0);
 }
+
+#[tokio::test]
+async fn bodies_over_32_mb_get_413_without_reaching_upstream() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let (_home, d) = one_key_proxy(&fake).await;
+    let body = vec![b' '; 32 * 1024 * 1024 + 1];
+    let r = http()
+        .post(format!("{}/v1/messages", d.url))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["type"], "request_too_large");
+    assert_eq!(fake.total(), 0);
+}
