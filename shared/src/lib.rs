@@ -1,6 +1,7 @@
 //! What the daemon, the CLI and (later) the dashboard agree on.
 //!
 //! # Layout
+//! - [`atomic_file`]: 0600 temp-fsync-rename writes and the cross-process lock.
 //! - [`paths`]: where every file lives (`$NEUROLINK_HOME`, Claude Code's settings), in one place.
 //! - [`secret`]: [`Secret`], a string that never prints itself.
 //! - [`config`]: the `proxy-config.yaml` / `.json` model, `${VAR}` interpolation and the loader whose
@@ -10,6 +11,7 @@
 //!
 //! This crate does no networking and knows nothing about HTTP.
 
+pub mod atomic_file;
 pub mod config;
 pub mod paths;
 pub mod secret;

@@ -359,3 +359,319 @@ mod tests {
             .is_none());
     }
 }
+
+/// How long a writer waits for another process holding the store's lock.
+pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lock(#[from] crate::atomic_file::LockError),
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encode the token store: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// `tokens.json` as a store shared between processes: every change is a locked
+/// read-modify-write, and a file that does not parse is never overwritten.
+#[derive(Debug, Clone)]
+pub struct Store {
+    path: PathBuf,
+    /// `$HOME` as NeuroLink derives the obfuscation key from it.
+    home: String,
+}
+
+/// A store held under its lock: read it, change it, write it, then drop to release.
+pub struct Locked<'a> {
+    store: &'a Store,
+    _lock: crate::atomic_file::FileLock,
+    pub file: TokenStoreFile,
+    obfuscated: bool,
+}
+
+impl Store {
+    pub fn new(path: PathBuf, home: String) -> Self {
+        Self { path, home }
+    }
+
+    /// The store of a NeuroLink home, keyed by the process's `$HOME`.
+    pub fn for_paths(paths: &crate::paths::Paths) -> Self {
+        let home = crate::paths::home_dir()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self::new(paths.tokens(), home)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read without locking (a snapshot; writers replace the file atomically).
+    pub fn read(&self) -> Result<Option<TokenStoreFile>, StoreError> {
+        read_store(&self.path, &self.home)
+    }
+
+    /// Take the lock and read the current content (an empty store when the file is missing).
+    /// Blocking: call from a thread that may block.
+    pub fn lock(&self) -> Result<Locked<'_>, UpdateError> {
+        let lock = crate::atomic_file::FileLock::acquire(&self.path, LOCK_TIMEOUT)?;
+        let content = match std::fs::read_to_string(&self.path) {
+            Ok(c) => Some(c),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path: self.path.clone(),
+                    source,
+                }
+                .into())
+            }
+        };
+        let (file, obfuscated) = match content {
+            None => (TokenStoreFile::empty(), true),
+            Some(c) => {
+                let (text, obfuscated) =
+                    decode(&c, &self.home).map_err(|reason| StoreError::Decode {
+                        path: self.path.clone(),
+                        reason,
+                    })?;
+                let file = serde_json::from_str(&text).map_err(|e| StoreError::Parse {
+                    path: self.path.clone(),
+                    line: e.line(),
+                    column: e.column(),
+                    message: e
+                        .to_string()
+                        .split(" at line ")
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                    obfuscated,
+                })?;
+                (file, obfuscated)
+            }
+        };
+        Ok(Locked {
+            store: self,
+            _lock: lock,
+            file,
+            obfuscated,
+        })
+    }
+
+    /// Locked read-modify-write: `change` edits the current content; it is written back (in the
+    /// encoding the file already had; obfuscated when new) unless `change` returns `Err`.
+    pub fn update<R, E>(
+        &self,
+        change: impl FnOnce(&mut TokenStoreFile) -> Result<R, E>,
+    ) -> Result<Result<R, E>, UpdateError> {
+        let mut locked = self.lock()?;
+        match change(&mut locked.file) {
+            Ok(r) => {
+                locked.write()?;
+                Ok(Ok(r))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
+
+impl Locked<'_> {
+    /// Write the (changed) content back, still under the lock.
+    pub fn write(&mut self) -> Result<(), UpdateError> {
+        self.file.last_modified = now_ms();
+        let data = if self.obfuscated {
+            encode(&to_ascii_json(&self.file)?, &self.store.home)
+        } else {
+            serde_json::to_string_pretty(&self.file)?
+        };
+        crate::atomic_file::write_private(&self.store.path, data.as_bytes()).map_err(|source| {
+            UpdateError::Write {
+                path: self.store.path.clone(),
+                source,
+            }
+        })
+    }
+
+    /// The typed entry `anthropic:<label>`, if present and well-formed.
+    pub fn entry(&self, label: &str) -> Option<StoredEntry> {
+        self.file.entry(label)
+    }
+}
+
+impl TokenStoreFile {
+    pub fn empty() -> Self {
+        Self {
+            version: "2.0".into(),
+            last_modified: now_ms(),
+            providers: serde_json::Map::new(),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    pub fn entry(&self, label: &str) -> Option<StoredEntry> {
+        let v = self.providers.get(&format!("anthropic:{label}"))?;
+        serde_json::from_value(v.clone()).ok()
+    }
+
+    /// Replace the entry `anthropic:<label>`, keeping fields of the old one that the typed entry
+    /// does not know about.
+    pub fn set_entry(&mut self, label: &str, entry: &StoredEntry) -> Result<(), serde_json::Error> {
+        let value = serde_json::to_value(entry)?;
+        self.providers.insert(format!("anthropic:{label}"), value);
+        Ok(())
+    }
+}
+
+impl StoredEntry {
+    /// Persistently disable (NeuroLink's `markDisabled`).
+    pub fn disable(&mut self, reason: &str) {
+        self.disabled = Some(true);
+        self.disabled_at = Some(now_ms());
+        self.disabled_reason = Some(reason.to_string());
+    }
+
+    /// NeuroLink's `markEnabled`: `disabled: false`, reason and time removed.
+    pub fn enable(&mut self) {
+        self.disabled = Some(false);
+        self.disabled_at = None;
+        self.disabled_reason = None;
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+
+    const FIXTURE: &str = r#"{"version":"2.0","lastModified":1,"future":{"x":1},"providers":{"anthropic:alice@example.com":{"tokens":{"accessToken":"at-1","refreshToken":"rt-1","expiresAt":5,"tokenType":"Bearer","scope":"user:inference email:alice@example.com","newTokenField":true},"createdAt":1,"lastAccessed":2,"otherField":"kept"},"openai:x":{"tokens":{"accessToken":"o"}}}}"#;
+
+    fn store(dir: &Path, content: Option<&str>) -> Store {
+        let s = Store::new(dir.join("tokens.json"), "/home/alice".into());
+        if let Some(c) = content {
+            std::fs::write(s.path(), c).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn update_keeps_unknown_fields_and_the_plain_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), Some(FIXTURE));
+        s.update(|f| {
+            let mut e = f.entry("alice@example.com").unwrap();
+            e.tokens.access_token = "at-2".into();
+            f.set_entry("alice@example.com", &e)
+        })
+        .unwrap()
+        .unwrap();
+        let text = std::fs::read_to_string(s.path()).unwrap();
+        assert!(
+            text.trim_start().starts_with('{'),
+            "a plain store stays plain"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["future"]["x"], 1);
+        assert_eq!(v["providers"]["openai:x"]["tokens"]["accessToken"], "o");
+        let a = &v["providers"]["anthropic:alice@example.com"];
+        assert_eq!(a["tokens"]["accessToken"], "at-2");
+        assert_eq!(a["tokens"]["newTokenField"], true);
+        assert_eq!(a["otherField"], "kept");
+    }
+
+    #[test]
+    fn obfuscated_store_stays_obfuscated_and_new_stores_are_obfuscated() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), Some(&encode(FIXTURE, "/home/alice")));
+        s.update(|_| Ok::<_, ()>(())).unwrap().unwrap();
+        let text = std::fs::read_to_string(s.path()).unwrap();
+        assert!(!text.contains("alice"), "still obfuscated");
+        assert!(s
+            .read()
+            .unwrap()
+            .unwrap()
+            .providers
+            .contains_key("anthropic:alice@example.com"));
+
+        let fresh = tempfile::tempdir().unwrap();
+        let s = store(fresh.path(), None);
+        s.update(|f| {
+            let e: StoredEntry = serde_json::from_value(serde_json::json!({"tokens":{"accessToken":"a","expiresAt":1,"tokenType":"api-key"}})).unwrap();
+            f.set_entry("k", &e)
+        })
+        .unwrap()
+        .unwrap();
+        let (text, obfuscated) =
+            decode(&std::fs::read_to_string(s.path()).unwrap(), "/home/alice").unwrap();
+        assert!(obfuscated);
+        assert!(text.contains("anthropic:k"));
+    }
+
+    #[test]
+    fn unparsable_store_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), Some("{\"version\": oops"));
+        let err = s.update(|_| Ok::<_, ()>(())).unwrap_err().to_string();
+        assert!(err.contains("tokens.json:1:"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(s.path()).unwrap(),
+            "{\"version\": oops"
+        );
+    }
+
+    #[test]
+    fn concurrent_updates_from_threads_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), None);
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for j in 0..10 {
+                        s.update(|f| {
+                            f.providers
+                                .insert(format!("test:{i}-{j}"), serde_json::json!(1));
+                            Ok::<_, ()>(())
+                        })
+                        .unwrap()
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(
+            s.read().unwrap().unwrap().providers.len(),
+            80,
+            "no lost update"
+        );
+    }
+
+    #[test]
+    fn disable_and_enable_follow_neurolink() {
+        let mut e: StoredEntry = serde_json::from_value(
+            serde_json::json!({"tokens":{"accessToken":"a","expiresAt":1,"tokenType":"Bearer"}}),
+        )
+        .unwrap();
+        e.disable("refresh_failed");
+        assert_eq!(
+            (e.disabled, e.disabled_reason.as_deref()),
+            (Some(true), Some("refresh_failed"))
+        );
+        e.enable();
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["disabled"], false);
+        assert!(v.get("disabledReason").is_none() && v.get("disabledAt").is_none());
+    }
+}
