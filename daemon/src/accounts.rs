@@ -1,15 +1,19 @@
 //! Where accounts come from (DESIGN.md §3): `tokens.json` compound keys; else the legacy
 //! credentials file; else `ANTHROPIC_API_KEY`; plus the config file's `accounts.anthropic[]`.
 //!
-//! Read-only here: OAuth tokens are used as `Authorization: Bearer` while valid. A store that does
-//! not parse is reported and skipped, never rewritten.
+//! Discovery only reads: refreshed tokens are written by `auth::refresh`. A store that does not
+//! parse is reported and skipped, never rewritten.
 
 use std::collections::HashSet;
 
 use neurolink_shared::config::ProxyConfig;
 use neurolink_shared::paths::{self, Paths};
 use neurolink_shared::token_store::{self, NEVER_EXPIRES_MS};
+use std::sync::Arc;
+
 use neurolink_shared::Secret;
+
+use crate::auth::{OAuthCell, Persist, Tokens};
 
 use crate::clock::{rfc3339, Millis};
 use crate::pool::{AccountSpec, Credential, Source};
@@ -46,10 +50,15 @@ pub fn discover(
     for account in stored {
         let t = &account.entry.tokens;
         let credential = if t.is_oauth() {
-            Credential::OAuth {
-                access_token: Secret::new(t.access_token.clone()),
+            let tokens = Tokens {
+                access: Secret::new(t.access_token.clone()),
+                refresh: t.refresh_token.clone().map(Secret::new),
                 expires_at_ms: t.expires_at,
-            }
+            };
+            let persist = Persist::TokenStore {
+                label: account.label.clone(),
+            };
+            Credential::OAuth(Arc::new(OAuthCell::new(tokens, persist)))
         } else {
             Credential::ApiKey(Secret::new(t.access_token.clone()))
         };
@@ -122,9 +131,13 @@ pub fn discover(
 
 /// The legacy file's credential: the one its `type` names, else whichever it has.
 fn legacy_credential(legacy: &token_store::LegacyCredentials) -> Option<Credential> {
-    let oauth = legacy.oauth.as_ref().map(|o| Credential::OAuth {
-        access_token: Secret::new(o.access_token.clone()),
-        expires_at_ms: o.expires_at.unwrap_or(NEVER_EXPIRES_MS),
+    let oauth = legacy.oauth.as_ref().map(|o| {
+        let tokens = Tokens {
+            access: Secret::new(o.access_token.clone()),
+            refresh: o.refresh_token.clone().map(Secret::new),
+            expires_at_ms: o.expires_at.unwrap_or(NEVER_EXPIRES_MS),
+        };
+        Credential::OAuth(Arc::new(OAuthCell::new(tokens, Persist::Legacy)))
     });
     let key = legacy
         .api_key
@@ -137,12 +150,13 @@ fn legacy_credential(legacy: &token_store::LegacyCredentials) -> Option<Credenti
     }
 }
 
-/// An OAuth token past its expiry cannot be used until it is refreshed.
+/// An OAuth token past its expiry with no refresh token cannot be used; one with a refresh token
+/// gets a refresh attempt at start (see `daemon::refresh_expired_at_start`).
 fn expired(credential: &Credential, now: Millis, label: &str) -> Option<String> {
     match credential {
-        Credential::OAuth { expires_at_ms, .. } if *expires_at_ms <= now as i64 => Some(format!(
+        Credential::OAuth(cell) if cell.is_expired(now) && !cell.has_refresh_token() => Some(format!(
             "OAuth access token expired at {}; log in again with `neurolink auth login anthropic --add --label {label}`",
-            rfc3339(u64::try_from(*expires_at_ms).unwrap_or(0))
+            rfc3339(u64::try_from(cell.expires_at_ms()).unwrap_or(0))
         )),
         _ => None,
     }

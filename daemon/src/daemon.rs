@@ -7,11 +7,16 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use neurolink_shared::config::{self, EnvSource, Strategy};
 use neurolink_shared::paths::Paths;
+use neurolink_shared::token_store::Store;
 use tokio::net::TcpListener;
 
 use crate::accounts;
+use crate::auth::endpoint::Endpoint;
+use crate::auth::refresh::Refresher;
+use crate::auth::OAuthCell;
 use crate::clock::{Clock, SystemClock};
 use crate::pool::Pool;
+use crate::pool::{AccountId, Credential};
 use crate::server::{self, App, Settings};
 
 /// What `proxy start` was asked for; `None` means "from the config file, else the default".
@@ -54,7 +59,6 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     let account_count = found.specs.len();
-    let usable = found.specs.iter().filter(|s| s.disabled.is_none()).count();
     for s in found.specs.iter().filter(|s| s.disabled.is_some()) {
         tracing::warn!(account = %s.label, "not used: {}", s.disabled.as_deref().unwrap_or_default());
     }
@@ -82,12 +86,25 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         strategy,
         started_at_ms: clock.now_ms(),
     };
+    let refresher = Refresher::new(
+        client.clone(),
+        Endpoint::from_config(&cfg.providers.anthropic_oauth),
+        Store::for_paths(&paths),
+        paths.legacy_credentials(),
+        clock.clone(),
+    );
     let app = Arc::new(App::new(
         Pool::new(found.specs, strategy),
         clock,
         client,
+        refresher,
         settings,
     ));
+    refresh_expired_at_start(&app).await;
+    let usable = (0..account_count)
+        .filter(|&id| app.pool().state(id, app.now_ms()) != crate::pool::State::Disabled)
+        .count();
+    tokio::spawn(keep_tokens_fresh(app.clone()));
 
     let url = format!("http://{addr}");
     println!(
@@ -107,6 +124,70 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
     server::run(listener, app, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// OAuth accounts, for the token maintenance below.
+fn oauth_accounts(app: &App) -> Vec<(AccountId, Arc<OAuthCell>)> {
+    app.pool()
+        .accounts()
+        .iter()
+        .enumerate()
+        .filter_map(|(id, a)| match &a.spec.credential {
+            Credential::OAuth(cell) if a.spec.disabled.is_none() => Some((id, cell.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An expired account gets one refresh attempt at start; if it fails, it is disabled (as the
+/// seed does).
+async fn refresh_expired_at_start(app: &Arc<App>) {
+    for (id, cell) in oauth_accounts(app) {
+        if !cell.is_expired(app.now_ms()) {
+            continue;
+        }
+        if let Err(e) = app.refresher.refresh(&cell, false).await {
+            let label = app
+                .pool()
+                .account(id)
+                .map(|a| a.spec.label.clone())
+                .unwrap_or_default();
+            tracing::warn!(account = %label, "expired token could not be refreshed at start ({e}); account disabled");
+            app.pool().disable(
+                id,
+                format!("token expired and the refresh at start failed ({e}); log in again with `neurolink auth login anthropic`"),
+            );
+            app.refresher
+                .disable_on_disk(&cell.persist, "refresh_failed")
+                .await;
+        }
+    }
+}
+
+/// How often idle accounts are checked for tokens nearing expiry and unsaved tokens.
+pub const TOKEN_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Refresh tokens nearing expiry while idle, including accounts that are cooling (a token must
+/// not expire while its account waits out a quota window), and retry unsaved token writes.
+async fn keep_tokens_fresh(app: Arc<App>) {
+    let mut tick = tokio::time::interval(TOKEN_MAINTENANCE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for (id, cell) in oauth_accounts(&app) {
+            if app.pool().disabled_reason(id).is_some() {
+                continue;
+            }
+            app.refresher.retry_unsaved(&cell).await;
+            if cell.needs_refresh(app.now_ms())
+                && cell.has_refresh_token()
+                && app.refresher.refresh(&cell, false).await.is_err()
+            {
+                crate::passthrough::refresh_failed(&app, id, &cell).await;
+            }
+        }
+    }
 }
 
 fn is_loopback(host: &str) -> bool {

@@ -7,10 +7,12 @@
 //! - [`passthrough`]: forwarding to Anthropic: headers, attempts across accounts, the relay.
 //! - [`pool`]: account selection and cooldowns; pure, tested with a hand-moved clock.
 //! - [`outcome`]: the one place that turns an upstream answer into an [`outcome::Outcome`].
+//! - [`auth`]: OAuth tokens that change while running, and their refresh.
 //! - [`accounts`]: finding accounts in `tokens.json`, legacy credentials, env and config.
 //! - [`clock`]: time, injected.
 
 pub mod accounts;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod daemon;

@@ -388,8 +388,8 @@ pub struct Store {
 }
 
 /// A store held under its lock: read it, change it, write it, then drop to release.
-pub struct Locked<'a> {
-    store: &'a Store,
+pub struct Locked {
+    store: Store,
     _lock: crate::atomic_file::FileLock,
     pub file: TokenStoreFile,
     obfuscated: bool,
@@ -419,7 +419,7 @@ impl Store {
 
     /// Take the lock and read the current content (an empty store when the file is missing).
     /// Blocking: call from a thread that may block.
-    pub fn lock(&self) -> Result<Locked<'_>, UpdateError> {
+    pub fn lock(&self) -> Result<Locked, UpdateError> {
         let lock = crate::atomic_file::FileLock::acquire(&self.path, LOCK_TIMEOUT)?;
         let content = match std::fs::read_to_string(&self.path) {
             Ok(c) => Some(c),
@@ -456,7 +456,7 @@ impl Store {
             }
         };
         Ok(Locked {
-            store: self,
+            store: self.clone(),
             _lock: lock,
             file,
             obfuscated,
@@ -480,7 +480,7 @@ impl Store {
     }
 }
 
-impl Locked<'_> {
+impl Locked {
     /// Write the (changed) content back, still under the lock.
     pub fn write(&mut self) -> Result<(), UpdateError> {
         self.file.last_modified = now_ms();

@@ -58,15 +58,21 @@ pub fn neurolink_bin() -> PathBuf {
     dir.join(format!("neurolink{}", std::env::consts::EXE_SUFFIX))
 }
 
-/// A `neurolink` command with a clean environment pointing at `home`: no proxy variables, no
-/// real API key, `HOME` and `NEUROLINK_HOME` in the temp dir.
+/// A `neurolink` command with a clean environment pointing at `home`: no real API key, `HOME` and
+/// `NEUROLINK_HOME` in the temp dir.
+///
+/// Safety net: `HTTPS_PROXY` points at a closed loopback port, so a test that forgot to point an
+/// `https://` default (Anthropic, the OAuth hosts) at a fake fails at once instead of reaching
+/// out. Every fake is plain `http://` on 127.0.0.1 and is reached directly.
 pub fn command(home: &TestHome) -> Command {
     let mut c = Command::new(neurolink_bin());
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home.path())
         .env("NEUROLINK_HOME", home.neurolink_home())
-        .env("NEUROLINK_LOG", "info");
+        .env("NEUROLINK_LOG", "info")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1,localhost");
     c
 }
 
@@ -76,10 +82,15 @@ pub struct Daemon {
     pub url: String,
     /// Everything the daemon wrote to stdout and stderr so far is readable from here.
     pub output: mpsc::Receiver<String>,
+    /// What it printed before it was listening.
+    pub startup: Vec<String>,
 }
 
 impl Daemon {
     /// Start `neurolink proxy start -p 0 <args>` and wait (up to 20 s) for its listening line.
+    ///
+    /// This blocks the calling thread: fakes the daemon talks to during start-up must run on
+    /// another runtime thread (`#[tokio::test(flavor = "multi_thread")]`).
     pub fn start(home: &TestHome, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut cmd = command(home);
         cmd.args(["proxy", "start", "-p", "0"]).args(args);
@@ -130,10 +141,12 @@ impl Daemon {
                             .next()
                             .unwrap_or_default()
                             .to_string();
+                        seen.push(line);
                         return Ok(Self {
                             child,
                             url,
                             output: rx,
+                            startup: seen,
                         });
                     }
                     seen.push(line);
@@ -203,20 +216,42 @@ pub fn config_with_keys(upstream: &str, strategy: &str, keys: &[(&str, &str)]) -
     s
 }
 
-/// A plain-JSON `tokens.json` with OAuth accounts `(label, access token, expiresAt ms)`.
+/// A plain-JSON `tokens.json` with OAuth accounts `(label, access token, expiresAt ms)`; each
+/// has refresh token `rt-<label>`.
 pub fn token_store(accounts: &[(&str, &str, i64)]) -> String {
+    let with_refresh: Vec<_> = accounts
+        .iter()
+        .map(|(label, access, expires)| (*label, *access, format!("rt-{label}"), *expires))
+        .collect();
+    token_store_with(
+        &with_refresh
+            .iter()
+            .map(|(l, a, r, e)| (*l, *a, r.as_str(), *e))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// A plain-JSON `tokens.json` with OAuth accounts `(label, access, refresh, expiresAt ms)`.
+pub fn token_store_with(accounts: &[(&str, &str, &str, i64)]) -> String {
     let mut providers = serde_json::Map::new();
-    for (label, token, expires) in accounts {
+    for (label, access, refresh, expires) in accounts {
         providers.insert(
             format!("anthropic:{label}"),
             serde_json::json!({
-                "tokens": {"accessToken": token, "refreshToken": format!("rt-{label}"), "expiresAt": expires,
+                "tokens": {"accessToken": access, "refreshToken": refresh, "expiresAt": expires,
                            "tokenType": "Bearer", "scope": format!("user:inference email:{label}")},
-                "createdAt": 1, "lastAccessed": 1
+                "createdAt": 1, "lastAccessed": 1, "keptField": "survives rewrites"
             }),
         );
     }
-    serde_json::json!({"version": "2.0", "lastModified": 1, "providers": providers}).to_string()
+    serde_json::json!({"version": "2.0", "lastModified": 1, "providers": providers, "futureTopLevel": 7}).to_string()
+}
+
+/// Milliseconds since the Unix epoch, for `expiresAt` values.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A request body for `/v1/messages`.

@@ -4,11 +4,13 @@
 //! # Layout
 //! - [`fake_anthropic`]: an Anthropic API on 127.0.0.1, scripted per credential, recording what
 //!   it receives.
+//! - [`fake_oauth`]: a token endpoint that rotates refresh tokens and counts reuses.
 //! - [`harness`]: temp homes, starting and stopping the daemon, small HTTP helpers.
 //! - [`sse`]: the exact SSE bytes the fake sends, shared by tests that compare them.
 //!
 //! Nothing here contacts any address but loopback.
 
 pub mod fake_anthropic;
+pub mod fake_oauth;
 pub mod harness;
 pub mod sse;

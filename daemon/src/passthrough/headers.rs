@@ -69,8 +69,8 @@ pub fn upstream(client: &HeaderMap, credential: &Credential) -> HeaderMap {
                 out.insert("x-api-key", v);
             }
         }
-        Credential::OAuth { access_token, .. } => {
-            if let Ok(v) = sensitive(&format!("Bearer {}", access_token.expose())) {
+        Credential::OAuth(cell) => {
+            if let Ok(v) = sensitive(&format!("Bearer {}", cell.access_token().expose())) {
                 out.insert(header::AUTHORIZATION, v);
             }
             ensure_beta(&mut out, OAUTH_BETA);
@@ -205,10 +205,13 @@ mod tests {
             ("anthropic-beta", "a,b"),
             ("anthropic-beta", "b, c"),
         ]);
-        let cred = Credential::OAuth {
-            access_token: Secret::new("oat"),
+        let tokens = crate::auth::Tokens {
+            access: Secret::new("oat"),
+            refresh: None,
             expires_at_ms: i64::MAX,
         };
+        let cell = crate::auth::OAuthCell::new(tokens, crate::auth::Persist::Legacy);
+        let cred = Credential::OAuth(std::sync::Arc::new(cell));
         let out = upstream(&client, &cred);
         assert_eq!(out["authorization"], "Bearer oat");
         assert!(!out.contains_key("x-api-key"));

@@ -19,8 +19,9 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode};
 
+use crate::auth;
 use crate::outcome::{self, NetworkKind, NextStep, Outcome};
-use crate::pool::{AccountId, AccountSpec, Pick};
+use crate::pool::{AccountId, AccountSpec, Credential, Pick};
 use crate::server::{errors, App};
 use relay::{Inspector, Relay};
 
@@ -66,6 +67,12 @@ enum Failure {
         kind: NetworkKind,
         message: String,
     },
+    /// A failure the proxy itself describes (e.g. a token that could not be refreshed).
+    Proxy {
+        status: StatusCode,
+        kind: &'static str,
+        message: String,
+    },
 }
 
 impl Failure {
@@ -83,6 +90,11 @@ impl Failure {
             Failure::Network { message, .. } => {
                 errors::anthropic(StatusCode::BAD_GATEWAY, "api_error", &message)
             }
+            Failure::Proxy {
+                status,
+                kind,
+                message,
+            } => errors::anthropic(status, kind, &message),
         }
     }
 }
@@ -141,8 +153,97 @@ pub async fn forward(app: Arc<App>, req: Inbound) -> Response {
     }
 }
 
-/// One try on one account: what happened, and what [`forward`] should do next.
+/// One try on one account: what happened, and what [`forward`] should do next. For an OAuth
+/// account this first makes sure the token is fresh, and answers a 401 by refreshing and retrying
+/// the same account, up to [`auth::MAX_AUTH_RETRIES`] times.
 async fn attempt(
+    app: &Arc<App>,
+    id: AccountId,
+    spec: &AccountSpec,
+    req: &Inbound,
+) -> (Outcome, Reply) {
+    let Credential::OAuth(cell) = &spec.credential else {
+        return send_once(app, id, spec, req).await;
+    };
+    if cell.needs_refresh(app.now_ms()) {
+        if let Err(e) = app.refresher.refresh(cell, false).await {
+            refresh_failed(app, id, cell).await;
+            if cell.is_expired(app.now_ms()) {
+                return auth_failure(format!(
+                    "the account's OAuth token expired and could not be refreshed: {e}"
+                ));
+            }
+        }
+    }
+    let mut retries = 0;
+    loop {
+        let used = cell.access_token();
+        let (outcome, reply) = send_once(app, id, spec, req).await;
+        if outcome != (Outcome::AuthRejected { status: 401 })
+            || !cell.has_refresh_token()
+            || retries >= auth::MAX_AUTH_RETRIES
+        {
+            return (outcome, reply);
+        }
+        retries += 1;
+        if cell.access_token() != used {
+            // Refreshed by another request meanwhile: retry with the new token.
+            continue;
+        }
+        match app.refresher.refresh(cell, true).await {
+            Ok(_) => {
+                tracing::info!(account = %spec.label, retry = retries, "401: token refreshed; retrying the same account")
+            }
+            Err(e) => {
+                tracing::warn!(account = %spec.label, "401 and the refresh failed: {e}");
+                refresh_failed(app, id, cell).await;
+                return (outcome, reply);
+            }
+        }
+    }
+}
+
+/// After a failed refresh: disable the account once the failures reach the limit.
+pub(crate) async fn refresh_failed(app: &Arc<App>, id: AccountId, cell: &Arc<auth::OAuthCell>) {
+    if cell.consecutive_failures() < auth::MAX_REFRESH_FAILURES {
+        return;
+    }
+    let first_time = {
+        let mut pool = app.pool();
+        let first = pool.disabled_reason(id).is_none();
+        if first {
+            pool.disable(
+                id,
+                format!(
+                    "{} consecutive token refresh failures; log in again (`neurolink auth login anthropic`) or run `neurolink auth enable`",
+                    auth::MAX_REFRESH_FAILURES
+                ),
+            );
+        }
+        first
+    };
+    if first_time {
+        tracing::error!(
+            "account disabled after {} consecutive refresh failures",
+            auth::MAX_REFRESH_FAILURES
+        );
+        app.refresher
+            .disable_on_disk(&cell.persist, "refresh_failed")
+            .await;
+    }
+}
+
+fn auth_failure(message: String) -> (Outcome, Reply) {
+    let failure = Failure::Proxy {
+        status: StatusCode::UNAUTHORIZED,
+        kind: "authentication_error",
+        message,
+    };
+    (Outcome::AuthRejected { status: 401 }, Reply::Retry(failure))
+}
+
+/// Send the request once with the account's current credential.
+async fn send_once(
     app: &Arc<App>,
     id: AccountId,
     spec: &AccountSpec,
@@ -183,7 +284,7 @@ async fn attempt(
         Err(failure) => {
             let kind = match &failure {
                 Failure::Network { kind, .. } => *kind,
-                Failure::Upstream { .. } => NetworkKind::Io,
+                Failure::Upstream { .. } | Failure::Proxy { .. } => NetworkKind::Io,
             };
             return (Outcome::Network { kind }, Reply::Retry(failure));
         }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use neurolink_shared::config::Strategy;
 use neurolink_shared::Secret;
 
+use crate::auth::OAuthCell;
 use crate::clock::Millis;
 use crate::outcome::Outcome;
 pub use stats::{Counters, Usage};
@@ -24,18 +25,16 @@ pub type AccountId = usize;
 pub enum Credential {
     /// Sent as `x-api-key`.
     ApiKey(Secret),
-    /// Sent as `Authorization: Bearer` with the `oauth-2025-04-20` beta.
-    OAuth {
-        access_token: Secret,
-        expires_at_ms: i64,
-    },
+    /// Sent as `Authorization: Bearer` with the `oauth-2025-04-20` beta; the tokens change when
+    /// refreshed, so they live in a cell shared with the refresher.
+    OAuth(Arc<OAuthCell>),
 }
 
 impl Credential {
     pub fn kind(&self) -> &'static str {
         match self {
             Credential::ApiKey(_) => "api_key",
-            Credential::OAuth { .. } => "oauth",
+            Credential::OAuth(_) => "oauth",
         }
     }
 }
@@ -86,6 +85,8 @@ impl AccountSpec {
 /// The account's health: cooling, and how far its 429 backoff has grown.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
+    /// Disabled while running (too many refresh failures); `spec.disabled` is from start-up.
+    pub disabled: Option<String>,
     pub cooldown_until: Option<Millis>,
     pub backoff_level: u32,
     pub last_error: Option<String>,
@@ -159,7 +160,7 @@ impl Pool {
         let Some(a) = self.accounts.get(id) else {
             return State::Disabled;
         };
-        if a.spec.disabled.is_some() {
+        if a.spec.disabled.is_some() || a.health.disabled.is_some() {
             return State::Disabled;
         }
         match a.health.cooldown_until {
@@ -193,7 +194,7 @@ impl Pool {
             let earliest = self
                 .accounts
                 .iter()
-                .filter(|a| serves(a) && a.spec.disabled.is_none())
+                .filter(|a| serves(a) && a.spec.disabled.is_none() && a.health.disabled.is_none())
                 .filter_map(|a| a.health.cooldown_until)
                 .filter(|&until| until > now)
                 .min();
@@ -258,6 +259,19 @@ impl Pool {
             }
             cooldown::Effect::None => {}
         }
+    }
+
+    /// Take `id` out of selection until restart (or, later, `auth enable`).
+    pub fn disable(&mut self, id: AccountId, reason: String) {
+        if let Some(a) = self.accounts.get_mut(id) {
+            a.health.disabled = Some(reason);
+        }
+    }
+
+    /// Why `id` is disabled, if it is.
+    pub fn disabled_reason(&self, id: AccountId) -> Option<&str> {
+        let a = self.accounts.get(id)?;
+        a.health.disabled.as_deref().or(a.spec.disabled.as_deref())
     }
 
     /// Tokens read from an answer of `id`.

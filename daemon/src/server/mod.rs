@@ -13,6 +13,7 @@ use neurolink_shared::config::Strategy;
 use neurolink_shared::Secret;
 use tokio::net::TcpListener;
 
+use crate::auth::refresh::Refresher;
 use crate::clock::{Clock, Millis};
 use crate::pool::Pool;
 
@@ -39,6 +40,7 @@ pub struct App {
     pool: Mutex<Pool>,
     pub clock: Arc<dyn Clock>,
     pub client: reqwest::Client,
+    pub refresher: Refresher,
     pub settings: Settings,
 }
 
@@ -47,12 +49,14 @@ impl App {
         pool: Pool,
         clock: Arc<dyn Clock>,
         client: reqwest::Client,
+        refresher: Refresher,
         settings: Settings,
     ) -> Self {
         Self {
             pool: Mutex::new(pool),
             clock,
             client,
+            refresher,
             settings,
         }
     }

@@ -51,7 +51,11 @@ pub fn status(app: &App) -> Value {
                 "cooldownUntil": until.map(rfc3339),
                 "cooldownRemainingSecs": until.map(|u| (u - now).div_ceil(1000)),
                 "backoffLevel": a.health.backoff_level,
-                "disabledReason": a.spec.disabled,
+                "tokenExpiresAt": match &a.spec.credential {
+                    crate::pool::Credential::OAuth(cell) => u64::try_from(cell.expires_at_ms()).ok().map(rfc3339),
+                    crate::pool::Credential::ApiKey(_) => None,
+                },
+                "disabledReason": pool.disabled_reason(id),
                 "lastError": a.health.last_error,
                 "excludedModels": a.spec.excluded_models,
                 "counters": c,

@@ -36,7 +36,7 @@ async fn send(p: &Pair, stream: bool) -> reqwest::Response {
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_cools_the_account_and_moves_on() {
     let p = pair("").await;
     p.fake.script(
@@ -61,7 +61,7 @@ async fn rate_limit_cools_the_account_and_moves_on() {
     assert_eq!((p.fake.count("key-a"), p.fake.count("key-b")), (1, 2));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_of_days_is_capped_to_ten_minutes() {
     let p = pair("").await;
     p.fake.script(
@@ -76,7 +76,7 @@ async fn rate_limit_of_days_is_capped_to_ten_minutes() {
     assert!((595..=600).contains(&left), "capped at 600 s, got {left}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_cooling_answers_429_with_the_earliest_recovery() {
     let p = pair("").await;
     p.fake.script(
@@ -108,7 +108,7 @@ async fn all_cooling_answers_429_with_the_earliest_recovery() {
     assert_eq!(p.fake.total(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_rejection_goes_back_without_cooling() {
     let p = pair("").await;
     p.fake.script(
@@ -128,7 +128,7 @@ async fn policy_rejection_goes_back_without_cooling() {
     assert_eq!(p.d.account("a").await.unwrap()["state"], "active");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_failures_bench_for_five_minutes() {
     for status in [401u16, 402, 403] {
         let p = pair("").await;
@@ -147,7 +147,7 @@ async fn auth_failures_bench_for_five_minutes() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_errors_go_back_at_once() {
     let p = pair("").await;
     for (status, kind) in [
@@ -169,7 +169,7 @@ async fn request_errors_go_back_at_once() {
     assert_eq!(p.d.account("a").await.unwrap()["state"], "active");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_errors_rotate_without_cooling() {
     let p = pair("").await;
     let mut b_expected = 0;
@@ -202,7 +202,7 @@ async fn transient_errors_rotate_without_cooling() {
     assert_eq!(p.fake.count("key-a"), before + 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_account_fails_the_last_upstream_answer_is_returned() {
     let p = pair("").await;
     p.fake.script(
@@ -221,7 +221,7 @@ async fn when_every_account_fails_the_last_upstream_answer_is_returned() {
     assert_eq!(e["error"]["message"], "Unavailable b");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_first_chunk_rotates() {
     let p = pair("").await;
     p.fake.script("key-a", 1, Behavior::Empty);
@@ -235,7 +235,7 @@ async fn empty_first_chunk_rotates() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_error_rotates() {
     // Account a points at a port nobody listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -262,7 +262,7 @@ async fn network_error_rotates() {
     assert_eq!(a["state"], "active", "network errors do not cool");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_before_headers_rotates() {
     let p = pair("server:\n  headersTimeoutSecs: 1\n").await;
     p.fake.script("key-a", 1, Behavior::Hang);
@@ -279,7 +279,7 @@ async fn timeout_before_headers_rotates() {
     assert_eq!(p.fake.wait_cancels(1, Duration::from_secs(5)).await, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_requests() {
     let fake = FakeAnthropic::start().await.unwrap();
     let home = TestHome::new().unwrap();
@@ -309,7 +309,7 @@ async fn round_robin_spreads_requests() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_strategy_overrides_config() {
     let fake = FakeAnthropic::start().await.unwrap();
     let home = TestHome::new().unwrap();
@@ -332,7 +332,7 @@ async fn cli_strategy_overrides_config() {
     assert_eq!(d.status().await.unwrap()["strategy"], "fill-first");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_and_excluded_accounts_are_skipped() {
     let fake = FakeAnthropic::start().await.unwrap();
     let home = TestHome::new().unwrap();

@@ -6,6 +6,7 @@
 
 mod config_check;
 mod failover;
+mod oauth_refresh;
 mod passthrough;
 mod sdk;
 mod streaming;

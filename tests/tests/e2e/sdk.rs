@@ -54,7 +54,7 @@ fn sdk_python() -> PathBuf {
     python
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
     let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
     let fake = FakeAnthropic::start().await.unwrap();

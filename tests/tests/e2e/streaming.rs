@@ -16,7 +16,7 @@ async fn proxy(fake: &FakeAnthropic, keys: &[(&str, &str)]) -> (TestHome, Daemon
     (home, d)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_bytes_are_exactly_upstreams() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = proxy(&fake, &[("a", "key-a")]).await;
@@ -45,7 +45,7 @@ async fn stream_bytes_are_exactly_upstreams() {
     assert_eq!(a["counters"]["outputTokens"], sse::OUTPUT_TOKENS);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_the_client_while_upstream_still_streams_and_disconnect_cancels() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = proxy(&fake, &[("a", "key-a")]).await;
@@ -79,7 +79,7 @@ async fn events_reach_the_client_while_upstream_still_streams_and_disconnect_can
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_while_upstream_hangs_cancels_it() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = proxy(&fake, &[("a", "key-a")]).await;
@@ -97,7 +97,7 @@ async fn disconnect_while_upstream_hangs_cancels_it() {
     assert_eq!(fake.wait_cancels(1, Duration::from_secs(5)).await, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_after_first_byte_ends_with_an_error_event_and_no_retry() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = proxy(&fake, &[("a", "key-a"), ("b", "key-b")]).await;
@@ -130,7 +130,7 @@ async fn failure_after_first_byte_ends_with_an_error_event_and_no_retry() {
     assert_eq!(a["counters"]["errors"]["stream_error"], 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_streams() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = proxy(&fake, &[("a", "key-a"), ("b", "key-b")]).await;
@@ -163,7 +163,7 @@ async fn hundred_concurrent_streams() {
     assert_eq!(status["totals"]["outputTokens"], 100 * sse::OUTPUT_TOKENS);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, mut d) = proxy(&fake, &[("a", "key-a")]).await;
@@ -171,7 +171,7 @@ async fn sigterm_stops_cleanly() {
     assert!(status.success(), "exit status {status}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_stream_times_out_with_an_error_event() {
     let fake = FakeAnthropic::start().await.unwrap();
     let home = TestHome::new().unwrap();

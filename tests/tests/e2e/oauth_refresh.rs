@@ -1,0 +1,230 @@
+//! OAuth refresh (issue: accounts and OAuth): single-flight, 401 retries, cooldown after five,
+//! disable after fifteen failures, refresh at start, adoption of tokens rotated elsewhere, and
+//! the rotated refresh token always on disk before use. The fake token endpoint counts reuses.
+
+use std::time::Duration;
+
+use neurolink_shared::token_store;
+use neurolink_tests::fake_anthropic::{Behavior, FakeAnthropic};
+use neurolink_tests::fake_oauth::FakeOAuth;
+use neurolink_tests::harness::{http, message_body, now_ms, token_store_with, Daemon, TestHome};
+
+const HOUR_MS: i64 = 3_600_000;
+
+struct Setup {
+    fake: FakeAnthropic,
+    oauth: FakeOAuth,
+    home: TestHome,
+}
+
+/// One OAuth account `alice` (access `at-0`, refresh `rt-0` expiring at `expires_at`) plus, when
+/// `with_key`, an API-key account `b` after it (fill-first).
+async fn setup(expires_at: i64, with_key: bool) -> Setup {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let oauth = FakeOAuth::start().await.unwrap();
+    oauth.register("rt-0");
+    let home = TestHome::new().unwrap();
+    home.write(
+        "tokens.json",
+        &token_store_with(&[("alice", "at-0", "rt-0", expires_at)]),
+    )
+    .unwrap();
+    let mut cfg = format!(
+        "routing: {{strategy: fill-first}}\nproviders:\n  anthropic: {{baseUrl: \"{}\"}}\n  anthropic-oauth: {{tokenUrl: \"{}\"}}\n",
+        fake.url(),
+        oauth.token_url()
+    );
+    if with_key {
+        cfg.push_str("accounts:\n  anthropic:\n    - {name: b, apiKey: key-b}\n");
+    }
+    home.write_config(&cfg).unwrap();
+    Setup { fake, oauth, home }
+}
+
+fn stored(home: &TestHome) -> serde_json::Value {
+    let text = std::fs::read_to_string(home.neurolink_home().join("tokens.json")).unwrap();
+    let (json, _) = token_store::decode(&text, home.path().to_str().unwrap()).unwrap();
+    serde_json::from_str(&json).unwrap()
+}
+
+async fn send(d: &Daemon) -> reqwest::Response {
+    http()
+        .post(format!("{}/v1/messages", d.url))
+        .json(&message_body(false))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_requests_on_an_expiring_token_refresh_once() {
+    let s = setup(now_ms() + 10 * 60_000, false).await;
+    s.oauth.set_delay(Duration::from_millis(200));
+    let d = Daemon::start(&s.home, &[], &[]).unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let url = format!("{}/v1/messages", d.url);
+            tokio::spawn(async move {
+                http()
+                    .post(url)
+                    .json(&message_body(false))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 200);
+    }
+    assert_eq!(s.oauth.refreshes(), 1, "single-flight");
+    assert_eq!(s.oauth.reuses(), 0);
+    assert_eq!(
+        s.fake.count("at-1"),
+        50,
+        "every request used the refreshed token"
+    );
+    assert_eq!(s.fake.count("at-0"), 0);
+    let v = stored(&s.home);
+    let e = &v["providers"]["anthropic:alice"];
+    assert_eq!(e["tokens"]["accessToken"], "at-1");
+    assert_eq!(
+        e["tokens"]["refreshToken"], "rt-1",
+        "the rotated refresh token is on disk"
+    );
+    assert!(e["tokens"]["expiresAt"].as_i64().unwrap() > now_ms() + 7 * HOUR_MS);
+    assert_eq!(e["keptField"], "survives rewrites");
+    assert_eq!(v["futureTopLevel"], 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_refreshes_and_retries_the_same_account() {
+    let s = setup(now_ms() + 5 * HOUR_MS, true).await;
+    s.fake.script(
+        "at-0",
+        1,
+        Behavior::error(401, "authentication_error", "token revoked"),
+    );
+    let d = Daemon::start(&s.home, &[], &[]).unwrap();
+    assert_eq!(send(&d).await.status(), 200);
+    assert_eq!(
+        (
+            s.fake.count("at-0"),
+            s.fake.count("at-1"),
+            s.fake.count("key-b")
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(s.oauth.refreshes(), 1);
+    assert_eq!(d.account("alice").await.unwrap()["state"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_failed_401_retries_cool_the_account_five_minutes() {
+    let s = setup(now_ms() + 5 * HOUR_MS, true).await;
+    for token in ["at-0", "at-1", "at-2", "at-3", "at-4", "at-5"] {
+        s.fake.script(
+            token,
+            1,
+            Behavior::error(401, "authentication_error", "still no"),
+        );
+    }
+    let d = Daemon::start(&s.home, &[], &[]).unwrap();
+    assert_eq!(send(&d).await.status(), 200, "served by the next account");
+    assert_eq!(s.oauth.refreshes(), 5, "refresh and retry up to 5 times");
+    assert_eq!(s.oauth.reuses(), 0);
+    assert_eq!(s.fake.count("key-b"), 1);
+    let a = d.account("alice").await.unwrap();
+    assert_eq!(a["state"], "cooling");
+    let left = a["cooldownRemainingSecs"].as_u64().unwrap();
+    assert!((298..=300).contains(&left), "5 min, got {left}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifteen_refresh_failures_disable_the_account_for_good() {
+    // Valid for 30 more minutes, so each request tries a refresh first and still gets served.
+    let s = setup(now_ms() + 30 * 60_000, false).await;
+    s.oauth.fail_next(&[500; 15]);
+    let d = Daemon::start(&s.home, &[], &[]).unwrap();
+    for i in 0..15 {
+        assert_eq!(
+            send(&d).await.status(),
+            200,
+            "request {i} still served by the valid token"
+        );
+    }
+    let a = d.account("alice").await.unwrap();
+    assert_eq!(a["state"], "disabled");
+    assert_eq!(send(&d).await.status(), 401);
+    let e = &stored(&s.home)["providers"]["anthropic:alice"];
+    assert_eq!(e["disabled"], true);
+    assert_eq!(e["disabledReason"], "refresh_failed");
+    drop(d);
+    let d = Daemon::start(&s.home, &[], &[]).unwrap();
+    assert_eq!(
+        d.account("alice").await.unwrap()["state"],
+        "disabled",
+        "still disabled after a restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_is_refreshed_at_start() {
+    let s = setup(now_ms() - 60_000, false).await;
+    let d = Daemon::start(&s.home, &[], &[]).unwrap();
+    assert_eq!(s.oauth.refreshes(), 1);
+    assert_eq!(d.account("alice").await.unwrap()["state"], "active");
+    assert_eq!(send(&d).await.status(), 200);
+    assert_eq!(s.fake.count("at-1"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_whose_refresh_fails_at_start_is_disabled() {
+    let s = setup(now_ms() - 60_000, false).await;
+    s.oauth.fail_next(&[400]);
+    let d = Daemon::start(&s.home, &[], &[]).unwrap();
+    let a = d.account("alice").await.unwrap();
+    assert_eq!(a["state"], "disabled");
+    assert!(
+        a["disabledReason"].as_str().unwrap().contains("refresh"),
+        "{a}"
+    );
+    assert_eq!(
+        stored(&s.home)["providers"]["anthropic:alice"]["disabledReason"],
+        "refresh_failed"
+    );
+    assert_eq!(send(&d).await.status(), 401);
+    assert_eq!(s.fake.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_rotated_by_another_process_are_adopted_not_refreshed() {
+    let s = setup(now_ms() + 5 * HOUR_MS, false).await;
+    let d = Daemon::start(&s.home, &[], &[]).unwrap();
+    // Another process (the CLI, NeuroLink) refreshed and wrote new tokens; at-0 is now revoked.
+    s.oauth.register("rt-elsewhere");
+    s.home
+        .write(
+            "tokens.json",
+            &token_store_with(&[(
+                "alice",
+                "at-elsewhere",
+                "rt-elsewhere",
+                now_ms() + 8 * HOUR_MS,
+            )]),
+        )
+        .unwrap();
+    s.fake.script(
+        "at-0",
+        1,
+        Behavior::error(401, "authentication_error", "revoked"),
+    );
+    assert_eq!(send(&d).await.status(), 200);
+    assert_eq!(s.fake.count("at-elsewhere"), 1);
+    assert_eq!(
+        s.oauth.refreshes(),
+        0,
+        "the other process's tokens were used, not refreshed again"
+    );
+    assert_eq!(s.oauth.reuses(), 0);
+}
