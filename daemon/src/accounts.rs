@@ -21,6 +21,8 @@ use crate::pool::{AccountSpec, Credential, Source};
 #[derive(Debug, Default)]
 pub struct Found {
     pub specs: Vec<AccountSpec>,
+    /// Store labels whose entry says `disabled: false` explicitly (what `auth enable` writes).
+    pub enabled_by_user: std::collections::HashSet<String>,
     /// Problems the user should hear about; none stops the daemon.
     pub warnings: Vec<String>,
 }
@@ -48,6 +50,9 @@ pub fn discover(
         }
     };
     for account in stored {
+        if account.entry.disabled == Some(false) {
+            found.enabled_by_user.insert(account.label.clone());
+        }
         let t = &account.entry.tokens;
         let credential = if t.is_oauth() {
             let tokens = Tokens {

@@ -85,6 +85,11 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         port: addr.port(),
         strategy,
         started_at_ms: clock.now_ms(),
+        config: Arc::new(cfg.clone()),
+        paths: paths.clone(),
+        env_api_key: std::env::var("ANTHROPIC_API_KEY")
+            .ok()
+            .map(neurolink_shared::Secret::new),
     };
     let refresher = Refresher::new(
         client.clone(),
@@ -105,6 +110,7 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         .filter(|&id| app.pool().state(id, app.now_ms()) != crate::pool::State::Disabled)
         .count();
     tokio::spawn(keep_tokens_fresh(app.clone()));
+    tokio::spawn(crate::store_watch::watch(app.clone()));
 
     let url = format!("http://{addr}");
     println!(

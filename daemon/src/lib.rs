@@ -9,6 +9,7 @@
 //! - [`outcome`]: the one place that turns an upstream answer into an [`outcome::Outcome`].
 //! - [`auth`]: OAuth tokens that change while running, and their refresh.
 //! - [`accounts`]: finding accounts in `tokens.json`, legacy credentials, env and config.
+//! - [`store_watch`]: picks up accounts added, removed, enabled or re-logged-in by other processes.
 //! - [`clock`]: time, injected.
 
 pub mod accounts;
@@ -20,3 +21,4 @@ pub mod outcome;
 pub mod passthrough;
 pub mod pool;
 pub mod server;
+pub mod store_watch;

@@ -183,6 +183,29 @@ impl Daemon {
             .ok_or_else(|| anyhow::anyhow!("no account {label} in {s}"))
     }
 
+    /// Poll `/status` until the account `label` satisfies `ok`, or `timeout` passes; returns
+    /// the last view of the account.
+    pub async fn wait_account(
+        &self,
+        label: &str,
+        timeout: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let a = self.account(label).await;
+            if let Ok(a) = &a {
+                if ok(a) {
+                    return Ok(a.clone());
+                }
+            }
+            if Instant::now() > deadline {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Send SIGTERM and wait up to `timeout` for the process to exit.
     pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         let pid = self.child.id().to_string();

@@ -235,6 +235,12 @@ impl Refresher {
     }
 }
 
+fn token_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn cell_needs_refresh(t: &Tokens, now: u64) -> bool {
     t.expires_at_ms
         <= i64::try_from(now.saturating_add(super::REFRESH_BEFORE_MS)).unwrap_or(i64::MAX)
@@ -277,6 +283,11 @@ impl OnDisk {
                 e.tokens.access_token = t.access.expose().to_string();
                 e.tokens.refresh_token = t.refresh.as_ref().map(|r| r.expose().to_string());
                 e.tokens.expires_at = t.expires_at_ms;
+                // NeuroLink's `createdAt` means "last saved"; `lastRefreshedAt` is ours (NeuroLink
+                // ignores it) and dates the refresh token for `auth list`.
+                let now = token_now_ms();
+                e.created_at = now;
+                e.extra.insert("lastRefreshedAt".into(), now.into());
                 l.file.set_entry(label, &e).map_err(|e| e.to_string())?;
                 l.write().map_err(|e| e.to_string())
             }
@@ -288,9 +299,7 @@ impl OnDisk {
                 },
                 _,
             ) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
+                let now = token_now_ms();
                 if let Some(o) = v.get_mut("oauth").and_then(|o| o.as_object_mut()) {
                     o.insert("accessToken".into(), t.access.expose().into());
                     if let Some(r) = &t.refresh {

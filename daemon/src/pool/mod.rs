@@ -101,6 +101,9 @@ pub struct Account {
     current_weight: i64,
 }
 
+/// Why an account that is no longer configured stays in the pool (ids must stay stable).
+pub const REMOVED: &str = "removed: no longer in tokens.json or the config file";
+
 /// What [`Pool::pick`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pick {
@@ -259,6 +262,66 @@ impl Pool {
             }
             cooldown::Effect::None => {}
         }
+    }
+
+    /// Bring the pool in line with a fresh discovery of accounts, keeping ids stable (requests in
+    /// flight hold them): an account whose label is known keeps its health and counters and takes
+    /// the new spec; a new label is appended; a label that disappeared stays, disabled.
+    /// A known OAuth account keeps its cell (its tokens are synced by the caller), so a refresh in
+    /// flight is not cut off. An account disabled while running is enabled again when
+    /// `enabled_again(label)` says the user asked for it. Returns the labels added and removed.
+    pub fn reconcile(
+        &mut self,
+        specs: Vec<AccountSpec>,
+        enabled_again: &dyn Fn(&str) -> bool,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut added = Vec::new();
+        let mut seen = vec![false; self.accounts.len()];
+        for mut spec in specs {
+            match self
+                .accounts
+                .iter()
+                .position(|a| a.spec.label == spec.label)
+            {
+                Some(id) => {
+                    seen[id] = true;
+                    let a = &mut self.accounts[id];
+                    if let (Credential::OAuth(old), Credential::OAuth(_)) =
+                        (&a.spec.credential, &spec.credential)
+                    {
+                        spec.credential = Credential::OAuth(old.clone());
+                    }
+                    let was_removed = a.health.disabled.as_deref() == Some(REMOVED);
+                    if was_removed
+                        || (a.health.disabled.is_some()
+                            && spec.disabled.is_none()
+                            && enabled_again(&spec.label))
+                    {
+                        a.health.disabled = None;
+                    }
+                    a.spec = Arc::new(spec);
+                }
+                None => {
+                    added.push(spec.label.clone());
+                    self.accounts.push(Account {
+                        spec: Arc::new(spec),
+                        health: Health::default(),
+                        counters: Counters::default(),
+                        current_weight: 0,
+                    });
+                    seen.push(true);
+                }
+            }
+        }
+        let mut removed = Vec::new();
+        for (id, seen) in seen.into_iter().enumerate() {
+            let a = &mut self.accounts[id];
+            if !seen && a.health.disabled.as_deref() != Some(REMOVED) {
+                a.health.disabled = Some(REMOVED.to_string());
+                removed.push(a.spec.label.clone());
+            }
+        }
+        (added, removed)
     }
 
     /// Take `id` out of selection until restart (or, later, `auth enable`).

@@ -240,3 +240,26 @@ fn glob_patterns() {
     assert!(glob_match("exact", "exact"));
     assert!(!glob_match("exact", "exactly"));
 }
+
+#[test]
+fn reconcile_keeps_ids_health_and_counters() {
+    let mut p = pool(&["a", "b"], Strategy::FillFirst);
+    p.report(0, &rate_limited(Some(30)), T0);
+    p.begin(1);
+    p.disable(1, "refresh failures".into());
+    let (added, removed) = p.reconcile(vec![key("b"), key("c")], &|label| label == "b");
+    assert_eq!(
+        (added, removed),
+        (vec!["c".to_string()], vec!["a".to_string()])
+    );
+    assert_eq!(p.accounts().len(), 3, "ids stay stable");
+    assert_eq!(p.state(0, T0), State::Disabled, "a was removed");
+    assert_eq!(p.disabled_reason(0), Some(REMOVED));
+    assert_eq!(p.state(1, T0), State::Active, "b was enabled again");
+    assert_eq!(p.accounts()[1].counters.requests, 1, "counters kept");
+    assert_eq!(p.pick(T0, None, &[]), Pick::Use(1));
+    assert_eq!(p.pick(T0, None, &[1]), Pick::Use(2));
+    // Coming back: a is known again and usable.
+    p.reconcile(vec![key("a"), key("b"), key("c")], &|_| false);
+    assert_eq!(p.state(0, T0 + 31_000), State::Active);
+}

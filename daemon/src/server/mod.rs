@@ -33,6 +33,11 @@ pub struct Settings {
     pub port: u16,
     pub strategy: Strategy,
     pub started_at_ms: Millis,
+    /// The config the accounts were discovered with (re-used when the token store changes).
+    pub config: Arc<neurolink_shared::config::ProxyConfig>,
+    pub paths: neurolink_shared::paths::Paths,
+    /// `ANTHROPIC_API_KEY` as it was at start.
+    pub env_api_key: Option<Secret>,
 }
 
 /// State shared by every request.

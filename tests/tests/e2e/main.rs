@@ -4,6 +4,7 @@
 // An unwrap that fails here is the test failing, with its line: allowed in this suite only.
 #![allow(clippy::unwrap_used)]
 
+mod auth_cli;
 mod config_check;
 mod failover;
 mod oauth_refresh;

@@ -1,4 +1,4 @@
-//! Command line: `neurolink proxy start`, `neurolink config check`. Flags and aliases follow the
+//! Command line: `neurolink proxy start`, `neurolink config check`, `neurolink auth …`. Flags and aliases follow the
 //! seed (NeuroLink) so existing scripts keep working.
 
 use std::path::PathBuf;
@@ -9,6 +9,8 @@ use neurolink_shared::config::{self, EnvSource, Strategy};
 use neurolink_shared::paths::Paths;
 
 use crate::daemon::{self, StartOptions};
+
+mod auth;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,6 +38,9 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage accounts: list, refresh, enable, disable, log out, clean up.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -119,6 +124,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Proxy(ProxyCommand::Start(args)) => proxy_start(args),
         Command::Config(ConfigCommand::Check { config, format }) => config_check(config, format),
+        Command::Auth(cmd) => auth::run(cmd),
     }
 }
 
