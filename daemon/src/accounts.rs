@@ -118,15 +118,36 @@ pub fn discover(
         }
     }
 
-    for a in &config.accounts.anthropic {
+    for (i, a) in config.accounts.anthropic.iter().enumerate() {
+        let excluded: Vec<String> = a.excluded_models.iter().map(|m| m.value.clone()).collect();
+        let disabled = (!a.enabled).then(|| "enabled: false in the config file".to_string());
+        let Some(key) = &a.api_key else {
+            // No key of its own: settings for the stored login with this label.
+            match found.specs.iter_mut().find(|s| s.label == a.name.value && s.source != Source::Config) {
+                Some(stored) => {
+                    stored.excluded_models.extend(excluded);
+                    stored.weight = a.weight.0.max(1);
+                    if stored.disabled.is_none() {
+                        stored.disabled = disabled;
+                    }
+                }
+                None => found.warnings.push(format!(
+                    "accounts.anthropic[{i}] (`{}`) has no apiKey and no stored login has that label; ignored",
+                    a.name.value
+                )),
+            }
+            continue;
+        };
         found.specs.push(AccountSpec {
-            label: a.name.value.clone(),
-            source: Source::Config,
-            credential: Credential::ApiKey(a.api_key.value.clone()),
             base_url: a.base_url.as_ref().map(|u| u.value.clone()),
             weight: a.weight.0.max(1),
-            disabled: (!a.enabled).then(|| "enabled: false in the config file".to_string()),
-            excluded_models: a.excluded_models.iter().map(|m| m.value.clone()).collect(),
+            disabled,
+            excluded_models: excluded,
+            ..AccountSpec::new(
+                a.name.value.clone(),
+                Source::Config,
+                Credential::ApiKey(key.value.clone()),
+            )
         });
     }
 
@@ -275,6 +296,27 @@ mod tests {
         let found = discover(&ProxyConfig::default(), &paths, None, 0);
         assert_eq!(found.specs[0].label, "default");
         assert_eq!(found.specs[0].source, Source::LegacyCredentials);
+    }
+
+    #[test]
+    fn entries_without_a_key_add_settings_to_stored_logins() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::at(dir.path());
+        std::fs::write(
+            paths.tokens(),
+            r#"{"version":"2.0","lastModified":1,"providers":{"anthropic:alice":{"tokens":{"accessToken":"a","refreshToken":"r","expiresAt":99999999999999,"tokenType":"Bearer"}}}}"#,
+        )
+        .unwrap();
+        let c = cfg("accounts: {anthropic: [{name: alice, excludedModels: [\"claude-opus-*\"], weight: 3}, {name: ghost}]}");
+        let found = discover(&c, &paths, None, 0);
+        assert_eq!(found.specs.len(), 1);
+        assert_eq!(found.specs[0].excluded_models, ["claude-opus-*"]);
+        assert_eq!(found.specs[0].weight, 3);
+        assert!(
+            found.warnings.iter().any(|w| w.contains("ghost")),
+            "{:?}",
+            found.warnings
+        );
     }
 
     #[test]

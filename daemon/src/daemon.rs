@@ -98,19 +98,28 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         paths.legacy_credentials(),
         clock.clone(),
     );
-    let app = Arc::new(App::new(
-        Pool::new(found.specs, strategy),
-        clock,
-        client,
-        refresher,
-        settings,
-    ));
+    let mut pool =
+        Pool::new(found.specs, strategy).with_quota_threshold(cfg.routing.quota_threshold.0);
+    match neurolink_shared::quotas::read(&paths.quotas()) {
+        Ok(saved) => {
+            // Routing knows last run's utilisation until fresh headers arrive.
+            for id in 0..pool.accounts().len() {
+                let label = pool.accounts()[id].spec.label.clone();
+                if let Some(q) = saved.get(&label) {
+                    pool.set_quota(id, q.clone());
+                }
+            }
+        }
+        Err(e) => tracing::warn!("{e}; starting without saved quotas"),
+    }
+    let app = Arc::new(App::new(pool, clock, client, refresher, settings));
     refresh_expired_at_start(&app).await;
     let usable = (0..account_count)
         .filter(|&id| app.pool().state(id, app.now_ms()) != crate::pool::State::Disabled)
         .count();
     tokio::spawn(keep_tokens_fresh(app.clone()));
     tokio::spawn(crate::store_watch::watch(app.clone()));
+    tokio::spawn(flush_quotas_every(app.clone()));
 
     let url = format!("http://{addr}");
     println!(
@@ -127,7 +136,8 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         );
     }
     println!("Point Claude Code at it:  export ANTHROPIC_BASE_URL={url}");
-    server::run(listener, app, shutdown_signal()).await?;
+    server::run(listener, app.clone(), shutdown_signal()).await?;
+    flush_quotas(&app).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -193,6 +203,55 @@ async fn keep_tokens_fresh(app: Arc<App>) {
                 crate::passthrough::refresh_failed(&app, id, &cell).await;
             }
         }
+    }
+}
+
+/// `account-quotas.json` is written at most this often (NeuroLink's `FLUSH_INTERVAL_MS`).
+pub const QUOTA_FLUSH: Duration = Duration::from_secs(5);
+
+async fn flush_quotas_every(app: Arc<App>) {
+    let mut tick = tokio::time::interval(QUOTA_FLUSH);
+    loop {
+        tick.tick().await;
+        flush_quotas(&app).await;
+    }
+}
+
+/// Merge the pool's quotas into `account-quotas.json` when they changed, under the file's lock
+/// (other entries, written by other tools, are kept).
+async fn flush_quotas(app: &Arc<App>) {
+    if !app
+        .quotas_dirty
+        .swap(false, std::sync::atomic::Ordering::Relaxed)
+    {
+        return;
+    }
+    let ours: Vec<(String, neurolink_shared::quotas::AccountQuota)> = app
+        .pool()
+        .accounts()
+        .iter()
+        .filter_map(|a| a.health.quota.clone().map(|q| (a.spec.label.clone(), q)))
+        .collect();
+    let path = app.settings.paths.quotas();
+    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let _lock = neurolink_shared::atomic_file::FileLock::acquire(&path, Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        // A file that does not parse is reported, never overwritten.
+        let mut all = neurolink_shared::quotas::read(&path)?;
+        for (label, q) in ours {
+            all.insert(label, q);
+        }
+        neurolink_shared::quotas::write(&path, &all).map_err(|e| format!("{}: {e}", path.display()))
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!("could not save quotas: {e}");
+            app.quotas_dirty
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(e) => tracing::warn!("could not save quotas: {e}"),
     }
 }
 

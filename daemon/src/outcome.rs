@@ -16,6 +16,9 @@ pub enum Outcome {
     /// 429 with no rate-limit headers and message `"Error"`: Anthropic refusing this request on
     /// policy grounds (see `anthropic-oauth.md`). Every account would get the same answer.
     PolicyRejected,
+    /// The account has no credit for this request (`out_of_credits` in the unified overage
+    /// headers). Model- or beta-scoped: another account may serve it; this one is not benched.
+    OutOfCredits { status: u16 },
     /// 401, 402, 403: this credential cannot be used right now.
     AuthRejected { status: u16 },
     /// An answer no other account would change: the request itself is wrong (404, 400/422
@@ -53,6 +56,7 @@ impl Outcome {
                 NextStep::Answer
             }
             Outcome::RateLimited { .. }
+            | Outcome::OutOfCredits { .. }
             | Outcome::AuthRejected { .. }
             | Outcome::Transient { .. }
             | Outcome::Network { .. }
@@ -66,6 +70,7 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::RateLimited { .. } => "rate_limit",
             Outcome::PolicyRejected => "policy_rejected",
+            Outcome::OutOfCredits { .. } => "out_of_credits",
             Outcome::AuthRejected { .. } => "auth",
             Outcome::Unretryable { .. } => "unretryable",
             Outcome::Transient { .. } => "server_error",
@@ -87,6 +92,9 @@ pub fn classify_error(
 ) -> Outcome {
     let code = status.as_u16();
     let error_type = error_type(body);
+    if is_out_of_credits(headers) {
+        return Outcome::OutOfCredits { status: code };
+    }
     match code {
         429 if is_policy_rejection(headers, body) => Outcome::PolicyRejected,
         429 => Outcome::RateLimited {
@@ -106,6 +114,21 @@ pub fn classify_error(
         }
         _ => Outcome::Unretryable { status: code },
     }
+}
+
+/// `out_of_credits` in `anthropic-ratelimit-unified-overage-status` or
+/// `-overage-disabled-reason` (better-ccflare `isAnthropicOutOfCredits`).
+fn is_out_of_credits(headers: &HeaderMap) -> bool {
+    [
+        "anthropic-ratelimit-unified-overage-status",
+        "anthropic-ratelimit-unified-overage-disabled-reason",
+    ]
+    .iter()
+    .any(|h| {
+        headers
+            .get(*h)
+            .is_some_and(|v| v.as_bytes() == b"out_of_credits")
+    })
 }
 
 /// `error.type` of an Anthropic error body, if it is one.
@@ -245,6 +268,29 @@ mod tests {
             Outcome::RateLimited { .. }
         ));
         assert_eq!(Outcome::PolicyRejected.next_step(), NextStep::Answer);
+    }
+
+    #[test]
+    fn out_of_credits_moves_on_without_blame() {
+        let o = classify(
+            429,
+            &[(
+                "anthropic-ratelimit-unified-overage-disabled-reason",
+                "out_of_credits",
+            )],
+            &err("rate_limit_error", "no credit"),
+        );
+        assert_eq!(o, Outcome::OutOfCredits { status: 429 });
+        assert_eq!(o.next_step(), NextStep::NextAccount);
+        let o = classify(
+            400,
+            &[(
+                "anthropic-ratelimit-unified-overage-status",
+                "out_of_credits",
+            )],
+            "{}",
+        );
+        assert_eq!(o, Outcome::OutOfCredits { status: 400 });
     }
 
     #[test]

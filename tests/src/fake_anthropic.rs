@@ -97,6 +97,8 @@ struct Shared {
     cancels: AtomicUsize,
     cancelled: Notify,
     connections: AtomicUsize,
+    /// Extra headers on every answer to a credential (e.g. unified quota headers).
+    answer_headers: Mutex<HashMap<String, Vec<(String, String)>>>,
     next_id: AtomicUsize,
 }
 
@@ -157,6 +159,17 @@ impl FakeAnthropic {
         for _ in 0..times {
             queue.push_back(behavior.clone());
         }
+    }
+
+    /// Every later answer to `credential` carries these headers too.
+    pub fn set_answer_headers(&self, credential: &str, headers: &[(&str, &str)]) {
+        lock(&self.shared.answer_headers).insert(
+            credential.to_string(),
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
     }
 
     /// Requests received with `credential` so far.
@@ -287,6 +300,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         }
         behavior => normal(&shared, path, &parts.headers, &body, n, behavior),
     };
+    let mut response = response;
+    if let Some(extra) = lock(&shared.answer_headers).get(&cred) {
+        for (k, v) in extra {
+            if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), v.parse()) {
+                response.headers_mut().insert(k, v);
+            }
+        }
+    }
     Ok(response)
 }
 

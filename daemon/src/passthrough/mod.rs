@@ -233,6 +233,23 @@ pub(crate) async fn refresh_failed(app: &Arc<App>, id: AccountId, cell: &Arc<aut
     }
 }
 
+/// Keep the unified 5h/7d quota headers of an OAuth account's answer (written to
+/// `account-quotas.json` by the daemon's flush task, never once per request).
+fn record_quota(app: &App, id: AccountId, headers: &HeaderMap) {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let now = i64::try_from(app.now_ms()).unwrap_or(i64::MAX);
+    if let Some(q) = neurolink_shared::quotas::AccountQuota::from_headers(get, now) {
+        app.pool().set_quota(id, q);
+        app.quotas_dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn auth_failure(message: String) -> (Outcome, Reply) {
     let failure = Failure::Proxy {
         status: StatusCode::UNAUTHORIZED,
@@ -274,6 +291,9 @@ async fn send_once(
         }
         Ok(Ok(r)) => r,
     };
+    if matches!(spec.credential, Credential::OAuth(_)) {
+        record_quota(app, id, response.headers());
+    }
     let status = response.status();
     if status.is_success() {
         return commit(app, id, response, req.route).await;

@@ -37,6 +37,7 @@ pub fn effect(outcome: &Outcome, level: u32) -> Effect {
             escalate: false,
         },
         Outcome::PolicyRejected
+        | Outcome::OutOfCredits { .. }
         | Outcome::Unretryable { .. }
         | Outcome::Transient { .. }
         | Outcome::Network { .. }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use neurolink_shared::config::Strategy;
 use neurolink_shared::Secret;
 
+use neurolink_shared::quotas::AccountQuota;
+
 use crate::auth::OAuthCell;
 use crate::clock::Millis;
 use crate::outcome::Outcome;
@@ -90,6 +92,8 @@ pub struct Health {
     pub cooldown_until: Option<Millis>,
     pub backoff_level: u32,
     pub last_error: Option<String>,
+    /// The unified 5h/7d utilisation last seen in this account's answers (OAuth accounts).
+    pub quota: Option<AccountQuota>,
 }
 
 #[derive(Debug)]
@@ -131,6 +135,8 @@ pub enum State {
 pub struct Pool {
     accounts: Vec<Account>,
     strategy: Strategy,
+    /// Accounts whose 5h or 7d utilisation is above this are used only after the others.
+    quota_threshold: f64,
 }
 
 impl Pool {
@@ -144,7 +150,32 @@ impl Pool {
                 current_weight: 0,
             })
             .collect();
-        Self { accounts, strategy }
+        Self {
+            accounts,
+            strategy,
+            quota_threshold: neurolink_shared::config::DEFAULT_QUOTA_THRESHOLD,
+        }
+    }
+
+    /// Set `routing.quota-threshold`.
+    pub fn with_quota_threshold(mut self, threshold: f64) -> Self {
+        self.quota_threshold = threshold;
+        self
+    }
+
+    /// Record the unified quota headers of an answer from `id`.
+    pub fn set_quota(&mut self, id: AccountId, quota: AccountQuota) {
+        if let Some(a) = self.accounts.get_mut(id) {
+            a.health.quota = Some(quota);
+        }
+    }
+
+    fn over_quota(&self, id: AccountId) -> bool {
+        self.accounts[id]
+            .health
+            .quota
+            .as_ref()
+            .is_some_and(|q| q.max_used() > self.quota_threshold)
     }
 
     pub fn strategy(&self) -> Strategy {
@@ -205,9 +236,16 @@ impl Pool {
                 retry_after_ms: earliest.map(|until| until - now),
             };
         }
+        // Quota-aware routing: accounts past the threshold only when nothing else is left.
+        let under: Vec<AccountId> = eligible
+            .iter()
+            .copied()
+            .filter(|&id| !self.over_quota(id))
+            .collect();
+        let tier = if under.is_empty() { eligible } else { under };
         let chosen = match self.strategy {
-            Strategy::FillFirst => eligible[0],
-            Strategy::RoundRobin => self.smooth_weighted(&eligible),
+            Strategy::FillFirst => tier[0],
+            Strategy::RoundRobin => self.smooth_weighted(&tier),
         };
         Pick::Use(chosen)
     }
@@ -365,6 +403,7 @@ fn describe(outcome: &Outcome) -> String {
         Outcome::Transient { status } => format!("{status} upstream error"),
         Outcome::Network { kind } => format!("network error ({kind:?})"),
         Outcome::EmptyStream => "empty response body".into(),
+        Outcome::OutOfCredits { status } => format!("{status} out of credits for this request"),
         Outcome::Success => "ok".into(),
     }
 }

@@ -263,3 +263,47 @@ fn reconcile_keeps_ids_health_and_counters() {
     p.reconcile(vec![key("a"), key("b"), key("c")], &|_| false);
     assert_eq!(p.state(0, T0 + 31_000), State::Active);
 }
+
+fn quota(five_hour: f64, seven_day: f64) -> neurolink_shared::quotas::AccountQuota {
+    neurolink_shared::quotas::AccountQuota {
+        session_used: five_hour,
+        weekly_used: seven_day,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn accounts_over_the_quota_threshold_come_last() {
+    let mut p = pool(&["a", "b", "c"], Strategy::FillFirst).with_quota_threshold(0.5);
+    p.set_quota(0, quota(0.8, 0.1));
+    p.set_quota(1, quota(0.1, 0.51));
+    assert_eq!(
+        p.pick(T0, None, &[]),
+        Pick::Use(2),
+        "a (5h) and b (7d) are past 0.5"
+    );
+    p.set_quota(2, quota(0.9, 0.9));
+    assert_eq!(
+        p.pick(T0, None, &[]),
+        Pick::Use(0),
+        "all past it: normal order"
+    );
+    p.set_quota(1, quota(0.5, 0.5));
+    assert_eq!(
+        p.pick(T0, None, &[]),
+        Pick::Use(1),
+        "exactly at the threshold is not above it"
+    );
+    let mut rr = pool(&["a", "b", "c"], Strategy::RoundRobin);
+    rr.set_quota(1, quota(0.7, 0.0));
+    let picks: Vec<_> = (0..4).map(|_| rr.pick(T0, None, &[])).collect();
+    assert!(!picks.contains(&Pick::Use(1)), "{picks:?}");
+}
+
+#[test]
+fn out_of_credits_does_not_bench() {
+    let mut p = pool(&["a", "b"], Strategy::FillFirst);
+    p.report(0, &Outcome::OutOfCredits { status: 429 }, T0);
+    assert_eq!(p.state(0, T0), State::Active);
+    assert_eq!(p.pick(T0, None, &[0]), Pick::Use(1));
+}

@@ -47,6 +47,8 @@ pub struct App {
     pub client: reqwest::Client,
     pub refresher: Refresher,
     pub settings: Settings,
+    /// Quotas changed since the last write of `account-quotas.json`.
+    pub quotas_dirty: std::sync::atomic::AtomicBool,
 }
 
 impl App {
@@ -63,6 +65,7 @@ impl App {
             client,
             refresher,
             settings,
+            quotas_dirty: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -51,6 +51,16 @@ pub fn status(app: &App) -> Value {
                 "cooldownUntil": until.map(rfc3339),
                 "cooldownRemainingSecs": until.map(|u| (u - now).div_ceil(1000)),
                 "backoffLevel": a.health.backoff_level,
+                "quota": a.health.quota.as_ref().map(|q| json!({
+                    "fiveHour": q.session_used,
+                    "fiveHourStatus": q.session_status,
+                    "fiveHourResetAt": q.session_reset_at,
+                    "sevenDay": q.weekly_used,
+                    "sevenDayStatus": q.weekly_status,
+                    "sevenDayResetAt": q.weekly_reset_at,
+                    "overageStatus": q.overage_status,
+                    "updatedAt": u64::try_from(q.last_updated).ok().map(rfc3339),
+                })),
                 "tokenExpiresAt": match &a.spec.credential {
                     crate::pool::Credential::OAuth(cell) => u64::try_from(cell.expires_at_ms()).ok().map(rfc3339),
                     crate::pool::Credential::ApiKey(_) => None,

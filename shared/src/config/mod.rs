@@ -227,19 +227,36 @@ fn semantic(path: &Path, key: impl Into<String>, message: impl Into<String>) -> 
     }
 }
 
+/// Checks every account entry gets, with or without `apiKey`.
+fn continue_checks(a: &ConfigAccount, key: &str, origin: &Path) -> Result<(), ConfigError> {
+    if a.weight.0 == 0 {
+        return Err(semantic(
+            origin,
+            format!("{key}.weight"),
+            "must be at least 1 (use enabled: false to switch an account off)",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks serde cannot express, and the warnings DESIGN.md §4 and §8 ask for.
 fn validate(c: &ProxyConfig, origin: &Path, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
     let file = origin.display();
     for (i, a) in c.accounts.anthropic.iter().enumerate() {
         let key = format!("accounts.anthropic[{i}]");
-        if a.api_key.value.is_empty() {
+        let Some(api_key) = &a.api_key else {
+            // An overlay for a stored login; matched (or warned about) when accounts are found.
+            continue_checks(a, &key, origin)?;
+            continue;
+        };
+        if api_key.value.is_empty() {
             return Err(semantic(
                 origin,
                 format!("{key}.apiKey"),
-                "must not be empty",
+                "must not be empty (leave the key out to add settings to a stored login named by `name`)",
             ));
         }
-        if !a.api_key.from_env {
+        if !api_key.from_env {
             warnings.push(format!(
                 "{file}: `{key}.apiKey` holds a literal API key; keep it out of the file with \
                  apiKey: \"${{ANTHROPIC_KEY_{}}}\" and export the variable",

@@ -54,7 +54,10 @@ pub struct Accounts {
 pub struct ConfigAccount {
     #[serde(default = "unnamed")]
     pub name: IString,
-    pub api_key: ISecret,
+    /// Required for an account of its own. Without it, the entry adds `excludedModels`, `weight`
+    /// and `enabled` to the stored login (tokens.json) whose label equals `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<ISecret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<IString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -45,8 +45,9 @@ server: {port: "${PORT:-4000}", host: 127.0.0.1}
     assert!(warnings.is_empty(), "{warnings:?}");
     let a = &c.accounts.anthropic[0];
     assert_eq!(a.name.as_str(), "personal");
-    assert_eq!(a.api_key.value.expose(), "sk-ant-api03-secret-value-0000");
-    assert!(a.api_key.from_env);
+    let key = a.api_key.as_ref().unwrap();
+    assert_eq!(key.value.expose(), "sk-ant-api03-secret-value-0000");
+    assert!(key.from_env);
     assert_eq!(a.weight.0, 3);
     assert!(!a.enabled);
     assert_eq!(a.excluded_models[0].as_str(), "claude-opus-*");
@@ -120,12 +121,27 @@ fn missing_variable_is_an_error_naming_key_and_variable() {
 }
 
 #[test]
-fn missing_required_api_key_is_an_error() {
-    let err = yaml("accounts:\n  anthropic:\n    - name: a\n", &env(&[]))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("missing field `apiKey`"), "{err}");
-    assert!(err.contains("accounts.anthropic[0]"), "{err}");
+fn an_entry_without_api_key_is_an_overlay_but_an_empty_key_is_an_error() {
+    let (c, _) = yaml(
+        "accounts:\n  anthropic:\n    - name: a\n      excludedModels: [x]\n",
+        &env(&[]),
+    )
+    .unwrap();
+    assert!(c.accounts.anthropic[0].api_key.is_none());
+    let err = yaml(
+        "accounts:\n  anthropic:\n    - name: a\n      apiKey: \"\"\n",
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("accounts.anthropic[0].apiKey"), "{err}");
+    let err = yaml(
+        "accounts:\n  anthropic:\n    - name: a\n      weight: 0\n",
+        &env(&[]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("accounts.anthropic[0].weight"), "{err}");
 }
 
 #[test]

@@ -9,5 +9,6 @@ mod config_check;
 mod failover;
 mod oauth_refresh;
 mod passthrough;
+mod quotas;
 mod sdk;
 mod streaming;
