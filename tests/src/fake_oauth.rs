@@ -1,6 +1,8 @@
 //! A fake OAuth token endpoint on 127.0.0.1 that rotates refresh tokens like Anthropic's: each
 //! refresh token works once; presenting a spent one is a *reuse*, answered `invalid_grant` and
-//! counted, so tests can prove a token was never used twice.
+//! counted, so tests can prove a token was never used twice. It also serves the login page
+//! (`/oauth/authorize`, answering `code#state` as the hosted callback shows it), the
+//! `authorization_code` grant with PKCE checks, and `create_api_key`.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -27,6 +29,13 @@ struct State {
     fail_next: Vec<u16>,
     delay: Duration,
     expires_in: i64,
+    /// Authorization codes handed out and not yet exchanged: code -> (challenge, redirect, client).
+    codes: std::collections::HashMap<String, (String, String, String)>,
+    /// Access tokens it issued (create_api_key accepts only these).
+    issued: HashSet<String>,
+    email: String,
+    exchanges: usize,
+    keys_minted: usize,
 }
 
 pub struct FakeOAuth {
@@ -69,6 +78,31 @@ impl FakeOAuth {
             }
         });
         Ok(Self { addr, state, task })
+    }
+
+    /// The login page: `providers.anthropic-oauth.authorizeUrl` (and `consoleAuthorizeUrl`).
+    pub fn authorize_url(&self) -> String {
+        format!("http://{}/oauth/authorize", self.addr)
+    }
+
+    /// `providers.anthropic-oauth.createApiKeyUrl`.
+    pub fn create_api_key_url(&self) -> String {
+        format!("http://{}/api/oauth/claude_cli/create_api_key", self.addr)
+    }
+
+    /// The email the next code exchange reports.
+    pub fn set_email(&self, email: &str) {
+        lock(&self.state).email = email.to_string();
+    }
+
+    /// Successful code exchanges so far.
+    pub fn exchanges(&self) -> usize {
+        lock(&self.state).exchanges
+    }
+
+    /// API keys minted so far.
+    pub fn keys_minted(&self) -> usize {
+        lock(&self.state).keys_minted
     }
 
     /// The URL to put in `providers.anthropic-oauth.tokenUrl`.
@@ -122,17 +156,128 @@ fn json(status: u16, v: serde_json::Value) -> Response<Full<Bytes>> {
     r
 }
 
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn challenge(verifier: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+/// The login page, as the hosted callback would show it after the user approved: `code#state`.
+fn authorize(state: &Mutex<State>, query: &str) -> Response<Full<Bytes>> {
+    let params: std::collections::HashMap<String, String> = query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), percent_decode(v)))
+        .collect();
+    let need = [
+        "client_id",
+        "response_type",
+        "redirect_uri",
+        "scope",
+        "code_challenge",
+        "code_challenge_method",
+        "state",
+    ];
+    if let Some(missing) = need.iter().find(|k| !params.contains_key(**k)) {
+        return json(
+            400,
+            serde_json::json!({"error": format!("missing {missing}")}),
+        );
+    }
+    if params["code_challenge_method"] != "S256" || params["response_type"] != "code" {
+        return json(400, serde_json::json!({"error": "unsupported"}));
+    }
+    let mut s = lock(state);
+    s.next += 1;
+    let code = format!("code-{}", s.next);
+    s.codes.insert(
+        code.clone(),
+        (
+            params["code_challenge"].clone(),
+            params["redirect_uri"].clone(),
+            params["client_id"].clone(),
+        ),
+    );
+    let mut r = Response::new(Full::new(Bytes::from(format!(
+        "{code}#{}",
+        params["state"]
+    ))));
+    r.headers_mut()
+        .insert("content-type", http::HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn issue(s: &mut State) -> serde_json::Value {
+    s.next += 1;
+    let n = s.next;
+    let refresh = format!("rt-{n}");
+    let access = format!("at-{n}");
+    s.valid.insert(refresh.clone());
+    s.issued.insert(access.clone());
+    serde_json::json!({
+        "token_type": "Bearer",
+        "access_token": access,
+        "refresh_token": refresh,
+        "expires_in": s.expires_in,
+        "scope": "user:inference user:profile",
+        "account": {"uuid": "acc-uuid", "email_address": s.email},
+        "organization": {"uuid": "org-uuid", "name": "Org"}
+    })
+}
+
 async fn handle(
     state: Arc<Mutex<State>>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
     let body = req
         .into_body()
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if path == "/oauth/authorize" {
+        return Ok(authorize(&state, &query));
+    }
+    if path == "/api/oauth/claude_cli/create_api_key" {
+        let mut s = lock(&state);
+        if bearer.is_none_or(|b| !s.issued.contains(&b)) {
+            return Ok(json(401, serde_json::json!({"error": "unauthorized"})));
+        }
+        s.keys_minted += 1;
+        let n = s.keys_minted;
+        return Ok(json(
+            200,
+            serde_json::json!({"raw_key": format!("sk-ant-api03-minted-{n}"), "id": format!("key-{n}")}),
+        ));
+    }
     if path != "/v1/oauth/token" {
         return Ok(json(404, serde_json::json!({"error": "not_found"})));
     }
@@ -153,6 +298,27 @@ async fn handle(
             status,
             serde_json::json!({"error": error, "error_description": "scripted failure"}),
         ));
+    }
+    if v["grant_type"] == "authorization_code" {
+        let code = v["code"].as_str().unwrap_or_default();
+        let Some((expected, redirect, client)) = s.codes.remove(code) else {
+            return Ok(json(
+                400,
+                serde_json::json!({"error": "invalid_grant", "error_description": "unknown or used code"}),
+            ));
+        };
+        let verifier = v["code_verifier"].as_str().unwrap_or_default();
+        if challenge(verifier) != expected
+            || v["redirect_uri"] != redirect.as_str()
+            || v["client_id"] != client.as_str()
+        {
+            return Ok(json(
+                400,
+                serde_json::json!({"error": "invalid_grant", "error_description": "PKCE or redirect mismatch"}),
+            ));
+        }
+        s.exchanges += 1;
+        return Ok(json(200, issue(&mut s)));
     }
     if v["grant_type"] != "refresh_token" {
         return Ok(json(
@@ -176,19 +342,6 @@ async fn handle(
         ));
     }
     s.spent.insert(token);
-    s.next += 1;
     s.refreshes += 1;
-    let n = s.next;
-    let refresh = format!("rt-{n}");
-    s.valid.insert(refresh.clone());
-    Ok(json(
-        200,
-        serde_json::json!({
-            "token_type": "Bearer",
-            "access_token": format!("at-{n}"),
-            "refresh_token": refresh,
-            "expires_in": s.expires_in,
-            "scope": "user:inference user:profile"
-        }),
-    ))
+    Ok(json(200, issue(&mut s)))
 }

@@ -3,10 +3,12 @@
 //! # Layout
 //! - [`OAuthCell`] (here): one account's current tokens, shared by the pool and the request path.
 //! - [`endpoint`]: the `refresh_token` grant against Anthropic's token endpoint(s).
+//! - [`login`]: PKCE browser login and API-key checks, storing the new account.
 //! - [`refresh`]: single-flight refresh inside the daemon, serialized across processes by the
 //!   token store's lock, persisting a rotated refresh token before its access token is used.
 
 pub mod endpoint;
+pub mod login;
 pub mod refresh;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

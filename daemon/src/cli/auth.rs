@@ -15,6 +15,7 @@ use serde_json::json;
 use super::OutputFormat;
 use crate::accounts;
 use crate::auth::endpoint::Endpoint;
+use crate::auth::login::{self, LoginFlow, Method, NewAccount, NewCredential, Placement, Urls};
 use crate::auth::refresh::{Refreshed, Refresher};
 use crate::clock::{Clock, SystemClock};
 use crate::pool::{Credential, Source};
@@ -24,8 +25,43 @@ pub enum Provider {
     Anthropic,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LoginMethod {
+    /// Claude Pro/Max subscription (browser login; the token refreshes itself)
+    Oauth,
+    /// Paste a Console API key
+    ApiKey,
+    /// Console browser login that mints a new API key
+    CreateApiKey,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum AuthCommand {
+    /// Log in and store the account in tokens.json (a running proxy picks it up at once).
+    #[command(
+        after_help = "Examples:\n  neurolink auth login anthropic                       asks which method\n  \
+neurolink auth login anthropic --method oauth --add --label work\n  \
+ANTHROPIC_API_KEY=sk-ant-... neurolink auth login anthropic --method api-key --non-interactive\n\n\
+Browser logins print a URL; after you approve, the page shows a code (code#state) to paste here.\n\
+Without --add the new login replaces the first stored account; logging in again with the same\n\
+label replaces its tokens and clears its disabled state."
+    )]
+    Login {
+        provider: Provider,
+        #[arg(short, long, value_enum)]
+        method: Option<LoginMethod>,
+        /// Keep the other accounts (add to the pool)
+        #[arg(long)]
+        add: bool,
+        /// Name of the account [default: its email]
+        #[arg(long)]
+        label: Option<String>,
+        /// Never prompt: API keys come from ANTHROPIC_API_KEY, browser codes from standard input
+        #[arg(long)]
+        non_interactive: bool,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
     /// Every account: label, email, kind, state, expiry, 5h/7d quota, refresh ages, last error.
     List {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -72,6 +108,21 @@ pub fn run(cmd: AuthCommand) -> ExitCode {
     let paths = Paths::from_env();
     let store = Store::for_paths(&paths);
     let result = match cmd {
+        AuthCommand::Login {
+            method,
+            add,
+            label,
+            non_interactive,
+            format,
+            ..
+        } => login(
+            &paths,
+            &store,
+            method,
+            Placement { label, add },
+            non_interactive,
+            format,
+        ),
         AuthCommand::List { format } => list(&paths, format),
         AuthCommand::Status { format, .. } => status(&paths, format),
         AuthCommand::Refresh { label, format, .. } => refresh(&paths, label.as_deref(), format),
@@ -493,5 +544,133 @@ fn cleanup(store: &Store, force: bool) -> anyhow::Result<ExitCode> {
         })?
         .map_err(anyhow::Error::msg)?;
     println!("removed {} account(s)", removed.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ask_method() -> anyhow::Result<LoginMethod> {
+    use std::io::Write;
+    eprintln!("How do you want to log in?");
+    eprintln!("  1) Claude Pro/Max subscription (browser)");
+    eprintln!("  2) Paste an API key");
+    eprintln!("  3) Create an API key from your Console account (browser)");
+    eprint!("choice [1]: ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(match line.trim() {
+        "" | "1" => LoginMethod::Oauth,
+        "2" => LoginMethod::ApiKey,
+        "3" => LoginMethod::CreateApiKey,
+        other => anyhow::bail!("`{other}` is not 1, 2 or 3"),
+    })
+}
+
+/// Open the URL in a browser when there is a display to show it on.
+fn open_browser(url: &str) {
+    let program = if cfg!(target_os = "macos") {
+        Some("open")
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
+    {
+        Some("xdg-open")
+    } else {
+        None
+    };
+    if let Some(p) = program {
+        let _ = std::process::Command::new(p)
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+}
+
+fn login(
+    paths: &Paths,
+    store: &Store,
+    method: Option<LoginMethod>,
+    placement: Placement,
+    non_interactive: bool,
+    format: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let method = match method {
+        Some(m) => m,
+        None if non_interactive => anyhow::bail!(
+            "--method is required with --non-interactive (oauth, api-key or create-api-key)"
+        ),
+        None => ask_method()?,
+    };
+    let cfg = load_config(paths)?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let account: NewAccount = match method {
+        LoginMethod::ApiKey => {
+            let key = if non_interactive {
+                std::env::var("ANTHROPIC_API_KEY").map_err(|_| {
+                    anyhow::anyhow!(
+                        "--non-interactive reads the key from ANTHROPIC_API_KEY, which is not set"
+                    )
+                })?
+            } else {
+                rpassword::prompt_password("Anthropic API key (input hidden): ")?
+            };
+            let key = neurolink_shared::Secret::new(key.trim());
+            anyhow::ensure!(!key.is_empty(), "the API key is empty");
+            runtime.block_on(login::check_api_key(
+                &client,
+                &cfg.providers.anthropic.base_url.value,
+                &key,
+            ))?;
+            NewAccount {
+                email: None,
+                credential: NewCredential::ApiKey(key),
+            }
+        }
+        LoginMethod::Oauth | LoginMethod::CreateApiKey => {
+            let m = if matches!(method, LoginMethod::Oauth) {
+                Method::OAuth
+            } else {
+                Method::CreateApiKey
+            };
+            let flow = LoginFlow::start(m, Urls::from_config(&cfg.providers.anthropic_oauth))?;
+            eprintln!(
+                "Open this page, log in and approve:\n\n  {}\n",
+                flow.authorize_url
+            );
+            if !non_interactive {
+                open_browser(&flow.authorize_url);
+            }
+            eprintln!("Then paste the code the page shows (code#state) and press Enter:");
+            let mut pasted = String::new();
+            std::io::stdin().read_line(&mut pasted)?;
+            runtime.block_on(flow.complete(&client, &pasted))?
+        }
+    };
+    let label = login::store_account(store, &account, &placement)?;
+    let (kind, expires) = match &account.credential {
+        NewCredential::OAuth { expires_at_ms, .. } => ("oauth", Some(*expires_at_ms)),
+        NewCredential::ApiKey(_) => ("api_key", None),
+    };
+    if format == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"label": label, "email": account.email, "kind": kind, "expiresAt": expires})
+            )?
+        );
+    } else {
+        let who = account
+            .email
+            .as_deref()
+            .map(|e| format!(" as {e}"))
+            .unwrap_or_default();
+        let exp = expires
+            .map(|e| format!(", expires {}", relative(e, now_ms())))
+            .unwrap_or_default();
+        println!("Logged in{who}: account `{label}` ({kind}{exp}). A running proxy uses it within a second.");
+    }
     Ok(ExitCode::SUCCESS)
 }

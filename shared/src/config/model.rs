@@ -223,16 +223,28 @@ fn anthropic_base_url() -> IString {
     IString::literal(DEFAULT_ANTHROPIC_BASE_URL)
 }
 
-/// Where the Claude subscription login lives (used by the OAuth issue; accepted now).
+/// Where the Claude login lives. Every key defaults to Anthropic's real endpoint; tests point
+/// them at loopback.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthProvider {
+    /// Subscription (Pro/Max) login page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorize_url: Option<IString>,
+    /// Console login page (for `--method create-api-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_authorize_url: Option<IString>,
+    /// Token endpoint; without it the known hosts are tried in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_url: Option<IString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<IString>,
+    /// Where the login page sends the user back (it shows the `code#state` to paste).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<IString>,
+    /// Endpoint that mints a Console API key from an OAuth token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_api_key_url: Option<IString>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

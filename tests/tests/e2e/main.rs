@@ -7,6 +7,7 @@
 mod auth_cli;
 mod config_check;
 mod failover;
+mod login;
 mod oauth_refresh;
 mod passthrough;
 mod quotas;
