@@ -21,6 +21,8 @@ use crate::pool::{AccountSpec, Credential, Source};
 #[derive(Debug, Default)]
 pub struct Found {
     pub specs: Vec<AccountSpec>,
+    /// `tokens.json` exists but could not be read: a running daemon keeps the accounts it has.
+    pub store_unreadable: bool,
     /// Store labels whose entry says `disabled: false` explicitly (what `auth enable` writes).
     pub enabled_by_user: std::collections::HashSet<String>,
     /// Problems the user should hear about; none stops the daemon.
@@ -46,6 +48,7 @@ pub fn discover(
             found.warnings.push(format!(
                 "{e}; its accounts are not used (the file is left untouched)"
             ));
+            found.store_unreadable = true;
             Vec::new()
         }
     };

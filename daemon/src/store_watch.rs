@@ -62,6 +62,11 @@ pub async fn reload(app: &Arc<App>) {
     for w in &found.warnings {
         tracing::warn!("{w}");
     }
+    if found.store_unreadable {
+        // Half-written by hand, or corrupted: keep serving what we had until it is fixed.
+        tracing::warn!("keeping the accounts already loaded until tokens.json reads again");
+        return;
+    }
     // Tokens changed on disk (a new login, or a refresh by another process): adopt them, unless a
     // refresh of ours is running, which re-reads the store itself.
     let mut relogged = std::collections::HashSet::new();

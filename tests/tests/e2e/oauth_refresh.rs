@@ -228,3 +228,65 @@ async fn tokens_rotated_by_another_process_are_adopted_not_refreshed() {
     );
     assert_eq!(s.oauth.reuses(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_stops_parsing_is_left_alone_and_accounts_keep_serving() {
+    let s = setup(now_ms() + 5 * HOUR_MS, false).await;
+    let d = Daemon::start(&s.home, &[], &[]).unwrap();
+    assert_eq!(send(&d).await.status(), 200);
+    let path = s.home.neurolink_home().join("tokens.json");
+    std::fs::write(&path, "{ \"version\": \"2.0\", oops").unwrap();
+    // Give the watcher time to see it (it polls every second), then keep serving.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(send(&d).await.status(), 200);
+    assert_eq!(d.account("alice").await.unwrap()["state"], "active");
+    // A 401 now cannot persist a refresh: the token endpoint is not even called.
+    s.fake.script(
+        "at-0",
+        1,
+        neurolink_tests::fake_anthropic::Behavior::error(401, "authentication_error", "x"),
+    );
+    let _ = send(&d).await;
+    assert_eq!(
+        s.oauth.refreshes(),
+        0,
+        "no refresh whose result could not be saved"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{ \"version\": \"2.0\", oops",
+        "never overwritten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_credentials_are_refreshed_in_place() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let oauth = FakeOAuth::start().await.unwrap();
+    oauth.register("rt-legacy");
+    let home = TestHome::new().unwrap();
+    let legacy = serde_json::json!({
+        "type": "oauth",
+        "oauth": {"accessToken": "at-legacy", "refreshToken": "rt-legacy", "expiresAt": now_ms() + 10 * 60_000, "tokenType": "Bearer"},
+        "provider": "anthropic", "subscriptionTier": "max", "email": "lee@example.com", "createdAt": 1, "updatedAt": 1
+    });
+    home.write("anthropic-credentials.json", &legacy.to_string())
+        .unwrap();
+    home.write_config(&format!(
+        "providers:\n  anthropic: {{baseUrl: \"{}\"}}\n  anthropic-oauth: {{tokenUrl: \"{}\"}}\n",
+        fake.url(),
+        oauth.token_url()
+    ))
+    .unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    assert_eq!(send(&d).await.status(), 200);
+    assert_eq!(fake.count("at-1"), 1);
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(home.neurolink_home().join("anthropic-credentials.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["oauth"]["accessToken"], "at-1");
+    assert_eq!(v["oauth"]["refreshToken"], "rt-1");
+    assert_eq!(v["subscriptionTier"], "max", "other fields kept");
+    assert!(v["updatedAt"].as_i64().unwrap() > 1);
+}
