@@ -70,6 +70,7 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         .build()
         .context("building the HTTP client")?;
 
+    crate::lifecycle::claim(&paths).await?;
     let listener = TcpListener::bind((host.as_str(), port))
         .await
         .with_context(|| {
@@ -86,6 +87,8 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         strategy,
         started_at_ms: clock.now_ms(),
         config: Arc::new(cfg.clone()),
+        config_path: opts.config.clone(),
+        strategy_from_cli: opts.strategy.is_some(),
         paths: paths.clone(),
         env_api_key: std::env::var("ANTHROPIC_API_KEY")
             .ok()
@@ -121,6 +124,38 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
     tokio::spawn(crate::store_watch::watch(app.clone()));
     tokio::spawn(flush_quotas_every(app.clone()));
 
+    neurolink_shared::atomic_file::create_private_dir(&paths.home)
+        .context("creating NEUROLINK_HOME")?;
+    let socket = crate::ipc::bind(&paths.socket()).with_context(|| {
+        format!(
+            "cannot open the control socket {}",
+            paths.socket().display()
+        )
+    })?;
+    tokio::spawn(crate::ipc::serve(socket, paths.socket(), app.clone()));
+    let now = crate::clock::rfc3339(app.now_ms());
+    let state = crate::lifecycle::ProxyState {
+        pid: std::process::id(),
+        port: addr.port(),
+        host: host.clone(),
+        strategy: strategy.as_str().into(),
+        start_time: crate::clock::rfc3339(app.settings.started_at_ms),
+        ready: Some(true),
+        ready_at: Some(now),
+        health_path: Some("/health".into()),
+        status_path: Some("/status".into()),
+        fallback_chain: cfg
+            .routing
+            .fallback_chain
+            .iter()
+            .filter_map(|f| serde_json::to_value(f).ok())
+            .collect(),
+        guard_pid: None,
+        managed_by: Some("manual".into()),
+        passthrough: Some(false),
+        extra: Default::default(),
+    };
+    crate::lifecycle::write_state(&paths, &state).context("writing proxy-state.json")?;
     let url = format!("http://{addr}");
     println!(
         "neurolink proxy listening on {url} ({}, {usable} of {account_count} accounts usable)",
@@ -136,8 +171,24 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         );
     }
     println!("Point Claude Code at it:  export ANTHROPIC_BASE_URL={url}");
-    server::run(listener, app.clone(), shutdown_signal()).await?;
+    let stop = {
+        let app = app.clone();
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = app.shutdown.cancelled() => tracing::info!("stop requested over the control socket"),
+            }
+            app.shutdown.cancel();
+            app.emit(neurolink_shared::ipc::Event::Daemon {
+                kind: "stopping".into(),
+                message: "the daemon is stopping".into(),
+            });
+        }
+    };
+    let served = server::run(listener, app.clone(), stop).await;
     flush_quotas(&app).await;
+    crate::lifecycle::release(&paths);
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -10,6 +10,9 @@
 //! - [`auth`]: OAuth tokens that change while running, and their refresh.
 //! - [`accounts`]: finding accounts in `tokens.json`, legacy credentials, env and config.
 //! - [`store_watch`]: picks up accounts added, removed, enabled or re-logged-in by other processes.
+//! - [`ipc`]: the control socket (JSON-RPC lines) and its methods.
+//! - [`lifecycle`]: `proxy-state.json`, one daemon per home, stale take-over.
+//! - [`reload`]: applying a changed config without a restart.
 //! - [`clock`]: time, injected.
 
 pub mod accounts;
@@ -17,8 +20,11 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod daemon;
+pub mod ipc;
+pub mod lifecycle;
 pub mod outcome;
 pub mod passthrough;
 pub mod pool;
+pub mod reload;
 pub mod server;
 pub mod store_watch;

@@ -41,7 +41,7 @@ pub async fn watch(app: Arc<App>) {
 
 /// Rediscover accounts and bring the pool and the OAuth cells in line.
 pub async fn reload(app: &Arc<App>) {
-    let (config, paths) = (app.settings.config.clone(), app.settings.paths.clone());
+    let (config, paths) = (app.config(), app.settings.paths.clone());
     let env_key = app
         .settings
         .env_api_key

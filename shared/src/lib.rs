@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`atomic_file`]: 0600 temp-fsync-rename writes and the cross-process lock.
 //! - [`quotas`]: `account-quotas.json`, the unified 5h/7d utilisation per account.
+//! - [`ipc`]: the control socket protocol (JSON-RPC 2.0 lines) and its client.
 //! - [`paths`]: where every file lives (`$NEUROLINK_HOME`, Claude Code's settings), in one place.
 //! - [`secret`]: [`Secret`], a string that never prints itself.
 //! - [`config`]: the `proxy-config.yaml` / `.json` model, `${VAR}` interpolation and the loader whose
@@ -14,6 +15,7 @@
 
 pub mod atomic_file;
 pub mod config;
+pub mod ipc;
 pub mod paths;
 pub mod quotas;
 pub mod secret;

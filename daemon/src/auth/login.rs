@@ -94,6 +94,17 @@ pub struct LoginFlow {
     urls: Urls,
 }
 
+/// A browser login started over IPC and waiting for its code.
+pub struct PendingLogin {
+    pub flow: LoginFlow,
+    pub placement: Placement,
+    /// When it was started (Unix ms); pending logins expire after [`PENDING_LOGIN_TTL_MS`].
+    pub started_ms: u64,
+}
+
+/// Authorization codes are short-lived; a login not completed within this is dropped.
+pub const PENDING_LOGIN_TTL_MS: u64 = 15 * 60 * 1000;
+
 /// What a finished login produced.
 #[derive(Debug, Clone)]
 pub struct NewAccount {

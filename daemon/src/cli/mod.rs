@@ -11,6 +11,7 @@ use neurolink_shared::paths::Paths;
 use crate::daemon::{self, StartOptions};
 
 mod auth;
+mod control;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,9 +39,21 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Manage accounts: list, refresh, enable, disable, log out, clean up.
+    /// Manage accounts: login, list, refresh, enable, disable, log out, clean up.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
+    /// Send one JSON-RPC call to the running daemon and print the result (see docs/ipc.md).
+    #[command(
+        after_help = "Examples:\n  neurolink rpc status\n  neurolink rpc accounts.reset '{\"label\":\"work\"}'\n  \
+neurolink rpc logs.tail '{\"limit\":5}'\n  neurolink rpc subscribe '{\"topics\":[\"requests\"]}'   (prints events until stopped)"
+    )]
+    Rpc {
+        /// hello, status, accounts.list, accounts.refresh|enable|disable|reset, auth.login.start|complete,
+        /// logs.tail, config.reload, subscribe, shutdown
+        method: String,
+        /// The params object, as JSON
+        params: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,6 +68,13 @@ config file's server and routing settings.",
 ANTHROPIC_API_KEY=sk-ant-... neurolink proxy start -q"
     )]
     Start(StartArgs),
+    /// Ask the running proxy to stop (in-flight answers get up to 30 s).
+    Stop,
+    /// Show what the running proxy reports: accounts, cooldowns, counters.
+    Status {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +145,9 @@ pub fn main() -> ExitCode {
         Command::Proxy(ProxyCommand::Start(args)) => proxy_start(args),
         Command::Config(ConfigCommand::Check { config, format }) => config_check(config, format),
         Command::Auth(cmd) => auth::run(cmd),
+        Command::Proxy(ProxyCommand::Stop) => control::stop(),
+        Command::Proxy(ProxyCommand::Status { format }) => control::status(format),
+        Command::Rpc { method, params } => control::rpc(&method, params.as_deref()),
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod headers;
 pub mod peek;
+pub mod record;
 pub mod relay;
 pub mod usage;
 
@@ -23,6 +24,8 @@ use crate::auth;
 use crate::outcome::{self, NetworkKind, NextStep, Outcome};
 use crate::pool::{AccountId, AccountSpec, Credential, Pick};
 use crate::server::{errors, App};
+use neurolink_shared::ipc::AttemptRecord;
+use record::Draft;
 use relay::{Inspector, Relay};
 
 /// The largest error body read to classify an upstream failure.
@@ -50,8 +53,10 @@ pub struct Inbound {
 
 /// What one attempt leaves for [`forward`] to do, next to the [`Outcome`] it reports.
 enum Reply {
-    /// Give this to the client: a committed answer, or an error no other account would change.
+    /// Give this to the client: an error no other account would change.
     Client(Response),
+    /// A committed answer whose body is relayed; the relay records the request when it ends.
+    Relayed(Response),
     /// Try the next account; this failure is what the client gets if none does better.
     Retry(Failure),
 }
@@ -101,8 +106,14 @@ impl Failure {
 
 /// Serve `req` from the pool.
 pub async fn forward(app: Arc<App>, req: Inbound) -> Response {
+    let mut draft = Draft::new(
+        &app,
+        req.method.as_str(),
+        &req.path_and_query,
+        req.model.as_deref(),
+    );
     let mut tried: Vec<AccountId> = Vec::new();
-    let mut last: Option<Failure> = None;
+    let mut last: Option<(Failure, &'static str)> = None;
     loop {
         let now = app.now_ms();
         let picked = {
@@ -112,42 +123,58 @@ pub async fn forward(app: Arc<App>, req: Inbound) -> Response {
                     pool.begin(id);
                     pool.account(id).map(|a| (id, a.spec.clone()))
                 }
-                Pick::NoAccounts => return errors::no_accounts(),
+                Pick::NoAccounts => {
+                    return draft.finish(&app, errors::no_accounts(), None, Some("no_accounts"))
+                }
                 Pick::Unavailable {
                     retry_after_ms: Some(ms),
-                } => return errors::all_cooling(ms.div_ceil(1000).max(1)),
+                } => {
+                    let r = errors::all_cooling(ms.div_ceil(1000).max(1));
+                    return draft.finish(&app, r, None, Some("all_cooling"));
+                }
                 Pick::Unavailable {
                     retry_after_ms: None,
-                } => return errors::all_disabled(),
+                } => return draft.finish(&app, errors::all_disabled(), None, Some("all_disabled")),
                 Pick::Exhausted => {
-                    return last.map_or_else(
-                        || {
+                    let (response, class) = match last {
+                        Some((failure, class)) => (failure.into_response(), class),
+                        None => (
                             errors::anthropic(
                                 StatusCode::BAD_GATEWAY,
                                 "api_error",
                                 "no account could serve the request",
-                            )
-                        },
-                        Failure::into_response,
-                    )
+                            ),
+                            "exhausted",
+                        ),
+                    };
+                    return draft.finish(&app, response, None, Some(class));
                 }
             }
         };
         let Some((id, spec)) = picked else {
-            return errors::anthropic(
+            let r = errors::anthropic(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "api_error",
                 "account vanished from the pool",
             );
+            return draft.finish(&app, r, None, Some("internal"));
         };
         tried.push(id);
-        let (outcome, reply) = attempt(&app, id, &spec, &req).await;
+        let (outcome, reply) = attempt(&app, id, &spec, &req, &draft).await;
         app.pool().report(id, &outcome, app.now_ms());
+        draft.attempts.push(AttemptRecord {
+            account: spec.label.clone(),
+            outcome: outcome.class().to_string(),
+        });
         match reply {
-            Reply::Client(response) => return response,
+            Reply::Relayed(response) => return response,
+            Reply::Client(response) => {
+                let class = (outcome != Outcome::Success).then(|| outcome.class());
+                return draft.finish(&app, response, Some(spec.label.clone()), class);
+            }
             Reply::Retry(failure) => {
                 tracing::info!(account = %spec.label, outcome = outcome.class(), "attempt failed; trying the next account");
-                last = Some(failure);
+                last = Some((failure, outcome.class()));
             }
         }
     }
@@ -161,9 +188,10 @@ async fn attempt(
     id: AccountId,
     spec: &AccountSpec,
     req: &Inbound,
+    draft: &Draft,
 ) -> (Outcome, Reply) {
     let Credential::OAuth(cell) = &spec.credential else {
-        return send_once(app, id, spec, req).await;
+        return send_once(app, id, spec, req, draft).await;
     };
     if cell.needs_refresh(app.now_ms()) {
         if let Err(e) = app.refresher.refresh(cell, false).await {
@@ -178,7 +206,7 @@ async fn attempt(
     let mut retries = 0;
     loop {
         let used = cell.access_token();
-        let (outcome, reply) = send_once(app, id, spec, req).await;
+        let (outcome, reply) = send_once(app, id, spec, req, draft).await;
         if outcome != (Outcome::AuthRejected { status: 401 })
             || !cell.has_refresh_token()
             || retries >= auth::MAX_AUTH_RETRIES
@@ -265,6 +293,7 @@ async fn send_once(
     id: AccountId,
     spec: &AccountSpec,
     req: &Inbound,
+    draft: &Draft,
 ) -> (Outcome, Reply) {
     let base = spec.base_url.as_deref().unwrap_or(&app.settings.base_url);
     let url = upstream_url(base, &req.path_and_query, req.route);
@@ -296,7 +325,12 @@ async fn send_once(
     }
     let status = response.status();
     if status.is_success() {
-        return commit(app, id, response, req.route).await;
+        let mut draft = draft.clone();
+        draft.attempts.push(AttemptRecord {
+            account: spec.label.clone(),
+            outcome: Outcome::Success.class().into(),
+        });
+        return commit(app, id, response, req.route, draft, &spec.label).await;
     }
     let headers = response.headers().clone();
     let body = match read_capped(response, app.settings.idle_timeout).await {
@@ -329,6 +363,8 @@ async fn commit(
     id: AccountId,
     mut response: reqwest::Response,
     route: Route,
+    draft: Draft,
+    label: &str,
 ) -> (Outcome, Reply) {
     let idle = app.settings.idle_timeout;
     let first = loop {
@@ -379,11 +415,18 @@ async fn commit(
         headers.remove(http::header::CONTENT_LENGTH);
     }
     let stream = Box::pin(response.bytes_stream());
-    let body = Relay::new(first, stream, idle, inspector, sse, app.clone(), id);
+    let finish = relay::Finish {
+        account_id: id,
+        ttfb_ms: draft.elapsed_ms(),
+        draft,
+        account: label.to_string(),
+        status: status.as_u16(),
+    };
+    let body = Relay::new(first, stream, idle, inspector, sse, app.clone(), finish);
     let mut out = Response::new(Body::new(body));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
-    (Outcome::Success, Reply::Client(out))
+    (Outcome::Success, Reply::Relayed(out))
 }
 
 /// Read a (small) error body whole, up to [`MAX_ERROR_BODY`].

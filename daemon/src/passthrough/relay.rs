@@ -49,7 +49,18 @@ impl Inspector {
     }
 }
 
+/// What the relay needs to record the request when the answer ends.
+pub struct Finish {
+    /// The pool id of the account that answered.
+    pub account_id: AccountId,
+    pub draft: super::record::Draft,
+    pub account: String,
+    pub status: u16,
+    pub ttfb_ms: u64,
+}
+
 pub struct Relay {
+    finish: Option<Finish>,
     first: Option<Bytes>,
     upstream: UpstreamStream,
     idle: Duration,
@@ -77,11 +88,13 @@ impl Relay {
         inspector: Inspector,
         sse: bool,
         app: Arc<App>,
-        account: AccountId,
+        finish: Finish,
     ) -> Self {
+        let account = finish.account_id;
         let mut inspector = inspector;
         inspector.feed(&first);
         Self {
+            finish: Some(finish),
             first: Some(first),
             upstream,
             idle,
@@ -119,12 +132,31 @@ impl Relay {
         }
         self.reported = true;
         let usage = self.inspector.usage();
-        let mut pool = self.app.pool();
-        if !usage.is_empty() {
-            pool.add_usage(self.account, usage);
+        let failure = self.failure.take();
+        {
+            let mut pool = self.app.pool();
+            if !usage.is_empty() {
+                pool.add_usage(self.account, usage);
+            }
+            if let Some(f) = &failure {
+                pool.report_stream_error(self.account, f.clone());
+            }
         }
-        if let Some(f) = self.failure.take() {
-            pool.report_stream_error(self.account, f);
+        if let Some(f) = self.finish.take() {
+            let error = match (&failure, self.done) {
+                (Some(_), _) => Some("stream_error".to_string()),
+                (None, false) => Some("client_disconnected".to_string()),
+                (None, true) => None,
+            };
+            let record = f.draft.into_record(
+                f.status,
+                self.sse,
+                Some(f.account),
+                Some(f.ttfb_ms),
+                usage,
+                error,
+            );
+            self.app.record(record);
         }
     }
 }

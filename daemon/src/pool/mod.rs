@@ -369,6 +369,31 @@ impl Pool {
         }
     }
 
+    /// Clear a runtime disable (not one from the config or the store: those change at the source).
+    pub fn enable(&mut self, id: AccountId) {
+        if let Some(a) = self.accounts.get_mut(id) {
+            a.health.disabled = None;
+        }
+    }
+
+    /// Clear the cooldown and the backoff level now.
+    pub fn reset(&mut self, id: AccountId) {
+        if let Some(a) = self.accounts.get_mut(id) {
+            a.health.cooldown_until = None;
+            a.health.backoff_level = 0;
+        }
+    }
+
+    /// Change the selection strategy (config reload).
+    pub fn set_strategy(&mut self, strategy: Strategy) {
+        self.strategy = strategy;
+    }
+
+    /// Change `routing.quota-threshold` (config reload).
+    pub fn set_quota_threshold(&mut self, threshold: f64) {
+        self.quota_threshold = threshold;
+    }
+
     /// Why `id` is disabled, if it is.
     pub fn disabled_reason(&self, id: AccountId) -> Option<&str> {
         let a = self.accounts.get(id)?;

@@ -3,7 +3,7 @@
 
 pub mod errors;
 mod routes;
-mod status;
+pub mod status;
 
 use std::future::{Future, IntoFuture};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,12 +13,16 @@ use neurolink_shared::config::Strategy;
 use neurolink_shared::Secret;
 use tokio::net::TcpListener;
 
+use std::collections::VecDeque;
+
+use neurolink_shared::ipc::{Event, RequestRecord};
+
 use crate::auth::refresh::Refresher;
 use crate::clock::{Clock, Millis};
 use crate::pool::Pool;
 
 /// How long in-flight answers may run after a stop signal before the daemon exits anyway.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Anthropic's own request size limit; larger bodies get 413 here instead of after an upload.
 pub const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
 
@@ -33,9 +37,13 @@ pub struct Settings {
     pub port: u16,
     pub strategy: Strategy,
     pub started_at_ms: Millis,
-    /// The config the accounts were discovered with (re-used when the token store changes).
+    /// The config at start (the live one is `App::config`).
     pub config: Arc<neurolink_shared::config::ProxyConfig>,
     pub paths: neurolink_shared::paths::Paths,
+    /// `--config`, if given (reloads read the same file).
+    pub config_path: Option<std::path::PathBuf>,
+    /// `--strategy` was given: a config reload does not change the strategy.
+    pub strategy_from_cli: bool,
     /// `ANTHROPIC_API_KEY` as it was at start.
     pub env_api_key: Option<Secret>,
 }
@@ -49,7 +57,23 @@ pub struct App {
     pub settings: Settings,
     /// Quotas changed since the last write of `account-quotas.json`.
     pub quotas_dirty: std::sync::atomic::AtomicBool,
+    /// Events for IPC subscribers. A broadcast never blocks the sender: a subscriber that falls
+    /// behind loses messages and is told so (see `ipc`).
+    pub events: tokio::sync::broadcast::Sender<Event>,
+    /// The last finished requests, for `logs.tail`.
+    recent: Mutex<VecDeque<RequestRecord>>,
+    /// Cancelled by a signal or the `shutdown` IPC call.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The config in force; replaced by `config.reload`.
+    config: std::sync::RwLock<Arc<neurolink_shared::config::ProxyConfig>>,
+    /// Browser logins started over IPC, by login id.
+    pub logins: Mutex<std::collections::HashMap<String, crate::auth::login::PendingLogin>>,
 }
+
+/// How many finished requests `logs.tail` can return.
+pub const RECENT_REQUESTS: usize = 1000;
+/// Events buffered per subscriber before it counts as lagging.
+pub const EVENT_BUFFER: usize = 1024;
 
 impl App {
     pub fn new(
@@ -64,9 +88,52 @@ impl App {
             clock,
             client,
             refresher,
-            settings,
             quotas_dirty: std::sync::atomic::AtomicBool::new(false),
+            events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_REQUESTS)),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            logins: Mutex::new(std::collections::HashMap::new()),
+            config: std::sync::RwLock::new(settings.config.clone()),
+            settings,
         }
+    }
+
+    pub fn config(&self) -> Arc<neurolink_shared::config::ProxyConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_config(&self, config: neurolink_shared::config::ProxyConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    /// Tell subscribers; nobody listening is fine.
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// A request finished: keep it for `logs.tail` and tell subscribers.
+    pub fn record(&self, record: RequestRecord) {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() == RECENT_REQUESTS {
+                recent.pop_front();
+            }
+            recent.push_back(record.clone());
+        }
+        self.emit(Event::Requests { record });
+    }
+
+    /// The last `limit` finished requests, oldest first.
+    pub fn recent(&self, limit: usize) -> Vec<RequestRecord> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .iter()
+            .skip(recent.len().saturating_sub(limit))
+            .cloned()
+            .collect()
     }
 
     /// The pool, locked. Held only for bookkeeping, never across an await.

@@ -1,0 +1,248 @@
+//! The control socket: `$NEUROLINK_HOME/daemon.sock`, mode 0600, JSON-RPC 2.0 lines
+//! (`neurolink_shared::ipc`, `docs/ipc.md`).
+//!
+//! Each connection gets a reader (requests in) and a writer task (responses and events out,
+//! through a bounded channel). A subscription forwards the daemon's broadcast of events; a
+//! subscriber that falls behind gets a final `lagged` event and is disconnected. Nothing here can
+//! slow the proxy: the broadcast never waits for anyone.
+
+mod handlers;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use interprocess::local_socket::tokio::{prelude::*, Listener};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use neurolink_shared::ipc::client::SharedStream;
+use neurolink_shared::ipc::{codes, Event, Notification, Request, Response, RpcError, MAX_LINE};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::server::App;
+
+/// Messages queued for one connection's writer.
+const CONNECTION_QUEUE: usize = 256;
+
+/// Bind the socket (replacing a stale file) with mode 0600.
+pub fn bind(path: &Path) -> std::io::Result<Listener> {
+    if path.exists() {
+        // Start-up already made sure no live daemon owns it (see `lifecycle`).
+        let _ = std::fs::remove_file(path);
+    }
+    let name = path.to_fs_name::<GenericFilePath>()?;
+    let listener = ListenerOptions::new().name(name).create_tokio()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(listener)
+}
+
+/// Accept connections until the daemon stops.
+pub async fn serve(listener: Listener, path: PathBuf, app: Arc<App>) {
+    loop {
+        tokio::select! {
+            () = app.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(stream) => {
+                    if !peer_is_owner(&stream, &path) {
+                        tracing::warn!("refused a control-socket connection from another user");
+                        continue;
+                    }
+                    tokio::spawn(connection(SharedStream(Arc::new(stream)), app.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("control socket accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Only the socket's owner may connect: its euid must match the socket file's owner.
+fn peer_is_owner(stream: &interprocess::local_socket::tokio::Stream, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(owner) = std::fs::metadata(path).map(|m| m.uid()) else {
+            return false;
+        };
+        match stream.peer_creds().ok().and_then(|c| c.euid()) {
+            Some(uid) => uid == owner,
+            // The OS does not tell: the 0600 mode is the guard.
+            None => true,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (stream, path);
+        true
+    }
+}
+
+enum Out {
+    Response(Response),
+    Event(Notification),
+    /// Close the connection after what is queued.
+    Close,
+}
+
+async fn connection(stream: SharedStream, app: Arc<App>) {
+    let (tx, mut rx) = mpsc::channel::<Out>(CONNECTION_QUEUE);
+    let mut writer = stream.clone();
+    let writer_task = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let line = match out {
+                Out::Response(r) => serde_json::to_string(&r),
+                Out::Event(n) => serde_json::to_string(&n),
+                Out::Close => break,
+            };
+            let Ok(mut line) = line else { continue };
+            line.push('\n');
+            if writer.write_all(line.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let mut subscribed = false;
+    loop {
+        line.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_line(&mut line)
+            .await;
+        let n = match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if n > MAX_LINE {
+            let e = RpcError::new(
+                codes::INVALID_REQUEST,
+                format!("line longer than {MAX_LINE} bytes"),
+            );
+            let _ = tx.send(Out::Response(Response::err(Value::Null, e))).await;
+            break;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let request: Request = match serde_json::from_str(line.trim()) {
+            Ok(r) => r,
+            Err(e) => {
+                let code = if serde_json::from_str::<Value>(line.trim()).is_ok() {
+                    codes::INVALID_REQUEST
+                } else {
+                    codes::PARSE_ERROR
+                };
+                let _ = tx
+                    .send(Out::Response(Response::err(
+                        Value::Null,
+                        RpcError::new(code, format!("not a JSON-RPC request: {e}")),
+                    )))
+                    .await;
+                continue;
+            }
+        };
+        let id = request.id.clone().unwrap_or(Value::Null);
+        if request.jsonrpc != "2.0" {
+            let _ = tx
+                .send(Out::Response(Response::err(
+                    id,
+                    RpcError::new(codes::INVALID_REQUEST, "jsonrpc must be \"2.0\""),
+                )))
+                .await;
+            continue;
+        }
+        if request.method == "subscribe" {
+            match handlers::topics(request.params.as_ref()) {
+                Ok(topics) if !subscribed => {
+                    subscribed = true;
+                    let rx = app.events.subscribe();
+                    let _ = tx
+                        .send(Out::Response(Response::ok(
+                            id,
+                            serde_json::json!({ "topics": topics }),
+                        )))
+                        .await;
+                    tokio::spawn(forward_events(rx, topics, tx.clone()));
+                }
+                Ok(_) => {
+                    let e = RpcError::new(
+                        codes::INVALID_REQUEST,
+                        "already subscribed on this connection",
+                    );
+                    let _ = tx.send(Out::Response(Response::err(id, e))).await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Out::Response(Response::err(id, e))).await;
+                }
+            }
+            continue;
+        }
+        let shutdown = request.method == "shutdown";
+        let response = match handlers::handle(&app, &request.method, request.params).await {
+            Ok(result) => Response::ok(id, result),
+            Err(e) => Response::err(id, e),
+        };
+        let _ = tx.send(Out::Response(response)).await;
+        if shutdown {
+            // Answer first, then stop: the caller hears "ok" before the socket goes away.
+            tokio::task::yield_now().await;
+            app.shutdown.cancel();
+        }
+    }
+    let _ = tx.send(Out::Close).await;
+    let _ = writer_task.await;
+}
+
+/// Forward broadcast events of `topics` to one subscriber. A subscriber that lags is told so and
+/// dropped; one whose connection is gone ends the task.
+async fn forward_events(
+    mut rx: tokio::sync::broadcast::Receiver<Event>,
+    topics: Vec<String>,
+    tx: mpsc::Sender<Out>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match rx.recv().await {
+            Ok(event) => {
+                if !topics.iter().any(|t| t == event.topic()) {
+                    continue;
+                }
+                // A full queue means the client is not reading: that is lagging too.
+                match tx.try_send(Out::Event(Notification::event(event))) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        lagged(&tx, "the subscriber's queue is full").await;
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            Err(RecvError::Lagged(n)) => {
+                lagged(&tx, &format!("{n} events were missed")).await;
+                return;
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn lagged(tx: &mpsc::Sender<Out>, why: &str) {
+    let event = Event::Daemon {
+        kind: "lagged".into(),
+        message: format!("subscription dropped: {why}; subscribe again"),
+    };
+    // Wait a little for room so the notice itself gets through, then close.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        tx.send(Out::Event(Notification::event(event))),
+    )
+    .await;
+    let _ = tx.try_send(Out::Close);
+}

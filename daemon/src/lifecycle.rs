@@ -1,0 +1,112 @@
+//! One daemon per NeuroLink home: `proxy-state.json` says who runs (NeuroLink's format,
+//! `neurolink-files.md` §4). Start refuses when it names a live daemon, and takes over a stale
+//! one; stop removes it (and the socket) if they are still ours.
+
+use std::path::Path;
+use std::time::Duration;
+
+use neurolink_shared::ipc::IpcClient;
+use neurolink_shared::paths::Paths;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyState {
+    pub pid: u32,
+    pub port: u16,
+    pub host: String,
+    pub strategy: String,
+    pub start_time: String,
+    #[serde(default)]
+    pub ready: Option<bool>,
+    #[serde(default)]
+    pub ready_at: Option<String>,
+    #[serde(default)]
+    pub health_path: Option<String>,
+    #[serde(default)]
+    pub status_path: Option<String>,
+    #[serde(default)]
+    pub fallback_chain: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub guard_pid: Option<u32>,
+    #[serde(default)]
+    pub managed_by: Option<String>,
+    #[serde(default)]
+    pub passthrough: Option<bool>,
+    /// Fields other versions wrote.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+pub fn read_state(paths: &Paths) -> Option<ProxyState> {
+    let text = std::fs::read_to_string(paths.state()).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub fn write_state(paths: &Paths, state: &ProxyState) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(state).map_err(std::io::Error::other)?;
+    neurolink_shared::atomic_file::write_private(&paths.state(), text.as_bytes())
+}
+
+/// Whether a process with this pid exists.
+pub fn pid_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        return Path::new(&format!("/proc/{pid}")).exists();
+    }
+    std::process::Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A daemon answers on this home's socket (what "live" means: a pid alone may have been reused).
+pub async fn daemon_answers(paths: &Paths) -> Option<serde_json::Value> {
+    let mut client =
+        tokio::time::timeout(Duration::from_secs(2), IpcClient::connect(&paths.socket()))
+            .await
+            .ok()?
+            .ok()?;
+    client
+        .call_timeout("hello", None, Duration::from_secs(2))
+        .await
+        .ok()
+}
+
+/// Refuse to start when a live daemon owns this home; clean up after a dead one.
+pub async fn claim(paths: &Paths) -> anyhow::Result<()> {
+    if let Some(state) = read_state(paths) {
+        if pid_alive(state.pid)
+            && state.pid != std::process::id()
+            && daemon_answers(paths).await.is_some()
+        {
+            anyhow::bail!(
+                "a neurolink proxy is already running (pid {}, http://{}:{}); stop it with `neurolink proxy stop`, \
+                 or use another NEUROLINK_HOME",
+                state.pid,
+                state.host,
+                state.port
+            );
+        }
+        tracing::info!(
+            pid = state.pid,
+            "taking over from a daemon that is no longer running"
+        );
+        let _ = std::fs::remove_file(paths.state());
+    } else if daemon_answers(paths).await.is_some() {
+        anyhow::bail!(
+            "a neurolink proxy answers on {} although no state file names it; stop it first",
+            paths.socket().display()
+        );
+    }
+    Ok(())
+}
+
+/// Remove the state file and socket if they still belong to this process.
+pub fn release(paths: &Paths) {
+    if read_state(paths).is_some_and(|s| s.pid == std::process::id()) {
+        let _ = std::fs::remove_file(paths.state());
+        let _ = std::fs::remove_file(paths.socket());
+    }
+}

@@ -1,0 +1,96 @@
+//! The record of one client request, built while it is served and finished when its answer is
+//! complete: by [`super::forward`] for answers given at once, by the [`super::relay::Relay`] for
+//! streamed ones (whose tokens are known only at the end).
+
+use std::time::Instant;
+
+use axum::response::Response;
+use neurolink_shared::ipc::{AttemptRecord, RequestRecord};
+
+use crate::clock::rfc3339;
+use crate::pool::Usage;
+use crate::server::{errors, App};
+
+#[derive(Debug, Clone)]
+pub struct Draft {
+    started: Instant,
+    time: String,
+    pub request_id: String,
+    method: String,
+    path: String,
+    model: Option<String>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+impl Draft {
+    pub fn new(app: &App, method: &str, path_and_query: &str, model: Option<&str>) -> Self {
+        Self {
+            started: Instant::now(),
+            time: rfc3339(app.now_ms()),
+            request_id: errors::request_id(),
+            method: method.to_string(),
+            path: path_and_query
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            model: model.map(str::to_string),
+            attempts: Vec::new(),
+        }
+    }
+
+    pub fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The finished record.
+    pub fn into_record(
+        self,
+        status: u16,
+        stream: bool,
+        account: Option<String>,
+        ttfb_ms: Option<u64>,
+        usage: Usage,
+        error_class: Option<String>,
+    ) -> RequestRecord {
+        let total_ms = self.elapsed_ms();
+        RequestRecord {
+            time: self.time,
+            request_id: self.request_id,
+            method: self.method,
+            path: self.path,
+            model: self.model,
+            stream,
+            account,
+            status,
+            attempts: self.attempts,
+            fallback_provider: None,
+            ttfb_ms,
+            total_ms,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            error_class,
+        }
+    }
+
+    /// Record an answer given at once (not streamed through a relay) and pass it on.
+    pub fn finish(
+        self,
+        app: &App,
+        response: Response,
+        account: Option<String>,
+        error_class: Option<&str>,
+    ) -> Response {
+        let status = response.status().as_u16();
+        let ttfb = Some(self.elapsed_ms());
+        app.record(self.into_record(
+            status,
+            false,
+            account,
+            ttfb,
+            Usage::default(),
+            error_class.map(str::to_string),
+        ));
+        response
+    }
+}

@@ -1,0 +1,195 @@
+//! JSON-RPC 2.0 over newline-delimited JSON. These types are the IPC boundary: change them with
+//! care, and bump [`PROTOCOL_VERSION`] when an old client would misread a new daemon.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Sent by `hello`; a client that knows a different version warns.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The longest line either side accepts.
+pub const MAX_LINE: usize = 1024 * 1024;
+
+/// Every method the daemon answers.
+pub const METHODS: &[&str] = &[
+    "hello",
+    "status",
+    "accounts.list",
+    "accounts.refresh",
+    "accounts.enable",
+    "accounts.disable",
+    "accounts.reset",
+    "auth.login.start",
+    "auth.login.complete",
+    "logs.tail",
+    "config.reload",
+    "subscribe",
+    "shutdown",
+];
+
+/// Standard JSON-RPC error codes, and ours (-32000 and below).
+pub mod codes {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL: i64 = -32603;
+    /// The operation was understood but failed (a refresh, a login, a reload).
+    pub const FAILED: i64 = -32000;
+    /// No account with that label.
+    pub const NO_SUCH_ACCOUNT: i64 = -32001;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub jsonrpc: String,
+    /// Absent for notifications (which the daemon does not expect from clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+}
+
+impl Request {
+    pub fn new(id: u64, method: &str, params: Option<Value>) -> Self {
+        Self {
+            jsonrpc: "2.0".into(),
+            id: Some(id.into()),
+            method: method.into(),
+            params,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} (code {code})")]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub jsonrpc: String,
+    pub id: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+impl Response {
+    pub fn ok(id: Value, result: Value) -> Self {
+        Self {
+            jsonrpc: "2.0".into(),
+            id,
+            result: Some(result),
+            error: None,
+        }
+    }
+    pub fn err(id: Value, error: RpcError) -> Self {
+        Self {
+            jsonrpc: "2.0".into(),
+            id,
+            result: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// A message the daemon pushes to a subscriber: `{"jsonrpc":"2.0","method":"event","params":…}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Notification {
+    pub jsonrpc: String,
+    pub method: String,
+    pub params: Event,
+}
+
+impl Notification {
+    pub fn event(params: Event) -> Self {
+        Self {
+            jsonrpc: "2.0".into(),
+            method: "event".into(),
+            params,
+        }
+    }
+}
+
+/// Topics a client may subscribe to.
+pub const TOPICS: &[&str] = &["accounts", "requests", "daemon"];
+
+/// What subscribers hear about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "topic", rename_all = "lowercase")]
+pub enum Event {
+    /// An account changed state (cooling, disabled, enabled, refreshed, added, removed).
+    Accounts {
+        label: String,
+        change: String,
+        state: String,
+    },
+    /// A request finished.
+    Requests { record: RequestRecord },
+    /// The daemon itself: `config_reloaded`, `config_invalid`, `stopping`, and `lagged` (the
+    /// last message a subscriber that fell behind receives).
+    Daemon { kind: String, message: String },
+}
+
+impl Event {
+    pub fn topic(&self) -> &'static str {
+        match self {
+            Event::Accounts { .. } => "accounts",
+            Event::Requests { .. } => "requests",
+            Event::Daemon { .. } => "daemon",
+        }
+    }
+}
+
+/// One attempt of a request on one account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    pub account: String,
+    /// `success`, `rate_limit`, `auth`, `server_error`, `network`, `timeout`...
+    pub outcome: String,
+}
+
+/// One finished client request (also a line of the request log).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestRecord {
+    /// RFC 3339.
+    pub time: String,
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub stream: bool,
+    /// The account that answered, if any did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    pub status: u16,
+    pub attempts: Vec<AttemptRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttfb_ms: Option<u64>,
+    pub total_ms: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+}
