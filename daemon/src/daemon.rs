@@ -70,6 +70,7 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         .build()
         .context("building the HTTP client")?;
 
+    let signals = shutdown_signal();
     crate::lifecycle::claim(&paths).await?;
     let listener = TcpListener::bind((host.as_str(), port))
         .await
@@ -175,7 +176,7 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         let app = app.clone();
         async move {
             tokio::select! {
-                () = shutdown_signal() => {}
+                () = signals => {}
                 () = app.shutdown.cancelled() => tracing::info!("stop requested over the control socket"),
             }
             app.shutdown.cancel();
@@ -311,30 +312,33 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {e}");
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when it
+/// is first polled: a signal that arrives right after start-up must not kill the process before
+/// it cleans up.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => tokio::select! {
+                    _ = int.recv() => tracing::info!("Ctrl-C: stopping"),
+                    _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!("cannot listen for signals: {e}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C: stopping"),
-        () = term => tracing::info!("SIGTERM: stopping"),
     }
 }
 

@@ -2,7 +2,6 @@
 //! `neurolink-files.md` §4). Start refuses when it names a live daemon, and takes over a stale
 //! one; stop removes it (and the socket) if they are still ours.
 
-use std::path::Path;
 use std::time::Duration;
 
 use neurolink_shared::ipc::IpcClient;
@@ -48,10 +47,16 @@ pub fn write_state(paths: &Paths, state: &ProxyState) -> std::io::Result<()> {
     neurolink_shared::atomic_file::write_private(&paths.state(), text.as_bytes())
 }
 
-/// Whether a process with this pid exists.
+/// Whether a process with this pid exists (a zombie, exited but not yet reaped, does not count).
 pub fn pid_alive(pid: u32) -> bool {
     if cfg!(target_os = "linux") {
-        return Path::new(&format!("/proc/{pid}")).exists();
+        return match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state letter follows the parenthesised command name.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        };
     }
     std::process::Command::new("kill")
         .args(["-0", &pid.to_string()])

@@ -93,7 +93,12 @@ enum Out {
 async fn connection(stream: SharedStream, app: Arc<App>) {
     let (tx, mut rx) = mpsc::channel::<Out>(CONNECTION_QUEUE);
     let mut writer = stream.clone();
+    // Set when the writer is done (a dropped subscriber, a broken pipe): the reader stops too, so
+    // the socket closes and the client sees the end.
+    let writer_done = tokio_util::sync::CancellationToken::new();
+    let done = writer_done.clone();
     let writer_task = tokio::spawn(async move {
+        let _done = done.drop_guard();
         while let Some(out) = rx.recv().await {
             let line = match out {
                 Out::Response(r) => serde_json::to_string(&r),
@@ -106,16 +111,19 @@ async fn connection(stream: SharedStream, app: Arc<App>) {
                 break;
             }
         }
+        // The client reads end-of-stream: a dropped subscriber knows it was dropped.
+        let _ = writer.shutdown().await;
     });
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     let mut subscribed = false;
     loop {
         line.clear();
-        let read = (&mut reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_line(&mut line)
-            .await;
+        let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
+        let read = tokio::select! {
+            r = limited.read_line(&mut line) => r,
+            () = writer_done.cancelled() => break,
+        };
         let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,

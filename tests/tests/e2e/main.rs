@@ -7,6 +7,8 @@
 mod auth_cli;
 mod config_check;
 mod failover;
+mod ipc;
+mod lifecycle;
 mod login;
 mod oauth_refresh;
 mod passthrough;
