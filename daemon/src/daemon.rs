@@ -26,6 +26,8 @@ pub struct StartOptions {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub strategy: Option<Strategy>,
+    /// `--debug`: also write `proxy-debug-*.jsonl` (headers and bodies, secrets masked).
+    pub debug: bool,
 }
 
 /// Load everything, bind, print where we listen, serve until SIGINT/SIGTERM.
@@ -116,7 +118,9 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         }
         Err(e) => tracing::warn!("{e}; starting without saved quotas"),
     }
-    let app = Arc::new(App::new(pool, clock, client, refresher, settings));
+    let logs = crate::logs::start(paths.logs(), opts.debug);
+    tokio::spawn(clean_logs_every(paths.logs()));
+    let app = Arc::new(App::new(pool, clock, client, refresher, settings, logs));
     refresh_expired_at_start(&app).await;
     let usable = (0..account_count)
         .filter(|&id| app.pool().state(id, app.now_ms()) != crate::pool::State::Disabled)
@@ -254,6 +258,31 @@ async fn keep_tokens_fresh(app: Arc<App>) {
             {
                 crate::passthrough::refresh_failed(&app, id, &cell).await;
             }
+        }
+    }
+}
+
+/// Log cleanup at start and then hourly.
+async fn clean_logs_every(dir: std::path::PathBuf) {
+    let mut tick = tokio::time::interval(crate::logs::rotate::INTERVAL);
+    loop {
+        tick.tick().await;
+        let d = dir.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            crate::logs::rotate::cleanup(
+                &d,
+                std::time::SystemTime::now(),
+                crate::logs::rotate::MAX_AGE,
+                crate::logs::rotate::MAX_TOTAL_BYTES,
+            )
+        })
+        .await;
+        match r {
+            Ok(Ok(removed)) if !removed.is_empty() => {
+                tracing::info!("removed old logs: {}", removed.join(", "))
+            }
+            Ok(Err(e)) => tracing::warn!("log cleanup failed: {e}"),
+            _ => {}
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`store_watch`]: picks up accounts added, removed, enabled or re-logged-in by other processes.
 //! - [`ipc`]: the control socket (JSON-RPC lines) and its methods.
 //! - [`lifecycle`]: `proxy-state.json`, one daemon per home, stale take-over.
+//! - [`logs`]: the JSONL request log (and `--debug` exchange log), redaction, rotation.
 //! - [`reload`]: applying a changed config without a restart.
 //! - [`clock`]: time, injected.
 
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod daemon;
 pub mod ipc;
 pub mod lifecycle;
+pub mod logs;
 pub mod outcome;
 pub mod passthrough;
 pub mod pool;

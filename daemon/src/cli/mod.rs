@@ -95,7 +95,8 @@ pub struct StartArgs {
     /// Only print warnings and errors
     #[arg(short, long, conflicts_with = "debug")]
     pub quiet: bool,
-    /// Print debug diagnostics
+    /// Print debug diagnostics, and log every exchange's headers and request body (secrets
+    /// masked) to $NEUROLINK_HOME/logs/proxy-debug-YYYY-MM-DD.jsonl
     #[arg(short, long)]
     pub debug: bool,
     /// Seconds between the guard's health checks (accepted for compatibility with the seed)
@@ -185,6 +186,7 @@ fn proxy_start(args: StartArgs) -> ExitCode {
         host: args.host,
         port: args.port,
         strategy: args.strategy.map(Into::into),
+        debug: args.debug,
     };
     match runtime.block_on(daemon::start(opts)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,8 @@ pub enum Route {
 /// A client request, read and ready to be sent to any account.
 #[derive(Debug)]
 pub struct Inbound {
+    /// The client's headers and body, for the debug log (only with `--debug`).
+    pub debug: Option<Arc<record::DebugRequest>>,
     pub route: Route,
     pub method: Method,
     /// Path and query to append to the upstream base URL.
@@ -112,6 +114,7 @@ pub async fn forward(app: Arc<App>, req: Inbound) -> Response {
         &req.path_and_query,
         req.model.as_deref(),
     );
+    draft.debug = req.debug.clone();
     let mut tried: Vec<AccountId> = Vec::new();
     let mut last: Option<(Failure, &'static str)> = None;
     loop {
@@ -414,8 +417,11 @@ async fn commit(
         // A failure may append an error event, so the length is not known in advance.
         headers.remove(http::header::CONTENT_LENGTH);
     }
+    let expected_len = if sse { None } else { response.content_length() };
     let stream = Box::pin(response.bytes_stream());
+    draft.log_debug(app, status.as_u16(), &headers);
     let finish = relay::Finish {
+        expected_len,
         account_id: id,
         ttfb_ms: draft.elapsed_ms(),
         draft,

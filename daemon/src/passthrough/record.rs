@@ -11,8 +11,19 @@ use crate::clock::rfc3339;
 use crate::pool::Usage;
 use crate::server::{errors, App};
 
+/// The client's side of an exchange, kept only with `--debug`.
+#[derive(Debug)]
+pub struct DebugRequest {
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// Bodies in the debug log stop here.
+const MAX_DEBUG_BODY: usize = 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct Draft {
+    pub debug: Option<std::sync::Arc<DebugRequest>>,
     started: Instant,
     time: String,
     pub request_id: String,
@@ -25,6 +36,7 @@ pub struct Draft {
 impl Draft {
     pub fn new(app: &App, method: &str, path_and_query: &str, model: Option<&str>) -> Self {
         Self {
+            debug: None,
             started: Instant::now(),
             time: rfc3339(app.now_ms()),
             request_id: errors::request_id(),
@@ -73,6 +85,27 @@ impl Draft {
         }
     }
 
+    /// With `--debug`: the exchange, every secret masked, to `proxy-debug-*.jsonl`.
+    pub fn log_debug(&self, app: &App, status: u16, response_headers: &http::HeaderMap) {
+        let Some(d) = &self.debug else { return };
+        let r = app.redactor();
+        let body = &d.body[..d.body.len().min(MAX_DEBUG_BODY)];
+        let line = serde_json::json!({
+            "timestamp": self.time,
+            "type": "exchange",
+            "requestId": self.request_id,
+            "request": {
+                "method": self.method,
+                "path": self.path,
+                "headers": r.headers(&d.headers),
+                "body": r.text(&String::from_utf8_lossy(body)),
+                "bodyTruncated": d.body.len() > MAX_DEBUG_BODY,
+            },
+            "response": {"status": status, "headers": r.headers(response_headers)},
+        });
+        app.logs.send(crate::logs::Kind::Debug, &self.time, &line);
+    }
+
     /// Record an answer given at once (not streamed through a relay) and pass it on.
     pub fn finish(
         self,
@@ -82,6 +115,7 @@ impl Draft {
         error_class: Option<&str>,
     ) -> Response {
         let status = response.status().as_u16();
+        self.log_debug(app, status, response.headers());
         let ttfb = Some(self.elapsed_ms());
         app.record(self.into_record(
             status,

@@ -51,6 +51,9 @@ impl Inspector {
 
 /// What the relay needs to record the request when the answer ends.
 pub struct Finish {
+    /// `content-length` of the answer, when known: the body is complete once that much went out
+    /// (hyper stops polling a body at its length, so its end is never seen otherwise).
+    pub expected_len: Option<u64>,
     /// The pool id of the account that answered.
     pub account_id: AccountId,
     pub draft: super::record::Draft,
@@ -76,6 +79,8 @@ pub struct Relay {
     account: AccountId,
     failure: Option<String>,
     reported: bool,
+    expected_len: Option<u64>,
+    sent: u64,
     /// Set after the first chunk: the next poll yields once so it is flushed.
     flush_first: bool,
 }
@@ -91,6 +96,7 @@ impl Relay {
         finish: Finish,
     ) -> Self {
         let account = finish.account_id;
+        let expected_len = finish.expected_len;
         let mut inspector = inspector;
         inspector.feed(&first);
         Self {
@@ -107,7 +113,18 @@ impl Relay {
             account,
             failure: None,
             reported: false,
+            expected_len,
+            sent: 0,
             flush_first: false,
+        }
+    }
+
+    /// Count bytes sent; reaching the announced length completes the answer.
+    fn count(&mut self, n: usize) {
+        self.sent += n as u64;
+        if self.expected_len.is_some_and(|len| self.sent >= len) {
+            self.done = true;
+            self.report();
         }
     }
 
@@ -179,6 +196,7 @@ impl http_body::Body for Relay {
         let this = &mut *self;
         if let Some(first) = this.first.take() {
             this.flush_first = true;
+            this.count(first.len());
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
         if std::mem::take(&mut this.flush_first) {
@@ -195,6 +213,7 @@ impl http_body::Body for Relay {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.last_chunk = Instant::now();
                 this.inspector.feed(&chunk);
+                this.count(chunk.len());
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
             Poll::Ready(Some(Err(e))) => this.fail(format!("upstream stream failed: {e}")),

@@ -66,6 +66,8 @@ pub struct App {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The config in force; replaced by `config.reload`.
     config: std::sync::RwLock<Arc<neurolink_shared::config::ProxyConfig>>,
+    /// The request log.
+    pub logs: crate::logs::LogSender,
     /// Browser logins started over IPC, by login id.
     pub logins: Mutex<std::collections::HashMap<String, crate::auth::login::PendingLogin>>,
 }
@@ -82,6 +84,7 @@ impl App {
         client: reqwest::Client,
         refresher: Refresher,
         settings: Settings,
+        logs: crate::logs::LogSender,
     ) -> Self {
         Self {
             pool: Mutex::new(pool),
@@ -93,6 +96,7 @@ impl App {
             recent: Mutex::new(VecDeque::with_capacity(RECENT_REQUESTS)),
             shutdown: tokio_util::sync::CancellationToken::new(),
             logins: Mutex::new(std::collections::HashMap::new()),
+            logs,
             config: std::sync::RwLock::new(settings.config.clone()),
             settings,
         }
@@ -114,8 +118,32 @@ impl App {
         let _ = self.events.send(event);
     }
 
-    /// A request finished: keep it for `logs.tail` and tell subscribers.
+    /// Every secret the daemon knows (account keys and current tokens, the proxy's auth key),
+    /// for masking debug logs.
+    pub fn redactor(&self) -> crate::logs::redact::Redactor {
+        let mut known: Vec<String> = Vec::new();
+        for a in self.pool().accounts() {
+            match &a.spec.credential {
+                crate::pool::Credential::ApiKey(k) => known.push(k.expose().to_string()),
+                crate::pool::Credential::OAuth(cell) => {
+                    let t = cell.tokens();
+                    known.push(t.access.expose().to_string());
+                    if let Some(r) = t.refresh {
+                        known.push(r.expose().to_string());
+                    }
+                }
+            }
+        }
+        if let Some(k) = &self.settings.auth_key {
+            known.push(k.expose().to_string());
+        }
+        crate::logs::redact::Redactor::new(known)
+    }
+
+    /// A request finished: log it, keep it for `logs.tail` and tell subscribers.
     pub fn record(&self, record: RequestRecord) {
+        self.logs
+            .send(crate::logs::Kind::Request, &record.time, &record);
         {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             if recent.len() == RECENT_REQUESTS {

@@ -79,7 +79,14 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
         || parts.uri.path().to_string(),
         |pq| pq.as_str().to_string(),
     );
+    let debug = app.logs.debug.then(|| {
+        Arc::new(crate::passthrough::record::DebugRequest {
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        })
+    });
     let inbound = Inbound {
+        debug,
         route,
         method: parts.method,
         path_and_query,

@@ -10,6 +10,7 @@ mod failover;
 mod ipc;
 mod lifecycle;
 mod login;
+mod logs;
 mod oauth_refresh;
 mod passthrough;
 mod quotas;
