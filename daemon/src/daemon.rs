@@ -28,6 +28,8 @@ pub struct StartOptions {
     pub strategy: Option<Strategy>,
     /// `--debug`: also write `proxy-debug-*.jsonl` (headers and bodies, secrets masked).
     pub debug: bool,
+    /// Point Claude Code's settings at the proxy (and start the guard); off with `--no-settings`.
+    pub settings: bool,
 }
 
 /// Load everything, bind, print where we listen, serve until SIGINT/SIGTERM.
@@ -158,8 +160,36 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         guard_pid: None,
         managed_by: Some("manual".into()),
         passthrough: Some(false),
+        claude_settings: None,
         extra: Default::default(),
     };
+    let mut state = state;
+    let local = if is_loopback(&host) || host == "0.0.0.0" || host == "::" {
+        "127.0.0.1".to_string()
+    } else {
+        host.clone()
+    };
+    let proxy_url = format!("http://{local}:{}", addr.port());
+    if opts.settings {
+        match neurolink_shared::paths::claude_settings() {
+            Some(path) => match crate::claude_settings::apply(&path, &proxy_url) {
+                Ok(saved) => {
+                    tracing::info!(
+                        "Claude Code now uses the proxy ({} in {})",
+                        crate::claude_settings::BASE_URL_KEY,
+                        path.display()
+                    );
+                    state.claude_settings = Some(saved);
+                }
+                Err(e) => tracing::warn!("Claude settings left unchanged: {e}"),
+            },
+            None => tracing::warn!("no home folder: Claude settings left unchanged"),
+        }
+        match crate::guard::spawn() {
+            Ok(pid) => state.guard_pid = Some(pid),
+            Err(e) => tracing::warn!("could not start the guard ({e}); a crash would leave Claude settings pointing here"),
+        }
+    }
     crate::lifecycle::write_state(&paths, &state).context("writing proxy-state.json")?;
     let url = format!("http://{addr}");
     println!(
@@ -192,6 +222,11 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
     };
     let served = server::run(listener, app.clone(), stop).await;
     flush_quotas(&app).await;
+    if let Some(saved) = &state.claude_settings {
+        if let Err(e) = crate::claude_settings::restore(saved) {
+            tracing::warn!("could not restore Claude settings: {e}");
+        }
+    }
     crate::lifecycle::release(&paths);
     served?;
     tracing::info!("stopped");

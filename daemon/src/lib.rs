@@ -8,6 +8,7 @@
 //! - [`pool`]: account selection and cooldowns; pure, tested with a hand-moved clock.
 //! - [`outcome`]: the one place that turns an upstream answer into an [`outcome::Outcome`].
 //! - [`auth`]: OAuth tokens that change while running, and their refresh.
+//! - [`claude_settings`], [`guard`]: pointing Claude Code at the proxy, and undoing it even after a crash.
 //! - [`accounts`]: finding accounts in `tokens.json`, legacy credentials, env and config.
 //! - [`store_watch`]: picks up accounts added, removed, enabled or re-logged-in by other processes.
 //! - [`ipc`]: the control socket (JSON-RPC lines) and its methods.
@@ -18,9 +19,11 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod claude_settings;
 pub mod cli;
 pub mod clock;
 pub mod daemon;
+pub mod guard;
 pub mod ipc;
 pub mod lifecycle;
 pub mod logs;

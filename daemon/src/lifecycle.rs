@@ -32,6 +32,9 @@ pub struct ProxyState {
     pub managed_by: Option<String>,
     #[serde(default)]
     pub passthrough: Option<bool>,
+    /// What Claude Code's settings held before we pointed them here (restored on stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claude_settings: Option<crate::claude_settings::Saved>,
     /// Fields other versions wrote.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,

@@ -70,6 +70,14 @@ ANTHROPIC_API_KEY=sk-ant-... neurolink proxy start -q"
     Start(StartArgs),
     /// Ask the running proxy to stop (in-flight answers get up to 30 s).
     Stop,
+    /// (internal) Watch a daemon and undo its Claude settings if it dies.
+    #[command(hide = true)]
+    Guard {
+        #[arg(long)]
+        parent_pid: u32,
+        #[arg(long, default_value_t = 500)]
+        poll_interval_ms: u64,
+    },
     /// Show what the running proxy reports: accounts, cooldowns, counters.
     Status {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -99,6 +107,9 @@ pub struct StartArgs {
     /// masked) to $NEUROLINK_HOME/logs/proxy-debug-YYYY-MM-DD.jsonl
     #[arg(short, long)]
     pub debug: bool,
+    /// Do not point Claude Code's settings.json at the proxy (and start no guard)
+    #[arg(long)]
+    pub no_settings: bool,
     /// Seconds between the guard's health checks (accepted for compatibility with the seed)
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub health_interval: u64,
@@ -147,6 +158,13 @@ pub fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { config, format }) => config_check(config, format),
         Command::Auth(cmd) => auth::run(cmd),
         Command::Proxy(ProxyCommand::Stop) => control::stop(),
+        Command::Proxy(ProxyCommand::Guard {
+            parent_pid,
+            poll_interval_ms,
+        }) => crate::guard::run(
+            parent_pid,
+            std::time::Duration::from_millis(poll_interval_ms.max(50)),
+        ),
         Command::Proxy(ProxyCommand::Status { format }) => control::status(format),
         Command::Rpc { method, params } => control::rpc(&method, params.as_deref()),
     }
@@ -187,6 +205,7 @@ fn proxy_start(args: StartArgs) -> ExitCode {
         port: args.port,
         strategy: args.strategy.map(Into::into),
         debug: args.debug,
+        settings: !args.no_settings,
     };
     match runtime.block_on(daemon::start(opts)) {
         Ok(()) => ExitCode::SUCCESS,

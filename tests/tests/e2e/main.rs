@@ -15,4 +15,5 @@ mod oauth_refresh;
 mod passthrough;
 mod quotas;
 mod sdk;
+mod settings;
 mod streaming;
