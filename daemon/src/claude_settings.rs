@@ -26,7 +26,10 @@ pub struct Saved {
     pub url: String,
 }
 
-fn read(path: &Path) -> Result<Option<(String, Map<String, Value>)>, String> {
+/// A settings file as read: its exact text and its parsed top level.
+type Read = Option<(String, Map<String, Value>)>;
+
+fn read(path: &Path) -> Result<Read, String> {
     match std::fs::read_to_string(path) {
         Ok(text) if text.trim().is_empty() => Ok(Some((text, Map::new()))),
         Ok(text) => match serde_json::from_str::<Value>(&text) {
