@@ -10,6 +10,7 @@
 //! - [`auth`]: OAuth tokens that change while running, and their refresh.
 //! - [`claude_settings`], [`guard`]: pointing Claude Code at the proxy, and undoing it even after a crash.
 //! - [`accounts`]: finding accounts in `tokens.json`, legacy credentials, env and config.
+//! - [`service`]: systemd unit / launchd agent rendering and install.
 //! - [`store_watch`]: picks up accounts added, removed, enabled or re-logged-in by other processes.
 //! - [`ipc`]: the control socket (JSON-RPC lines) and its methods.
 //! - [`lifecycle`]: `proxy-state.json`, one daemon per home, stale take-over.
@@ -32,4 +33,5 @@ pub mod passthrough;
 pub mod pool;
 pub mod reload;
 pub mod server;
+pub mod service;
 pub mod store_watch;

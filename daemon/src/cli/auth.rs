@@ -25,7 +25,7 @@ pub enum Provider {
     Anthropic,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum LoginMethod {
     /// Claude Pro/Max subscription (browser login; the token refreshes itself)
     Oauth,

@@ -10,7 +10,7 @@ use neurolink_shared::paths::Paths;
 
 use crate::daemon::{self, StartOptions};
 
-mod auth;
+pub mod auth;
 mod control;
 
 #[derive(Parser, Debug)]
@@ -70,6 +70,29 @@ ANTHROPIC_API_KEY=sk-ant-... neurolink proxy start -q"
     Start(StartArgs),
     /// Ask the running proxy to stop (in-flight answers get up to 30 s).
     Stop,
+    /// Install and start the proxy as a login service (systemd user unit / launchd agent).
+    #[command(
+        after_help = "The service runs `neurolink proxy start` with these flags and restarts it on failure.\n\
+Secrets referenced as ${VAR} in the config can go in $NEUROLINK_HOME/.env (read by the unit)."
+    )]
+    Install(InstallArgs),
+    /// Stop and remove the login service.
+    Uninstall {
+        /// Print the commands instead of running them
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// First run: log in if there is no account, then install the service (or run in the foreground).
+    Setup {
+        #[command(flatten)]
+        install: InstallArgs,
+        /// Run in the foreground instead of installing a service
+        #[arg(long)]
+        no_service: bool,
+        /// How to log in when there is no account
+        #[arg(long, value_enum, default_value_t = auth::LoginMethod::Oauth)]
+        method: auth::LoginMethod,
+    },
     /// (internal) Watch a daemon and undo its Claude settings if it dies.
     #[command(hide = true)]
     Guard {
@@ -115,6 +138,24 @@ pub struct StartArgs {
     pub health_interval: u64,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct InstallArgs {
+    /// Port the service listens on [default: server.port, else 55669]
+    #[arg(short, long)]
+    pub port: Option<u16>,
+    /// Address the service listens on [default: 127.0.0.1]
+    #[arg(short = 'H', long)]
+    pub host: Option<String>,
+    #[arg(short, long, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Config file for the service [default: $NEUROLINK_HOME/proxy-config.yaml]
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Print the unit/plist and the commands instead of running them
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum StrategyArg {
     FillFirst,
@@ -158,6 +199,13 @@ pub fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { config, format }) => config_check(config, format),
         Command::Auth(cmd) => auth::run(cmd),
         Command::Proxy(ProxyCommand::Stop) => control::stop(),
+        Command::Proxy(ProxyCommand::Install(args)) => install(&args),
+        Command::Proxy(ProxyCommand::Uninstall { dry_run }) => uninstall(dry_run),
+        Command::Proxy(ProxyCommand::Setup {
+            install: args,
+            no_service,
+            method,
+        }) => setup(&args, no_service, method),
         Command::Proxy(ProxyCommand::Guard {
             parent_pid,
             poll_interval_ms,
@@ -168,6 +216,135 @@ pub fn main() -> ExitCode {
         Command::Proxy(ProxyCommand::Status { format }) => control::status(format),
         Command::Rpc { method, params } => control::rpc(&method, params.as_deref()),
     }
+}
+
+fn service_spec(args: &InstallArgs) -> anyhow::Result<crate::service::ServiceSpec> {
+    let exe = std::env::current_exe()?.canonicalize()?;
+    let mut argv: Vec<String> = vec!["proxy".into(), "start".into()];
+    if let Some(p) = args.port {
+        argv.extend(["--port".into(), p.to_string()]);
+    }
+    if let Some(h) = &args.host {
+        argv.extend(["--host".into(), h.clone()]);
+    }
+    if let Some(s) = args.strategy {
+        argv.extend(["--strategy".into(), Strategy::from(s).as_str().into()]);
+    }
+    if let Some(c) = &args.config {
+        let abs = std::path::absolute(c)?;
+        argv.extend(["--config".into(), abs.to_string_lossy().into_owned()]);
+    }
+    let paths = Paths::from_env();
+    let mut env = Vec::new();
+    for key in ["NEUROLINK_HOME", "CLAUDE_CONFIG_DIR"] {
+        if let Some(v) = std::env::var_os(key).filter(|v| !v.is_empty()) {
+            env.push((
+                key.to_string(),
+                std::path::absolute(v)?.to_string_lossy().into_owned(),
+            ));
+        }
+    }
+    Ok(crate::service::ServiceSpec {
+        exe,
+        args: argv,
+        env,
+        neurolink_home: paths.home,
+    })
+}
+
+fn home_or_fail() -> Result<PathBuf, ExitCode> {
+    neurolink_shared::paths::home_dir().ok_or_else(|| {
+        eprintln!("error: HOME is not set");
+        ExitCode::FAILURE
+    })
+}
+
+fn install(args: &InstallArgs) -> ExitCode {
+    let home = match home_or_fail() {
+        Ok(h) => h,
+        Err(code) => return code,
+    };
+    let spec = match service_spec(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::service::install(
+        crate::service::Manager::current(),
+        &spec,
+        &home,
+        args.dry_run,
+    ) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn uninstall(dry_run: bool) -> ExitCode {
+    let home = match home_or_fail() {
+        Ok(h) => h,
+        Err(code) => return code,
+    };
+    match crate::service::uninstall(crate::service::Manager::current(), &home, dry_run) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn setup(args: &InstallArgs, no_service: bool, method: auth::LoginMethod) -> ExitCode {
+    let paths = Paths::from_env();
+    let has_account = config::load(args.config.as_deref(), &paths, &EnvSource::Process)
+        .map(|l| {
+            let found = crate::accounts::discover(
+                &l.config,
+                &paths,
+                std::env::var("ANTHROPIC_API_KEY").ok(),
+                0,
+            );
+            !found.specs.is_empty()
+        })
+        .unwrap_or(false);
+    if !has_account {
+        println!("No account yet: logging in first.");
+        let code = auth::run(auth::AuthCommand::Login {
+            provider: auth::Provider::Anthropic,
+            method: Some(method),
+            add: true,
+            label: None,
+            non_interactive: false,
+            format: OutputFormat::Text,
+        });
+        if code != ExitCode::SUCCESS {
+            return code;
+        }
+    }
+    if no_service {
+        return proxy_start(StartArgs {
+            port: args.port,
+            host: args.host.clone(),
+            strategy: args.strategy,
+            config: args.config.clone(),
+            quiet: false,
+            debug: false,
+            no_settings: false,
+            health_interval: 30,
+        });
+    }
+    install(args)
 }
 
 fn init_tracing(quiet: bool, debug: bool) {

@@ -15,5 +15,6 @@ mod oauth_refresh;
 mod passthrough;
 mod quotas;
 mod sdk;
+mod service;
 mod settings;
 mod streaming;
