@@ -120,6 +120,10 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         }
         Err(e) => tracing::warn!("{e}; starting without saved quotas"),
     }
+    let watched_config = loaded
+        .path
+        .clone()
+        .unwrap_or_else(|| paths.home.join("proxy-config.yaml"));
     let logs = crate::logs::start(paths.logs(), opts.debug);
     tokio::spawn(clean_logs_every(paths.logs()));
     let app = Arc::new(App::new(pool, clock, client, refresher, settings, logs));
@@ -130,6 +134,16 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
     tokio::spawn(keep_tokens_fresh(app.clone()));
     tokio::spawn(crate::store_watch::watch(app.clone()));
     tokio::spawn(flush_quotas_every(app.clone()));
+    let _config_watcher = match crate::config_watch::watch(app.clone(), watched_config.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch {} ({e}); use `neurolink rpc config.reload` after editing it",
+                watched_config.display()
+            );
+            None
+        }
+    };
 
     neurolink_shared::atomic_file::create_private_dir(&paths.home)
         .context("creating NEUROLINK_HOME")?;

@@ -15,6 +15,7 @@
 //! - [`ipc`]: the control socket (JSON-RPC lines) and its methods.
 //! - [`lifecycle`]: `proxy-state.json`, one daemon per home, stale take-over.
 //! - [`logs`]: the JSONL request log (and `--debug` exchange log), redaction, rotation.
+//! - [`config_watch`]: reloads the config file when it is saved.
 //! - [`reload`]: applying a changed config without a restart.
 //! - [`clock`]: time, injected.
 
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod claude_settings;
 pub mod cli;
 pub mod clock;
+pub mod config_watch;
 pub mod daemon;
 pub mod guard;
 pub mod ipc;

@@ -6,6 +6,7 @@
 
 mod auth_cli;
 mod config_check;
+mod config_reload;
 mod failover;
 mod ipc;
 mod lifecycle;
