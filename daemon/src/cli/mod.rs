@@ -12,6 +12,7 @@ use crate::daemon::{self, StartOptions};
 
 pub mod auth;
 mod control;
+mod doctor;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +43,14 @@ pub enum Command {
     /// Manage accounts: login, list, refresh, enable, disable, log out, clean up.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
+    /// Check config, accounts, daemon, Claude settings, service, port and logs; explain each fix.
+    #[command(
+        after_help = "Exit status: 0 when nothing is wrong, 1 when a check finds a problem."
+    )]
+    Doctor {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
     /// Send one JSON-RPC call to the running daemon and print the result (see docs/ipc.md).
     #[command(
         after_help = "Examples:\n  neurolink rpc status\n  neurolink rpc accounts.reset '{\"label\":\"work\"}'\n  \
@@ -214,6 +223,7 @@ pub fn main() -> ExitCode {
             std::time::Duration::from_millis(poll_interval_ms.max(50)),
         ),
         Command::Proxy(ProxyCommand::Status { format }) => control::status(format),
+        Command::Doctor { format } => doctor::run(format),
         Command::Rpc { method, params } => control::rpc(&method, params.as_deref()),
     }
 }
