@@ -164,7 +164,7 @@ pub async fn forward(app: Arc<App>, req: Inbound) -> Response {
         };
         tried.push(id);
         let (outcome, reply) = attempt(&app, id, &spec, &req, &draft).await;
-        app.pool().report(id, &outcome, app.now_ms());
+        report(&app, id, &spec.label, &outcome);
         draft.attempts.push(AttemptRecord {
             account: spec.label.clone(),
             outcome: outcome.class().to_string(),
@@ -180,6 +180,24 @@ pub async fn forward(app: Arc<App>, req: Inbound) -> Response {
                 last = Some((failure, outcome.class()));
             }
         }
+    }
+}
+
+/// Apply the outcome to the pool; tell subscribers when the account's state changed.
+fn report(app: &App, id: AccountId, label: &str, outcome: &Outcome) {
+    let now = app.now_ms();
+    let (before, after) = {
+        let mut pool = app.pool();
+        let before = pool.state(id, now);
+        pool.report(id, outcome, now);
+        (before, pool.state(id, now))
+    };
+    if std::mem::discriminant(&before) != std::mem::discriminant(&after) {
+        app.emit(neurolink_shared::ipc::Event::Accounts {
+            label: label.to_string(),
+            change: outcome.class().to_string(),
+            state: after.name().to_string(),
+        });
     }
 }
 
@@ -243,6 +261,15 @@ pub(crate) async fn refresh_failed(app: &Arc<App>, id: AccountId, cell: &Arc<aut
         let mut pool = app.pool();
         let first = pool.disabled_reason(id).is_none();
         if first {
+            let label = pool
+                .account(id)
+                .map(|a| a.spec.label.clone())
+                .unwrap_or_default();
+            app.emit(neurolink_shared::ipc::Event::Accounts {
+                label,
+                change: "refresh_failed".into(),
+                state: "disabled".into(),
+            });
             pool.disable(
                 id,
                 format!(

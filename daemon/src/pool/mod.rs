@@ -131,6 +131,16 @@ pub enum State {
     Disabled,
 }
 
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Active => "active",
+            State::Cooling { .. } => "cooling",
+            State::Disabled => "disabled",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Pool {
     accounts: Vec<Account>,
