@@ -175,6 +175,31 @@ pub fn to_ascii_json(value: &impl Serialize) -> Result<String, serde_json::Error
     Ok(out)
 }
 
+/// Decode and parse store file content read from `path`; returns whether it was obfuscated.
+fn parse_content(
+    path: &Path,
+    content: &str,
+    home: &str,
+) -> Result<(TokenStoreFile, bool), StoreError> {
+    let (text, obfuscated) = decode(content, home).map_err(|reason| StoreError::Decode {
+        path: path.into(),
+        reason,
+    })?;
+    let file = serde_json::from_str(&text).map_err(|e| StoreError::Parse {
+        path: path.into(),
+        line: e.line(),
+        column: e.column(),
+        message: e
+            .to_string()
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        obfuscated,
+    })?;
+    Ok((file, obfuscated))
+}
+
 /// Read `tokens.json`. `Ok(None)` when the file does not exist.
 pub fn read_store(path: &Path, home: &str) -> Result<Option<TokenStoreFile>, StoreError> {
     let content = match std::fs::read_to_string(path) {
@@ -187,24 +212,7 @@ pub fn read_store(path: &Path, home: &str) -> Result<Option<TokenStoreFile>, Sto
             })
         }
     };
-    let (text, obfuscated) = decode(&content, home).map_err(|reason| StoreError::Decode {
-        path: path.into(),
-        reason,
-    })?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| StoreError::Parse {
-            path: path.into(),
-            line: e.line(),
-            column: e.column(),
-            message: e
-                .to_string()
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-            obfuscated,
-        })
+    parse_content(path, &content, home).map(|(file, _)| Some(file))
 }
 
 /// An Anthropic account found in the store.
@@ -434,26 +442,7 @@ impl Store {
         };
         let (file, obfuscated) = match content {
             None => (TokenStoreFile::empty(), true),
-            Some(c) => {
-                let (text, obfuscated) =
-                    decode(&c, &self.home).map_err(|reason| StoreError::Decode {
-                        path: self.path.clone(),
-                        reason,
-                    })?;
-                let file = serde_json::from_str(&text).map_err(|e| StoreError::Parse {
-                    path: self.path.clone(),
-                    line: e.line(),
-                    column: e.column(),
-                    message: e
-                        .to_string()
-                        .split(" at line ")
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                    obfuscated,
-                })?;
-                (file, obfuscated)
-            }
+            Some(c) => parse_content(&self.path, &c, &self.home)?,
         };
         Ok(Locked {
             store: self.clone(),

@@ -81,18 +81,22 @@ struct ErrorResponse {
     error_description: Option<String>,
 }
 
-/// Exchange `refresh_token` for new tokens, trying each URL until one answers for real.
-pub async fn refresh(
+/// The first real answer of the token endpoint(s).
+pub enum Answer {
+    /// 2xx, with its body.
+    Ok { url: String, text: String },
+    /// 400, 401 or 403: the server refused what we sent; another host would too.
+    Refused { status: u16, text: String },
+    /// Every host failed in a way that may pass (network, 5xx, 429, 404 of a moved host).
+    Unreachable(String),
+}
+
+/// POST `body` as JSON to each token URL in order until one answers for real.
+pub async fn post(
     client: &reqwest::Client,
     endpoint: &Endpoint,
-    refresh_token: &Secret,
-    now_ms: i64,
-) -> Result<Grant, RefreshError> {
-    let body = serde_json::json!({
-        "grant_type": "refresh_token",
-        "refresh_token": refresh_token.expose(),
-        "client_id": endpoint.client_id,
-    });
+    body: &serde_json::Value,
+) -> Answer {
     let mut last = String::from("no token endpoint configured");
     for url in &endpoint.token_urls {
         let sent = client
@@ -114,38 +118,62 @@ pub async fn refresh(
         let text = response.text().await.unwrap_or_default();
         match status {
             200..=299 => {
-                let t: TokenResponse = serde_json::from_str(&text).map_err(|e| {
-                    RefreshError::Unavailable(format!("{url}: unreadable token response: {e}"))
-                })?;
-                let expires_in = t.expires_in.unwrap_or(DEFAULT_EXPIRES_IN_SECS);
-                return Ok(Grant {
-                    access: Secret::new(t.access_token),
-                    refresh: t.refresh_token.filter(|r| !r.is_empty()).map(Secret::new),
-                    expires_at_ms: now_ms.saturating_add(expires_in.saturating_mul(1000)),
-                });
+                return Answer::Ok {
+                    url: url.clone(),
+                    text,
+                }
             }
-            400 | 401 | 403 => {
-                let e: ErrorResponse = serde_json::from_str(&text).unwrap_or(ErrorResponse {
-                    error: None,
-                    error_description: None,
-                });
-                let error = match e.error {
-                    Some(serde_json::Value::String(s)) => s,
-                    Some(serde_json::Value::Object(o)) => o
-                        .get("message")
-                        .and_then(|m| m.as_str())
-                        .unwrap_or("error")
-                        .to_string(),
-                    _ => "error".to_string(),
-                };
-                let error = match e.error_description {
-                    Some(d) => format!("{error}: {d}"),
-                    None => error,
-                };
-                return Err(RefreshError::Rejected { status, error });
-            }
+            400 | 401 | 403 => return Answer::Refused { status, text },
             _ => last = format!("{url}: HTTP {status}"),
         }
     }
-    Err(RefreshError::Unavailable(last))
+    Answer::Unreachable(last)
+}
+
+/// Exchange `refresh_token` for new tokens, trying each URL until one answers for real.
+pub async fn refresh(
+    client: &reqwest::Client,
+    endpoint: &Endpoint,
+    refresh_token: &Secret,
+    now_ms: i64,
+) -> Result<Grant, RefreshError> {
+    let body = serde_json::json!({
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token.expose(),
+        "client_id": endpoint.client_id,
+    });
+    match post(client, endpoint, &body).await {
+        Answer::Ok { url, text } => {
+            let t: TokenResponse = serde_json::from_str(&text).map_err(|e| {
+                RefreshError::Unavailable(format!("{url}: unreadable token response: {e}"))
+            })?;
+            let expires_in = t.expires_in.unwrap_or(DEFAULT_EXPIRES_IN_SECS);
+            Ok(Grant {
+                access: Secret::new(t.access_token),
+                refresh: t.refresh_token.filter(|r| !r.is_empty()).map(Secret::new),
+                expires_at_ms: now_ms.saturating_add(expires_in.saturating_mul(1000)),
+            })
+        }
+        Answer::Refused { status, text } => {
+            let e: ErrorResponse = serde_json::from_str(&text).unwrap_or(ErrorResponse {
+                error: None,
+                error_description: None,
+            });
+            let error = match e.error {
+                Some(serde_json::Value::String(s)) => s,
+                Some(serde_json::Value::Object(o)) => o
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("error")
+                    .to_string(),
+                _ => "error".to_string(),
+            };
+            let error = match e.error_description {
+                Some(d) => format!("{error}: {d}"),
+                None => error,
+            };
+            Err(RefreshError::Rejected { status, error })
+        }
+        Answer::Unreachable(last) => Err(RefreshError::Unavailable(last)),
+    }
 }

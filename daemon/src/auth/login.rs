@@ -258,40 +258,15 @@ async fn exchange(
     endpoint: &Endpoint,
     body: &serde_json::Value,
 ) -> Result<TokenResponse, LoginError> {
-    let mut last = String::new();
-    for url in &endpoint.token_urls {
-        let sent = client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json")
-            .timeout(super::endpoint::REFRESH_TIMEOUT)
-            .body(body.to_string())
-            .send()
-            .await;
-        let r = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                last = format!("{url}: {e}");
-                continue;
-            }
-        };
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        match status {
-            200..=299 => {
-                return serde_json::from_str(&text)
-                    .map_err(|e| LoginError::Exchange(format!("unreadable answer: {e}")));
-            }
-            400..=499 => {
-                return Err(LoginError::Exchange(format!(
-                    "HTTP {status}: {}",
-                    text.chars().take(200).collect::<String>()
-                )))
-            }
-            _ => last = format!("{url}: HTTP {status}"),
-        }
+    match super::endpoint::post(client, endpoint, body).await {
+        super::endpoint::Answer::Ok { text, .. } => serde_json::from_str(&text)
+            .map_err(|e| LoginError::Exchange(format!("unreadable answer: {e}"))),
+        super::endpoint::Answer::Refused { status, text } => Err(LoginError::Exchange(format!(
+            "HTTP {status}: {}",
+            text.chars().take(200).collect::<String>()
+        ))),
+        super::endpoint::Answer::Unreachable(last) => Err(LoginError::Unreachable(last)),
     }
-    Err(LoginError::Unreachable(last))
 }
 
 async fn create_api_key(
