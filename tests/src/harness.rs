@@ -174,6 +174,16 @@ impl Daemon {
             .await?)
     }
 
+    /// `POST /v1/messages` with [`message_body`] (streamed or not).
+    pub async fn message(&self, stream: bool) -> reqwest::Response {
+        http()
+            .post(format!("{}/v1/messages", self.url))
+            .json(&message_body(stream))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /v1/messages to {}: {e}", self.url))
+    }
+
     /// The `/status` entry of the account labelled `label`.
     pub async fn account(&self, label: &str) -> anyhow::Result<serde_json::Value> {
         let s = self.status().await?;

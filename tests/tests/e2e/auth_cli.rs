@@ -89,12 +89,7 @@ async fn enable_and_disable_reach_the_running_daemon() {
     home.write_config(&config(&fake, &oauth)).unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
     for _ in 0..15 {
-        http()
-            .post(format!("{}/v1/messages", d.url))
-            .json(&message_body(false))
-            .send()
-            .await
-            .unwrap();
+        d.message(false).await;
     }
     assert_eq!(d.account("alice").await.unwrap()["state"], "disabled");
 
@@ -112,12 +107,7 @@ async fn enable_and_disable_reach_the_running_daemon() {
         a["state"], "active",
         "auth enable reached the daemon without a restart"
     );
-    let r = http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(false))
-        .send()
-        .await
-        .unwrap();
+    let r = d.message(false).await;
     assert_eq!(r.status(), 200);
 
     let out = auth(&home, &["disable", "alice"]);
@@ -145,16 +135,7 @@ async fn accounts_added_and_logged_out_elsewhere_are_picked_up() {
     let home = TestHome::new().unwrap();
     home.write_config(&config(&fake, &oauth)).unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
-    assert_eq!(
-        http()
-            .post(format!("{}/v1/messages", d.url))
-            .json(&message_body(false))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(d.message(false).await.status(), 401);
     // Another process logs in.
     home.write(
         "tokens.json",
@@ -164,16 +145,7 @@ async fn accounts_added_and_logged_out_elsewhere_are_picked_up() {
     d.wait_account("bob", Duration::from_secs(5), |a| a["state"] == "active")
         .await
         .unwrap();
-    assert_eq!(
-        http()
-            .post(format!("{}/v1/messages", d.url))
-            .json(&message_body(false))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(d.message(false).await.status(), 200);
     assert_eq!(fake.count("at-bob"), 1);
 
     let out = auth(&home, &["logout", "--label", "bob"]);
@@ -185,16 +157,7 @@ async fn accounts_added_and_logged_out_elsewhere_are_picked_up() {
     d.wait_account("bob", Duration::from_secs(5), |a| a["state"] == "disabled")
         .await
         .unwrap();
-    assert_eq!(
-        http()
-            .post(format!("{}/v1/messages", d.url))
-            .json(&message_body(false))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(d.message(false).await.status(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use neurolink_shared::ipc::{Event, IpcClient};
 use neurolink_tests::fake_anthropic::FakeAnthropic;
-use neurolink_tests::harness::{config_with_keys, http, message_body, Daemon, TestHome};
+use neurolink_tests::harness::{config_with_keys, Daemon, TestHome};
 use serde_json::json;
 
 async fn strategy(d: &Daemon) -> String {
@@ -57,12 +57,7 @@ async fn saved_changes_apply_and_broken_ones_are_reported() {
         .await
         .unwrap();
     for _ in 0..2 {
-        http()
-            .post(format!("{}/v1/messages", d.url))
-            .json(&message_body(false))
-            .send()
-            .await
-            .unwrap();
+        d.message(false).await;
     }
     assert_eq!(
         (fake.count("key-a"), fake.count("key-b")),
@@ -83,14 +78,5 @@ async fn saved_changes_apply_and_broken_ones_are_reported() {
     assert_eq!(kind, "config_invalid");
     assert!(message.contains("proxy-config.yaml"), "{message}");
     assert_eq!(strategy(&d).await, "round-robin");
-    assert_eq!(
-        http()
-            .post(format!("{}/v1/messages", d.url))
-            .json(&message_body(false))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(d.message(false).await.status(), 200);
 }

@@ -249,12 +249,7 @@ async fn network_error_rotates() {
     );
     home.write_config(&cfg).unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
-    let r = http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(false))
-        .send()
-        .await
-        .unwrap();
+    let r = d.message(false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(fake.count("key-b"), 1);
     let a = d.account("a").await.unwrap();
@@ -291,12 +286,7 @@ async fn round_robin_spreads_requests() {
     .unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
     for _ in 0..6 {
-        let r = http()
-            .post(format!("{}/v1/messages", d.url))
-            .json(&message_body(false))
-            .send()
-            .await
-            .unwrap();
+        let r = d.message(false).await;
         assert_eq!(r.status(), 200);
     }
     assert_eq!(
@@ -321,12 +311,7 @@ async fn cli_strategy_overrides_config() {
     .unwrap();
     let d = Daemon::start(&home, &["-s", "fill-first"], &[]).unwrap();
     for _ in 0..3 {
-        http()
-            .post(format!("{}/v1/messages", d.url))
-            .json(&message_body(false))
-            .send()
-            .await
-            .unwrap();
+        d.message(false).await;
     }
     assert_eq!((fake.count("key-a"), fake.count("key-b")), (3, 0));
     assert_eq!(d.status().await.unwrap()["strategy"], "fill-first");
@@ -358,12 +343,7 @@ async fn disabled_and_excluded_accounts_are_skipped() {
         ),
         (0, 0, 1)
     );
-    http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(false))
-        .send()
-        .await
-        .unwrap();
+    d.message(false).await;
     assert_eq!(fake.count("key-a"), 1);
     assert_eq!(d.account("off").await.unwrap()["state"], "disabled");
 }

@@ -55,13 +55,7 @@ async fn client(home: &TestHome) -> IpcClient {
 }
 
 async fn send(d: &Daemon) -> reqwest::StatusCode {
-    http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(false))
-        .send()
-        .await
-        .unwrap()
-        .status()
+    d.message(false).await.status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

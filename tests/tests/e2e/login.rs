@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use neurolink_tests::fake_anthropic::{Behavior, FakeAnthropic};
 use neurolink_tests::fake_oauth::FakeOAuth;
-use neurolink_tests::harness::{
-    command, http, message_body, now_ms, token_store_with, Daemon, TestHome,
-};
+use neurolink_tests::harness::{command, http, now_ms, token_store_with, Daemon, TestHome};
 
 struct Env {
     fake: FakeAnthropic,
@@ -132,12 +130,7 @@ async fn oauth_login_adds_an_account_the_running_daemon_uses() {
     })
     .await
     .unwrap();
-    let r = http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(false))
-        .send()
-        .await
-        .unwrap();
+    let r = d.message(false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(e.fake.count(&access), 1, "the new login served the request");
 }
@@ -168,12 +161,7 @@ async fn create_api_key_login_stores_the_minted_key() {
     assert_eq!(entry["tokens"]["tokenType"], "api-key");
     assert_eq!(entry["tokens"]["expiresAt"], 9007199254740991i64);
     let d = Daemon::start(&e.home, &[], &[]).unwrap();
-    let r = http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(false))
-        .send()
-        .await
-        .unwrap();
+    let r = d.message(false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         e.fake.last().unwrap().headers["x-api-key"],

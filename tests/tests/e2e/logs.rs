@@ -42,19 +42,9 @@ async fn one_line_per_request_with_attempts_and_tokens() {
     .unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
     fake.script("key-a", 1, Behavior::error(529, "overloaded_error", "busy"));
-    let r = http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(true))
-        .send()
-        .await
-        .unwrap();
+    let r = d.message(true).await;
     r.text().await.unwrap();
-    let r = http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(false))
-        .send()
-        .await
-        .unwrap();
+    let r = d.message(false).await;
     assert_eq!(r.status(), 200);
     let lines = log_lines(&home, "proxy-", 2);
     assert_eq!(lines.len(), 2, "{lines:?}");

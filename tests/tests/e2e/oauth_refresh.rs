@@ -48,12 +48,7 @@ fn stored(home: &TestHome) -> serde_json::Value {
 }
 
 async fn send(d: &Daemon) -> reqwest::Response {
-    http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(false))
-        .send()
-        .await
-        .unwrap()
+    d.message(false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

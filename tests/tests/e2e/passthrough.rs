@@ -296,12 +296,7 @@ async fn proxy_auth_key_is_required_and_never_forwarded() {
 async fn no_accounts_answers_401_naming_the_fix() {
     let home = TestHome::new().unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
-    let r = http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(false))
-        .send()
-        .await
-        .unwrap();
+    let r = d.message(false).await;
     assert_eq!(r.status(), 401);
     assert!(r.headers()["request-id"]
         .to_str()
@@ -327,12 +322,7 @@ async fn env_api_key_is_an_account() {
     ))
     .unwrap();
     let d = Daemon::start(&home, &[], &[("ANTHROPIC_API_KEY", "sk-from-env")]).unwrap();
-    let r = http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(false))
-        .send()
-        .await
-        .unwrap();
+    let r = d.message(false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(fake.last().unwrap().headers["x-api-key"], "sk-from-env");
     assert_eq!(d.account("env").await.unwrap()["source"], "environment");
@@ -426,12 +416,7 @@ async fn obfuscated_neurolink_token_store_is_read() {
     ))
     .unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
-    let r = http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(false))
-        .send()
-        .await
-        .unwrap();
+    let r = d.message(false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         fake.last().unwrap().headers["authorization"],

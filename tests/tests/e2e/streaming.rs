@@ -20,12 +20,7 @@ async fn proxy(fake: &FakeAnthropic, keys: &[(&str, &str)]) -> (TestHome, Daemon
 async fn stream_bytes_are_exactly_upstreams() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = proxy(&fake, &[("a", "key-a")]).await;
-    let r = http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(true))
-        .send()
-        .await
-        .unwrap();
+    let r = d.message(true).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-type"],
@@ -102,12 +97,7 @@ async fn failure_after_first_byte_ends_with_an_error_event_and_no_retry() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = proxy(&fake, &[("a", "key-a"), ("b", "key-b")]).await;
     fake.script("key-a", 1, Behavior::DropAfter(3));
-    let r = http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(true))
-        .send()
-        .await
-        .unwrap();
+    let r = d.message(true).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     let events = sse::text_stream(
