@@ -25,11 +25,17 @@ pub enum Kind {
     Debug,
 }
 
+/// What goes into a line; serialized by the writer, off the request path.
+enum Payload {
+    Record(Arc<neurolink_shared::ipc::RequestRecord>),
+    Json(serde_json::Value),
+}
+
 struct Line {
     kind: Kind,
     /// `YYYY-MM-DD` (UTC) of the record.
     date: String,
-    json: String,
+    payload: Payload,
 }
 
 /// Where request-path code sends log lines.
@@ -41,16 +47,31 @@ pub struct LogSender {
 }
 
 impl LogSender {
-    /// Queue a line; never waits.
-    pub fn send(&self, kind: Kind, time_rfc3339: &str, value: &impl serde::Serialize) {
-        if kind == Kind::Debug && !self.debug {
+    /// Queue a request record; never waits.
+    pub fn record(&self, record: Arc<neurolink_shared::ipc::RequestRecord>) {
+        let date = record.time.get(..10).unwrap_or("unknown").to_string();
+        self.queue(Line {
+            kind: Kind::Request,
+            date,
+            payload: Payload::Record(record),
+        });
+    }
+
+    /// Queue a debug line (dropped unless `--debug`); never waits.
+    pub fn debug(&self, time_rfc3339: &str, value: serde_json::Value) {
+        if !self.debug {
             return;
         }
-        let Ok(json) = serde_json::to_string(value) else {
-            return;
-        };
         let date = time_rfc3339.get(..10).unwrap_or("unknown").to_string();
-        if self.tx.try_send(Line { kind, date, json }).is_err() {
+        self.queue(Line {
+            kind: Kind::Debug,
+            date,
+            payload: Payload::Json(value),
+        });
+    }
+
+    fn queue(&self, line: Line) {
+        if self.tx.try_send(line).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -85,13 +106,16 @@ pub fn start(dir: PathBuf, debug: bool) -> LogSender {
 
 fn write_batch(dir: &std::path::Path, batch: Vec<Line>) -> std::io::Result<()> {
     neurolink_shared::atomic_file::create_private_dir(dir)?;
-    let mut open: Option<(String, std::fs::File)> = None;
+    let mut open: Option<(String, std::io::BufWriter<std::fs::File>)> = None;
     for line in batch {
         let name = match line.kind {
             Kind::Request => format!("proxy-{}.jsonl", line.date),
             Kind::Debug => format!("proxy-debug-{}.jsonl", line.date),
         };
         if open.as_ref().is_none_or(|(n, _)| *n != name) {
+            if let Some((_, mut w)) = open.take() {
+                w.flush()?;
+            }
             let mut o = std::fs::OpenOptions::new();
             o.create(true).append(true);
             #[cfg(unix)]
@@ -99,12 +123,22 @@ fn write_batch(dir: &std::path::Path, batch: Vec<Line>) -> std::io::Result<()> {
                 use std::os::unix::fs::OpenOptionsExt;
                 o.mode(0o600);
             }
-            open = Some((name.clone(), o.open(dir.join(&name))?));
+            open = Some((
+                name.clone(),
+                std::io::BufWriter::new(o.open(dir.join(&name))?),
+            ));
         }
-        if let Some((_, f)) = open.as_mut() {
-            f.write_all(line.json.as_bytes())?;
-            f.write_all(b"\n")?;
+        if let Some((_, w)) = open.as_mut() {
+            let written = match &line.payload {
+                Payload::Record(r) => serde_json::to_writer(&mut *w, r.as_ref()),
+                Payload::Json(v) => serde_json::to_writer(&mut *w, v),
+            };
+            written.map_err(std::io::Error::other)?;
+            w.write_all(b"\n")?;
         }
+    }
+    if let Some((_, mut w)) = open {
+        w.flush()?;
     }
     Ok(())
 }

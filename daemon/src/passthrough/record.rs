@@ -103,7 +103,7 @@ impl Draft {
             },
             "response": {"status": status, "headers": r.headers(response_headers)},
         });
-        app.logs.send(crate::logs::Kind::Debug, &self.time, &line);
+        app.logs.debug(&self.time, line);
     }
 
     /// Record an answer given at once (not streamed through a relay) and pass it on.

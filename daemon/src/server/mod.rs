@@ -61,7 +61,7 @@ pub struct App {
     /// behind loses messages and is told so (see `ipc`).
     pub events: tokio::sync::broadcast::Sender<Event>,
     /// The last finished requests, for `logs.tail`.
-    recent: Mutex<VecDeque<RequestRecord>>,
+    recent: Mutex<VecDeque<Arc<RequestRecord>>>,
     /// Cancelled by a signal or the `shutdown` IPC call.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The config in force; replaced by `config.reload`.
@@ -142,8 +142,8 @@ impl App {
 
     /// A request finished: log it, keep it for `logs.tail` and tell subscribers.
     pub fn record(&self, record: RequestRecord) {
-        self.logs
-            .send(crate::logs::Kind::Request, &record.time, &record);
+        let record = Arc::new(record);
+        self.logs.record(record.clone());
         {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             if recent.len() == RECENT_REQUESTS {
@@ -151,7 +151,12 @@ impl App {
             }
             recent.push_back(record.clone());
         }
-        self.emit(Event::Requests { record });
+        // The event carries its own copy; make it only when someone listens.
+        if self.events.receiver_count() > 0 {
+            self.emit(Event::Requests {
+                record: (*record).clone(),
+            });
+        }
     }
 
     /// The last `limit` finished requests, oldest first.
@@ -160,7 +165,7 @@ impl App {
         recent
             .iter()
             .skip(recent.len().saturating_sub(limit))
-            .cloned()
+            .map(|r| (**r).clone())
             .collect()
     }
 
