@@ -141,7 +141,7 @@ mod tests {
     fn apply_then_restore_gives_back_the_same_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("settings.json");
-        let original = "{\n    \"model\": \"opus\",\n    \"env\": {\"FOO\": \"bar\", \"ANTHROPIC_BASE_URL\": \"http://old\"},\n    \"z\": 1\n}\n";
+        let original = "{\n    \"model\": \"opus\",\n    \"env\": {\"FOO\": \"bar\", \"ANTHROPIC_BASE_URL\": \"http://127.0.0.1:9999\"},\n    \"z\": 1\n}\n";
         std::fs::write(&p, original).unwrap();
         let saved = apply(&p, "http://127.0.0.1:5").unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
@@ -158,10 +158,10 @@ mod tests {
     fn no_file_before_means_no_file_after_and_user_edits_survive() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub").join("settings.json");
-        let saved = apply(&p, "http://x").unwrap();
+        let saved = apply(&p, "http://127.0.0.1:1").unwrap();
         restore(&saved).unwrap();
         assert!(!p.exists());
-        let saved = apply(&p, "http://x").unwrap();
+        let saved = apply(&p, "http://127.0.0.1:1").unwrap();
         let mut v: Map<String, Value> =
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         v.insert("theme".into(), "dark".into());
@@ -175,12 +175,12 @@ mod tests {
     fn a_url_changed_meanwhile_is_left_alone_and_broken_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("settings.json");
-        let saved = apply(&p, "http://ours").unwrap();
-        std::fs::write(&p, r#"{"env":{"ANTHROPIC_BASE_URL":"http://theirs"}}"#).unwrap();
+        let saved = apply(&p, "http://127.0.0.1:2").unwrap();
+        std::fs::write(&p, r#"{"env":{"ANTHROPIC_BASE_URL":"http://127.0.0.1:3"}}"#).unwrap();
         restore(&saved).unwrap();
-        assert!(std::fs::read_to_string(&p).unwrap().contains("theirs"));
+        assert!(std::fs::read_to_string(&p).unwrap().contains("127.0.0.1:3"));
         std::fs::write(&p, "{ broken").unwrap();
-        assert!(apply(&p, "http://x")
+        assert!(apply(&p, "http://127.0.0.1:1")
             .unwrap_err()
             .contains("settings.json:1:"));
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "{ broken");

@@ -164,11 +164,7 @@ pub fn install(
         Manager::Launchd => render_launchd(spec),
     };
     let cmds = commands(manager, &file, true);
-    let listing = cmds
-        .iter()
-        .map(|c| format!("  {}", c.join(" ")))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let listing = listing(&cmds);
     if dry_run {
         return Ok(format!(
             "# would write {}\n{content}\n# then run:\n{listing}\n",
@@ -197,11 +193,7 @@ pub fn install(
 pub fn uninstall(manager: Manager, home: &Path, dry_run: bool) -> Result<String, String> {
     let file = file_path(manager, home);
     let cmds = commands(manager, &file, false);
-    let listing = cmds
-        .iter()
-        .map(|c| format!("  {}", c.join(" ")))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let listing = listing(&cmds);
     if dry_run {
         return Ok(format!(
             "# would run:\n{listing}\n# and remove {}\n",
@@ -219,6 +211,14 @@ pub fn uninstall(manager: Manager, home: &Path, dry_run: bool) -> Result<String,
     }
     std::fs::remove_file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(format!("stopped and removed {}\n", file.display()))
+}
+
+/// Commands as shown to a person, one per line.
+fn listing(cmds: &[Vec<String>]) -> String {
+    cmds.iter()
+        .map(|c| format!("  {}", c.join(" ")))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn run_all(cmds: &[Vec<String>]) -> Result<(), String> {

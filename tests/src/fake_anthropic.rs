@@ -22,8 +22,6 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 
@@ -128,23 +126,14 @@ impl FakeAnthropic {
             record,
             ..Shared::default()
         });
-        let s = shared.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = tcp.set_nodelay(true);
+        let task = crate::serve::spawn(
+            listener,
+            shared.clone(),
+            |s| {
                 s.connections.fetch_add(1, Ordering::SeqCst);
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(s.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
-        });
+            },
+            handle,
+        );
         Ok(Self { addr, shared, task })
     }
 

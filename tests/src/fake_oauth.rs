@@ -14,8 +14,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 #[derive(Default)]
@@ -62,21 +60,7 @@ impl FakeOAuth {
             expires_in: 28_800,
             ..State::default()
         }));
-        let s = state.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(s.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
-        });
+        let task = crate::serve::spawn(listener, state.clone(), |_| {}, handle);
         Ok(Self { addr, state, task })
     }
 

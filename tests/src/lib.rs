@@ -6,6 +6,7 @@
 //!   it receives.
 //! - [`fake_oauth`]: a token endpoint that rotates refresh tokens and counts reuses.
 //! - [`harness`]: temp homes, starting and stopping the daemon, small HTTP helpers.
+//! - [`serve`]: the accept loop the fakes share.
 //! - [`sse`]: the exact SSE bytes the fake sends, shared by tests that compare them.
 //!
 //! Nothing here contacts any address but loopback.
@@ -13,4 +14,5 @@
 pub mod fake_anthropic;
 pub mod fake_oauth;
 pub mod harness;
+pub mod serve;
 pub mod sse;

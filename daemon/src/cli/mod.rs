@@ -117,8 +117,9 @@ Secrets referenced as ${VAR} in the config can go in $NEUROLINK_HOME/.env (read 
     },
 }
 
-#[derive(Args, Debug)]
-pub struct StartArgs {
+/// Where and how the proxy listens: shared by `start`, `install` and `setup`.
+#[derive(Args, Debug, Clone)]
+pub struct ListenArgs {
     /// Port to listen on [default: server.port, else 55669]
     #[arg(short, long)]
     pub port: Option<u16>,
@@ -132,6 +133,12 @@ pub struct StartArgs {
     /// Config file [default: $NEUROLINK_HOME/proxy-config.yaml]
     #[arg(short, long)]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// Only print warnings and errors
     #[arg(short, long, conflicts_with = "debug")]
     pub quiet: bool,
@@ -149,17 +156,8 @@ pub struct StartArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct InstallArgs {
-    /// Port the service listens on [default: server.port, else 55669]
-    #[arg(short, long)]
-    pub port: Option<u16>,
-    /// Address the service listens on [default: 127.0.0.1]
-    #[arg(short = 'H', long)]
-    pub host: Option<String>,
-    #[arg(short, long, value_enum)]
-    pub strategy: Option<StrategyArg>,
-    /// Config file for the service [default: $NEUROLINK_HOME/proxy-config.yaml]
-    #[arg(short, long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// Print the unit/plist and the commands instead of running them
     #[arg(long)]
     pub dry_run: bool,
@@ -231,6 +229,7 @@ pub fn main() -> ExitCode {
 fn service_spec(args: &InstallArgs) -> anyhow::Result<crate::service::ServiceSpec> {
     let exe = std::env::current_exe()?.canonicalize()?;
     let mut argv: Vec<String> = vec!["proxy".into(), "start".into()];
+    let args = &args.listen;
     if let Some(p) = args.port {
         argv.extend(["--port".into(), p.to_string()]);
     }
@@ -298,12 +297,8 @@ fn install(args: &InstallArgs) -> ExitCode {
     }
 }
 
-fn uninstall(dry_run: bool) -> ExitCode {
-    let home = match home_or_fail() {
-        Ok(h) => h,
-        Err(code) => return code,
-    };
-    match crate::service::uninstall(crate::service::Manager::current(), &home, dry_run) {
+fn print_report(result: Result<String, String>) -> ExitCode {
+    match result {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS
@@ -315,9 +310,21 @@ fn uninstall(dry_run: bool) -> ExitCode {
     }
 }
 
+fn uninstall(dry_run: bool) -> ExitCode {
+    let home = match home_or_fail() {
+        Ok(h) => h,
+        Err(code) => return code,
+    };
+    print_report(crate::service::uninstall(
+        crate::service::Manager::current(),
+        &home,
+        dry_run,
+    ))
+}
+
 fn setup(args: &InstallArgs, no_service: bool, method: auth::LoginMethod) -> ExitCode {
     let paths = Paths::from_env();
-    let has_account = config::load(args.config.as_deref(), &paths, &EnvSource::Process)
+    let has_account = config::load(args.listen.config.as_deref(), &paths, &EnvSource::Process)
         .map(|l| {
             let found = crate::accounts::discover(
                 &l.config,
@@ -344,10 +351,7 @@ fn setup(args: &InstallArgs, no_service: bool, method: auth::LoginMethod) -> Exi
     }
     if no_service {
         return proxy_start(StartArgs {
-            port: args.port,
-            host: args.host.clone(),
-            strategy: args.strategy,
-            config: args.config.clone(),
+            listen: args.listen.clone(),
             quiet: false,
             debug: false,
             no_settings: false,
@@ -387,10 +391,10 @@ fn proxy_start(args: StartArgs) -> ExitCode {
         }
     };
     let opts = StartOptions {
-        config: args.config,
-        host: args.host,
-        port: args.port,
-        strategy: args.strategy.map(Into::into),
+        config: args.listen.config,
+        host: args.listen.host,
+        port: args.listen.port,
+        strategy: args.listen.strategy.map(Into::into),
         debug: args.debug,
         settings: !args.no_settings,
     };
