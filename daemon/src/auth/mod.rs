@@ -123,6 +123,11 @@ impl OAuthCell {
         self.expires_at_ms() <= i64::try_from(now).unwrap_or(i64::MAX)
     }
 
+    /// New tokens that are only in memory (their write failed; see `refresh`).
+    pub fn has_unsaved_tokens(&self) -> bool {
+        self.unsaved.load(Ordering::SeqCst)
+    }
+
     pub fn consecutive_failures(&self) -> u32 {
         self.failures.load(Ordering::SeqCst)
     }

@@ -214,6 +214,13 @@ async fn attempt(
     let Credential::OAuth(cell) = &spec.credential else {
         return send_once(app, id, spec, req, draft).await;
     };
+    if cell.has_unsaved_tokens() {
+        // Rotated tokens that could not be written yet: try again, off the request path.
+        let (app, cell) = (app.clone(), cell.clone());
+        tokio::spawn(async move {
+            app.refresher.retry_unsaved(&cell).await;
+        });
+    }
     if cell.needs_refresh(app.now_ms()) {
         if let Err(e) = app.refresher.refresh(cell, false).await {
             refresh_failed(app, id, cell).await;

@@ -285,3 +285,54 @@ async fn legacy_credentials_are_refreshed_in_place() {
     assert_eq!(v["subscriptionTier"], "max", "other fields kept");
     assert!(v["updatedAt"].as_i64().unwrap() > 1);
 }
+
+/// `chattr +i` makes a file immutable even for root, so its replacement by rename fails: the
+/// closest a test gets to a full or read-only disk. Returns false where the filesystem lacks it.
+fn set_immutable(path: &std::path::Path, on: bool) -> bool {
+    std::process::Command::new("chattr")
+        .arg(if on { "+i" } else { "-i" })
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_that_cannot_be_saved_is_kept_in_memory_and_saved_later() {
+    let s = setup(now_ms() + 10 * 60_000, false).await;
+    let d = Daemon::start(&s.home, &[], &[]).unwrap();
+    let path = s.home.neurolink_home().join("tokens.json");
+    if !set_immutable(&path, true) {
+        eprintln!("chattr is not available here; the write-failure path is not exercised");
+        return;
+    }
+    // The refresh spends rt-0 and gets rt-1, which cannot reach the disk now.
+    let r = send(&d).await;
+    set_immutable(&path, false);
+    assert_eq!(r.status(), 200, "served from memory");
+    assert_eq!(s.fake.count("at-1"), 1);
+    assert_eq!(s.oauth.refreshes(), 1);
+    assert_eq!(
+        stored(&s.home)["providers"]["anthropic:alice"]["tokens"]["refreshToken"],
+        "rt-0",
+        "the write failed"
+    );
+    // The next request retries the write; nothing is refreshed again.
+    assert_eq!(send(&d).await.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while stored(&s.home)["providers"]["anthropic:alice"]["tokens"]["refreshToken"] != "rt-1"
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        stored(&s.home)["providers"]["anthropic:alice"]["tokens"]["refreshToken"],
+        "rt-1",
+        "saved once possible"
+    );
+    assert_eq!(s.oauth.refreshes(), 1);
+    assert_eq!(
+        s.oauth.reuses(),
+        0,
+        "the spent token was never presented again"
+    );
+}
