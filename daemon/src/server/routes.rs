@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use http::{Method, StatusCode};
 
 use super::{errors, status, App, MAX_REQUEST_BODY};
+use crate::passthrough::record::Draft;
 use crate::passthrough::{self, headers, Inbound, Route};
 
 pub fn router(app: Arc<App>) -> Router {
@@ -38,8 +39,13 @@ async fn models(State(app): State<Arc<App>>, req: Request) -> Response {
 }
 
 async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
+    // Requests refused here get a log line too (who knocked with the wrong key, what was too big).
+    let refused = |response: Response, class: &str, method: &Method, path: &str| {
+        Draft::new(&app, method.as_str(), path, None).finish(&app, response, None, Some(class))
+    };
+    let path = req.uri().path().to_string();
     if let Some(denied) = check_client_key(&app, req.headers()) {
-        return denied;
+        return refused(denied, "proxy_auth", req.method(), &path);
     }
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
@@ -47,29 +53,38 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
         Err(e) => {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if too_large {
-                errors::anthropic(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request_too_large",
-                    &format!(
-                        "request body is larger than {} MB",
-                        MAX_REQUEST_BODY / (1024 * 1024)
+            let (response, class) = if too_large {
+                (
+                    errors::anthropic(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request_too_large",
+                        &format!(
+                            "request body is larger than {} MB",
+                            MAX_REQUEST_BODY / (1024 * 1024)
+                        ),
                     ),
+                    "request_too_large",
                 )
             } else {
-                errors::anthropic(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    &format!("could not read the request body: {e}"),
+                (
+                    errors::anthropic(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        &format!("could not read the request body: {e}"),
+                    ),
+                    "unreadable_body",
                 )
             };
+            return refused(response, class, &parts.method, &path);
         }
     };
     let model = if parts.method == Method::POST {
         match passthrough::peek::model(&body) {
             Ok(m) => m,
             Err(msg) => {
-                return errors::anthropic(StatusCode::BAD_REQUEST, "invalid_request_error", &msg)
+                let response =
+                    errors::anthropic(StatusCode::BAD_REQUEST, "invalid_request_error", &msg);
+                return refused(response, "invalid_json", &parts.method, &path);
             }
         }
     } else {

@@ -147,8 +147,10 @@ async fn debug_logs_never_contain_a_secret() {
         fake.count(OAUTH) > 0 && fake.count(KEY) > 0,
         "both accounts served"
     );
-    let lines = log_lines(&home, "proxy-", 4);
-    assert!(lines.len() >= 4);
+    let lines = log_lines(&home, "proxy-", 5);
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    let refused = lines.iter().find(|l| l["errorClass"] == "proxy_auth").expect("the refused request is logged");
+    assert_eq!(refused["status"], 401);
     // Wait for the debug file too, then scan everything under logs/.
     let dir = home.neurolink_home().join("logs");
     let deadline = Instant::now() + Duration::from_secs(10);
