@@ -111,7 +111,8 @@ fn find(app: &App, label: &str) -> Result<AccountId, RpcError> {
 }
 
 fn view(app: &App, id: AccountId) -> Value {
-    status::account_view(&app.pool(), id, app.now_ms())
+    let view = status::account_view(&app.pool(), id, app.now_ms());
+    serde_json::to_value(view).unwrap_or(Value::Null)
 }
 
 async fn refresh(app: &Arc<App>, label: String) -> Result<Value, RpcError> {

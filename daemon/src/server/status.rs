@@ -4,6 +4,8 @@ use serde_json::{json, Value};
 
 use super::App;
 use crate::clock::rfc3339;
+use neurolink_shared::ipc::{AccountView, CountersView, QuotaView};
+
 use crate::clock::Millis;
 use crate::pool::{AccountId, Counters, Credential, Pool, State};
 
@@ -28,51 +30,61 @@ pub fn health(app: &App) -> Value {
 }
 
 /// One account as `/status`, `accounts.list` and the dashboard show it.
-pub fn account_view(pool: &Pool, id: AccountId, now: Millis) -> Value {
-    let Some(a) = pool.account(id) else {
-        return Value::Null;
+pub fn account_view(pool: &Pool, id: AccountId, now: Millis) -> Option<AccountView> {
+    let a = pool.account(id)?;
+    let state = pool.state(id, now);
+    let until = match state {
+        State::Cooling { until } => Some(until),
+        State::Active | State::Disabled => None,
     };
-    let (state, until) = match pool.state(id, now) {
-        State::Active => ("active", None),
-        State::Cooling { until } => ("cooling", Some(until)),
-        State::Disabled => ("disabled", None),
-    };
-    json!({
-        "label": a.spec.label,
-        "kind": a.spec.credential.kind(),
-        "source": a.spec.source,
-        "weight": a.spec.weight,
-        "state": state,
-        "cooldownUntil": until.map(rfc3339),
-        "cooldownRemainingSecs": until.map(|u| (u - now).div_ceil(1000)),
-        "backoffLevel": a.health.backoff_level,
-        "quota": a.health.quota.as_ref().map(|q| json!({
-            "fiveHour": q.session_used,
-            "fiveHourStatus": q.session_status,
-            "fiveHourResetAt": q.session_reset_at,
-            "sevenDay": q.weekly_used,
-            "sevenDayStatus": q.weekly_status,
-            "sevenDayResetAt": q.weekly_reset_at,
-            "overageStatus": q.overage_status,
-            "updatedAt": u64::try_from(q.last_updated).ok().map(rfc3339),
-        })),
-        "tokenExpiresAt": match &a.spec.credential {
+    let c = &a.counters;
+    Some(AccountView {
+        label: a.spec.label.clone(),
+        kind: a.spec.credential.kind().into(),
+        source: serde_json::to_value(a.spec.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        weight: a.spec.weight,
+        state: state.name().into(),
+        cooldown_until: until.map(rfc3339),
+        cooldown_remaining_secs: until.map(|u| (u - now).div_ceil(1000)),
+        backoff_level: a.health.backoff_level,
+        quota: a.health.quota.as_ref().map(|q| QuotaView {
+            five_hour: q.session_used,
+            five_hour_status: q.session_status.clone(),
+            five_hour_reset_at: q.session_reset_at,
+            seven_day: q.weekly_used,
+            seven_day_status: q.weekly_status.clone(),
+            seven_day_reset_at: q.weekly_reset_at,
+            overage_status: q.overage_status.clone(),
+            updated_at: u64::try_from(q.last_updated).ok().map(rfc3339),
+        }),
+        token_expires_at: match &a.spec.credential {
             Credential::OAuth(cell) => u64::try_from(cell.expires_at_ms()).ok().map(rfc3339),
             Credential::ApiKey(_) => None,
         },
-        "disabledReason": pool.disabled_reason(id),
-        "lastError": a.health.last_error,
-        "excludedModels": a.spec.excluded_models,
-        "counters": a.counters,
+        disabled_reason: pool.disabled_reason(id).map(str::to_string),
+        last_error: a.health.last_error.clone(),
+        excluded_models: a.spec.excluded_models.clone(),
+        counters: CountersView {
+            requests: c.requests,
+            successes: c.successes,
+            errors: c.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            input_tokens: c.input_tokens,
+            output_tokens: c.output_tokens,
+            cache_creation_input_tokens: c.cache_creation_input_tokens,
+            cache_read_input_tokens: c.cache_read_input_tokens,
+        },
     })
 }
 
 /// Every account's view.
-pub fn accounts(app: &App) -> Vec<Value> {
+pub fn accounts(app: &App) -> Vec<AccountView> {
     let now = app.now_ms();
     let pool = app.pool();
     (0..pool.accounts().len())
-        .map(|id| account_view(&pool, id, now))
+        .filter_map(|id| account_view(&pool, id, now))
         .collect()
 }
 
@@ -110,6 +122,6 @@ pub fn summary(app: &App) -> Value {
 /// `/status`: the summary plus every account.
 pub fn status(app: &App) -> Value {
     let mut v = summary(app);
-    v["accounts"] = Value::Array(accounts(app));
+    v["accounts"] = serde_json::to_value(accounts(app)).unwrap_or(Value::Null);
     v
 }

@@ -193,3 +193,57 @@ pub struct RequestRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<String>,
 }
+
+/// One account as `/status`, `accounts.list` and the dashboard show it. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountView {
+    pub label: String,
+    /// `api_key` or `oauth`.
+    pub kind: String,
+    /// `token-store`, `legacy-credentials`, `environment` or `config`.
+    pub source: String,
+    pub weight: u32,
+    /// `active`, `cooling` or `disabled`.
+    pub state: String,
+    /// RFC 3339, while cooling.
+    pub cooldown_until: Option<String>,
+    pub cooldown_remaining_secs: Option<u64>,
+    pub backoff_level: u32,
+    pub quota: Option<QuotaView>,
+    /// RFC 3339, for OAuth accounts.
+    pub token_expires_at: Option<String>,
+    pub disabled_reason: Option<String>,
+    pub last_error: Option<String>,
+    pub excluded_models: Vec<String>,
+    pub counters: CountersView,
+}
+
+/// The unified 5h/7d windows last seen for an account (utilisation 0.0-1.0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaView {
+    pub five_hour: f64,
+    pub five_hour_status: String,
+    /// Epoch seconds.
+    pub five_hour_reset_at: i64,
+    pub seven_day: f64,
+    pub seven_day_status: String,
+    pub seven_day_reset_at: i64,
+    pub overage_status: String,
+    /// RFC 3339.
+    pub updated_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CountersView {
+    pub requests: u64,
+    pub successes: u64,
+    /// Failed attempts by class (`rate_limit`, `auth`, `server_error`, `network`...).
+    pub errors: std::collections::BTreeMap<String, u64>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+}

@@ -149,7 +149,10 @@ async fn debug_logs_never_contain_a_secret() {
     );
     let lines = log_lines(&home, "proxy-", 5);
     assert_eq!(lines.len(), 5, "{lines:?}");
-    let refused = lines.iter().find(|l| l["errorClass"] == "proxy_auth").expect("the refused request is logged");
+    let refused = lines
+        .iter()
+        .find(|l| l["errorClass"] == "proxy_auth")
+        .expect("the refused request is logged");
     assert_eq!(refused["status"], 401);
     // Wait for the debug file too, then scan everything under logs/.
     let dir = home.neurolink_home().join("logs");
