@@ -131,7 +131,10 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
     let usable = (0..account_count)
         .filter(|&id| app.pool().state(id, app.now_ms()) != crate::pool::State::Disabled)
         .count();
-    tokio::spawn(keep_tokens_fresh(app.clone()));
+    tokio::spawn(keep_tokens_fresh(
+        app.clone(),
+        Duration::from_secs(cfg.server.token_check_secs.0.max(1)),
+    ));
     tokio::spawn(crate::store_watch::watch(app.clone()));
     tokio::spawn(flush_quotas_every(app.clone()));
     let _config_watcher = match crate::config_watch::watch(app.clone(), watched_config.clone()) {
@@ -285,13 +288,10 @@ async fn refresh_expired_at_start(app: &Arc<App>) {
     }
 }
 
-/// How often idle accounts are checked for tokens nearing expiry and unsaved tokens.
-pub const TOKEN_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
-
 /// Refresh tokens nearing expiry while idle, including accounts that are cooling (a token must
 /// not expire while its account waits out a quota window), and retry unsaved token writes.
-async fn keep_tokens_fresh(app: Arc<App>) {
-    let mut tick = tokio::time::interval(TOKEN_MAINTENANCE_INTERVAL);
+async fn keep_tokens_fresh(app: Arc<App>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {

@@ -86,13 +86,16 @@ pub async fn reload(app: &Arc<App>) {
                 continue;
             };
             let (disk, mem) = (new.tokens(), cell.tokens());
-            if disk.access.expose() != mem.access.expose()
+            let new_tokens = disk.access.expose() != mem.access.expose()
                 || disk.refresh.as_ref().map(|r| r.expose())
-                    != mem.refresh.as_ref().map(|r| r.expose())
-            {
+                    != mem.refresh.as_ref().map(|r| r.expose());
+            if new_tokens {
                 cell.set(disk);
                 cell.failures.store(0, std::sync::atomic::Ordering::SeqCst);
                 relogged.insert(spec.label.clone());
+            } else if disk.expires_at_ms != mem.expires_at_ms {
+                // Same tokens, corrected expiry: the store is the shared truth.
+                cell.set(disk);
             }
         }
     }

@@ -18,6 +18,8 @@ pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 /// A non-streaming request with a large `max_tokens` can take minutes before its headers; the
 /// SDKs Claude Code uses time out at 600 s, so we wait as long as they do.
 pub const DEFAULT_HEADERS_TIMEOUT_SECS: u64 = 600;
+/// Idle accounts' tokens are looked at once a minute: far more often than the one-hour margin needs.
+pub const DEFAULT_TOKEN_CHECK_SECS: u64 = 60;
 /// Anthropic pings idle streams; five minutes without a byte means the stream is dead.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
 
@@ -273,6 +275,9 @@ pub struct ServerConfig {
     pub headers_timeout_secs: Num<u64>,
     #[serde(default = "idle_timeout")]
     pub idle_timeout_secs: Num<u64>,
+    /// How often idle OAuth accounts are checked for tokens expiring within the hour.
+    #[serde(default = "token_check")]
+    pub token_check_secs: Num<u64>,
 }
 
 impl Default for ServerConfig {
@@ -284,6 +289,7 @@ impl Default for ServerConfig {
             connect_timeout_secs: connect_timeout(),
             headers_timeout_secs: headers_timeout(),
             idle_timeout_secs: idle_timeout(),
+            token_check_secs: token_check(),
         }
     }
 }
@@ -299,6 +305,9 @@ fn connect_timeout() -> Num<u64> {
 }
 fn headers_timeout() -> Num<u64> {
     Num(DEFAULT_HEADERS_TIMEOUT_SECS)
+}
+fn token_check() -> Num<u64> {
+    Num(DEFAULT_TOKEN_CHECK_SECS)
 }
 fn idle_timeout() -> Num<u64> {
     Num(DEFAULT_IDLE_TIMEOUT_SECS)

@@ -336,3 +336,58 @@ async fn a_rotated_token_that_cannot_be_saved_is_kept_in_memory_and_saved_later(
         "the spent token was never presented again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_cooling_accounts_are_refreshed_in_the_background() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let oauth = FakeOAuth::start().await.unwrap();
+    oauth.register("rt-0");
+    let home = TestHome::new().unwrap();
+    // Valid for 2 hours: no refresh at start or before the request below.
+    home.write(
+        "tokens.json",
+        &token_store_with(&[("alice", "at-0", "rt-0", now_ms() + 2 * HOUR_MS)]),
+    )
+    .unwrap();
+    home.write_config(&format!(
+        "server: {{tokenCheckSecs: 1}}\nproviders:\n  anthropic: {{baseUrl: \"{}\"}}\n  anthropic-oauth: {{tokenUrl: \"{}\"}}\n",
+        fake.url(),
+        oauth.token_url()
+    ))
+    .unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    // The account goes cooling (a quota window), then nothing is sent to it.
+    fake.script(
+        "at-0",
+        1,
+        Behavior::error(429, "rate_limit_error", "window").with_header("retry-after", "600"),
+    );
+    assert_eq!(send(&d).await.status(), 429);
+    assert_eq!(d.account("alice").await.unwrap()["state"], "cooling");
+    // Time passes: its token is now within the hour (the store says so; the daemon picks up the
+    // corrected expiry), and the background check, every second here, refreshes it.
+    home.write(
+        "tokens.json",
+        &token_store_with(&[("alice", "at-0", "rt-0", now_ms() + 30 * 60_000)]),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while oauth.refreshes() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        oauth.refreshes(),
+        1,
+        "refreshed while cooling, without a request"
+    );
+    assert_eq!(oauth.reuses(), 0);
+    assert_eq!(
+        stored(&home)["providers"]["anthropic:alice"]["tokens"]["refreshToken"],
+        "rt-1"
+    );
+    assert_eq!(
+        d.account("alice").await.unwrap()["state"],
+        "cooling",
+        "still waiting out its window"
+    );
+}
