@@ -115,6 +115,25 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// A JSON error in `path`, with serde's own " at line N column M" left to the position fields.
+    fn parse(path: &Path, e: &serde_json::Error, obfuscated: bool) -> Self {
+        let message = e.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        StoreError::Parse {
+            path: path.into(),
+            line: e.line(),
+            column: e.column(),
+            message,
+            obfuscated,
+        }
+    }
+}
+
 /// The 64 ASCII bytes of the XOR key for `home` (NeuroLink's `deriveEncryptionKey`).
 pub fn obfuscation_key(home: &str) -> [u8; 64] {
     let digest = Sha256::digest(format!("{home}-neurolink-token-store").as_bytes());
@@ -185,18 +204,7 @@ fn parse_content(
         path: path.into(),
         reason,
     })?;
-    let file = serde_json::from_str(&text).map_err(|e| StoreError::Parse {
-        path: path.into(),
-        line: e.line(),
-        column: e.column(),
-        message: e
-            .to_string()
-            .split(" at line ")
-            .next()
-            .unwrap_or_default()
-            .to_string(),
-        obfuscated,
-    })?;
+    let file = serde_json::from_str(&text).map_err(|e| StoreError::parse(path, &e, obfuscated))?;
     Ok((file, obfuscated))
 }
 
@@ -292,18 +300,7 @@ pub fn read_legacy(path: &Path) -> Result<Option<LegacyCredentials>, StoreError>
     };
     serde_json::from_str(&content)
         .map(Some)
-        .map_err(|e| StoreError::Parse {
-            path: path.into(),
-            line: e.line(),
-            column: e.column(),
-            message: e
-                .to_string()
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-            obfuscated: false,
-        })
+        .map_err(|e| StoreError::parse(path, &e, false))
 }
 
 #[cfg(test)]

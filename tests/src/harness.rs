@@ -297,6 +297,27 @@ pub fn message_body(stream: bool) -> serde_json::Value {
     })
 }
 
+/// Start `n` concurrent non-streamed `POST /v1/messages` to `base_url`; each task yields the status.
+pub fn spawn_messages(
+    client: &reqwest::Client,
+    base_url: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::StatusCode>>> {
+    (0..n)
+        .map(|_| {
+            let (client, url) = (client.clone(), format!("{base_url}/v1/messages"));
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .json(&message_body(false))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            })
+        })
+        .collect()
+}
+
 /// A plain HTTP client for tests (no proxy from the environment).
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()

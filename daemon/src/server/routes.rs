@@ -43,9 +43,8 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
     let refused = |response: Response, class: &str, method: &Method, path: &str| {
         Draft::new(&app, method.as_str(), path, None).finish(&app, response, None, Some(class))
     };
-    let path = req.uri().path().to_string();
     if let Some(denied) = check_client_key(&app, req.headers()) {
-        return refused(denied, "proxy_auth", req.method(), &path);
+        return refused(denied, "proxy_auth", req.method(), req.uri().path());
     }
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
@@ -75,7 +74,7 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
                     "unreadable_body",
                 )
             };
-            return refused(response, class, &parts.method, &path);
+            return refused(response, class, &parts.method, parts.uri.path());
         }
     };
     let model = if parts.method == Method::POST {
@@ -84,7 +83,7 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
             Err(msg) => {
                 let response =
                     errors::anthropic(StatusCode::BAD_REQUEST, "invalid_request_error", &msg);
-                return refused(response, "invalid_json", &parts.method, &path);
+                return refused(response, "invalid_json", &parts.method, parts.uri.path());
             }
         }
     } else {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use neurolink_tests::fake_anthropic::FakeAnthropic;
 use neurolink_tests::fake_oauth::FakeOAuth;
 use neurolink_tests::harness::{
-    command, http, message_body, now_ms, token_store_with, Daemon, TestHome,
+    command, http, now_ms, spawn_messages, token_store_with, Daemon, TestHome,
 };
 
 const HOUR_MS: i64 = 3_600_000;
@@ -37,19 +37,7 @@ async fn cli_refresh_next_to_a_refreshing_daemon_uses_each_token_once() {
     home.write_config(&config(&fake, &oauth)).unwrap();
     let d = Daemon::start(&home, &[], &[]).unwrap();
 
-    let requests: Vec<_> = (0..20)
-        .map(|_| {
-            let url = format!("{}/v1/messages", d.url);
-            tokio::spawn(async move {
-                http()
-                    .post(url)
-                    .json(&message_body(false))
-                    .send()
-                    .await
-                    .map(|r| r.status())
-            })
-        })
-        .collect();
+    let requests: Vec<_> = spawn_messages(&http(), &d.url, 20);
     let cli_home_out = tokio::task::spawn_blocking({
         let mut c = command(&home);
         c.args(["auth", "refresh", "anthropic"]);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use neurolink_shared::ipc::{codes, ClientError, Event, IpcClient};
 use neurolink_tests::fake_anthropic::FakeAnthropic;
 use neurolink_tests::fake_oauth::FakeOAuth;
-use neurolink_tests::harness::{http, message_body, now_ms, token_store_with, Daemon, TestHome};
+use neurolink_tests::harness::{http, now_ms, spawn_messages, token_store_with, Daemon, TestHome};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -365,19 +365,7 @@ async fn a_subscriber_that_stops_reading_is_dropped_with_a_lagged_notice_and_nev
     let started = std::time::Instant::now();
     let client = http();
     for chunk in 0..30 {
-        let tasks: Vec<_> = (0..100)
-            .map(|_| {
-                let (client, url) = (client.clone(), format!("{}/v1/messages", s.d.url));
-                tokio::spawn(async move {
-                    client
-                        .post(url)
-                        .json(&message_body(false))
-                        .send()
-                        .await
-                        .map(|r| r.status())
-                })
-            })
-            .collect();
+        let tasks = spawn_messages(&client, &s.d.url, 100);
         for t in tasks {
             assert_eq!(t.await.unwrap().unwrap(), 200, "chunk {chunk}");
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use neurolink_shared::token_store;
 use neurolink_tests::fake_anthropic::{Behavior, FakeAnthropic};
 use neurolink_tests::fake_oauth::FakeOAuth;
-use neurolink_tests::harness::{http, message_body, now_ms, token_store_with, Daemon, TestHome};
+use neurolink_tests::harness::{http, now_ms, spawn_messages, token_store_with, Daemon, TestHome};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -56,19 +56,7 @@ async fn fifty_concurrent_requests_on_an_expiring_token_refresh_once() {
     let s = setup(now_ms() + 10 * 60_000, false).await;
     s.oauth.set_delay(Duration::from_millis(200));
     let d = Daemon::start(&s.home, &[], &[]).unwrap();
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let url = format!("{}/v1/messages", d.url);
-            tokio::spawn(async move {
-                http()
-                    .post(url)
-                    .json(&message_body(false))
-                    .send()
-                    .await
-                    .map(|r| r.status())
-            })
-        })
-        .collect();
+    let tasks: Vec<_> = spawn_messages(&http(), &d.url, 50);
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), 200);
     }
