@@ -17,6 +17,7 @@ use crate::auth::OAuthCell;
 use crate::clock::{Clock, SystemClock};
 use crate::pool::Pool;
 use crate::pool::{AccountId, Credential};
+use crate::server::runtime::{Overrides, Runtime};
 use crate::server::{self, App, Settings};
 
 /// What `proxy start` was asked for; `None` means "from the config file, else the default".
@@ -41,11 +42,13 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     let cfg = loaded.config;
-    let host = opts.host.unwrap_or_else(|| cfg.server.host.value.clone());
-    let port = opts.port.unwrap_or(cfg.server.port.0);
-    let strategy = opts.strategy.or(cfg.routing.strategy).unwrap_or_default();
-    let auth_key = cfg.server.auth_key().cloned();
-    if !is_loopback(&host) && auth_key.is_none() {
+    let overrides = Overrides {
+        host: opts.host.clone(),
+        port: opts.port,
+        strategy: opts.strategy,
+    };
+    let (host, port) = overrides.listen(&cfg);
+    if !is_loopback(&host) && cfg.server.auth_key().is_none() {
         bail!(
             "refusing to listen on {host} without an auth key: anyone who can reach it could use your accounts. \
              Set server.authKey in the config (e.g. authKey: \"${{NEUROLINK_PROXY_KEY}}\"), or listen on 127.0.0.1"
@@ -67,12 +70,9 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         tracing::warn!(account = %s.label, "not used: {}", s.disabled.as_deref().unwrap_or_default());
     }
 
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(cfg.server.connect_timeout_secs.0))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .build()
-        .context("building the HTTP client")?;
+    let runtime =
+        Runtime::new(cfg.clone(), &overrides, None).context("building the HTTP client")?;
+    let strategy = runtime.strategy;
 
     let signals = shutdown_signal();
     crate::lifecycle::claim(&paths).await?;
@@ -83,24 +83,19 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         })?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let settings = Settings {
-        base_url: cfg.providers.anthropic.base_url.value.clone(),
-        auth_key,
-        headers_timeout: Duration::from_secs(cfg.server.headers_timeout_secs.0),
-        idle_timeout: Duration::from_secs(cfg.server.idle_timeout_secs.0.max(1)),
+        listen: (host.clone(), port),
         host: host.clone(),
         port: addr.port(),
-        strategy,
         started_at_ms: clock.now_ms(),
-        config: Arc::new(cfg.clone()),
         config_path: opts.config.clone(),
-        strategy_from_cli: opts.strategy.is_some(),
+        overrides,
         paths: paths.clone(),
         env_api_key: std::env::var("ANTHROPIC_API_KEY")
             .ok()
             .map(neurolink_shared::Secret::new),
     };
     let refresher = Refresher::new(
-        client.clone(),
+        runtime.client.clone(),
         Endpoint::from_config(&cfg.providers.anthropic_oauth),
         Store::for_paths(&paths),
         paths.legacy_credentials(),
@@ -126,15 +121,12 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         .unwrap_or_else(|| paths.home.join("proxy-config.yaml"));
     let logs = crate::logs::start(paths.logs(), opts.debug);
     tokio::spawn(clean_logs_every(paths.logs()));
-    let app = Arc::new(App::new(pool, clock, client, refresher, settings, logs));
+    let app = Arc::new(App::new(pool, clock, runtime, refresher, settings, logs));
     refresh_expired_at_start(&app).await;
     let usable = (0..account_count)
         .filter(|&id| app.pool().state(id, app.now_ms()) != crate::pool::State::Disabled)
         .count();
-    tokio::spawn(keep_tokens_fresh(
-        app.clone(),
-        Duration::from_secs(cfg.server.token_check_secs.0.max(1)),
-    ));
+    tokio::spawn(keep_tokens_fresh(app.clone()));
     tokio::spawn(crate::store_watch::watch(app.clone()));
     tokio::spawn(flush_quotas_every(app.clone()));
     let _config_watcher = match crate::config_watch::watch(app.clone(), watched_config.clone()) {
@@ -290,12 +282,10 @@ async fn refresh_expired_at_start(app: &Arc<App>) {
 
 /// Refresh tokens nearing expiry while idle, including accounts that are cooling (a token must
 /// not expire while its account waits out a quota window), and retry unsaved token writes.
-async fn keep_tokens_fresh(app: Arc<App>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
+async fn keep_tokens_fresh(app: Arc<App>) {
     loop {
-        tick.tick().await;
+        // Read each round: a reload may change `server.tokenCheckSecs`.
+        tokio::time::sleep(app.runtime().token_check).await;
         for (id, cell) in oauth_accounts(&app) {
             if app.pool().disabled_reason(id).is_some() {
                 continue;
@@ -385,7 +375,7 @@ async fn flush_quotas(app: &Arc<App>) {
     }
 }
 
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 

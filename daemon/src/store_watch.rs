@@ -100,8 +100,10 @@ pub async fn reload(app: &Arc<App>) {
         }
     }
     let enabled = found.enabled_by_user;
-    let (added, removed) = app.pool().reconcile(found.specs, &|label| {
-        enabled.contains(label) || relogged.contains(label)
+    let (added, removed) = app.change_accounts(|pool| {
+        pool.reconcile(found.specs, &|label| {
+            enabled.contains(label) || relogged.contains(label)
+        })
     });
     for label in added {
         tracing::info!(account = %label, "account added");

@@ -74,6 +74,24 @@ def main() -> int:
         "tool_input": tool_use[0].input if tool_use else None,
     }
 
+    # The upstream breaks inside the fourth event: the SDK must raise an API error (the proxy's
+    # `error` event after whole events), not end quietly with partial text.
+    received = []
+    try:
+        with client.messages.stream(
+            model="claude-sonnet-4-5",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "say hi"}],
+            extra_headers={"x-fake-cut-inside": "4"},
+        ) as stream:
+            for text in stream.text_stream:
+                received.append(text)
+        out["cut"] = {"raised": None, "deltas": received}
+    except anthropic.APIStatusError as e:
+        out["cut"] = {"raised": type(e).__name__, "message": str(e), "deltas": received}
+    except Exception as e:  # noqa: BLE001 - what else the SDK raises is the finding
+        out["cut"] = {"raised": "other:" + type(e).__name__, "message": str(e), "deltas": received}
+
     json.dump(out, sys.stdout)
     return 0
 

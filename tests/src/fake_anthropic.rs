@@ -8,7 +8,8 @@
 //! every request, and counts answers whose client went away (cancels).
 //!
 //! Request headers shape normal streams, so a client can ask through the proxy:
-//! `x-fake-events: N` text deltas, `x-fake-hold-ms: N` wait before the last event.
+//! `x-fake-events: N` text deltas, `x-fake-hold-ms: N` wait before the last event,
+//! `x-fake-cut-inside: K` K whole events, then half of the next, then the connection breaks.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -46,6 +47,9 @@ pub enum Behavior {
     Hang,
     /// A normal stream cut (connection aborted) after this many events.
     DropAfter(usize),
+    /// A normal stream cut inside an event: this many whole events, then the first half of the
+    /// next one, then the connection is aborted.
+    CutInside(usize),
     /// A normal stream with this pause before every event.
     Slow(Duration),
     /// Exactly these headers and bytes.
@@ -411,18 +415,47 @@ fn normal(
         }
     };
     let (cut_after, delay) = match behavior {
-        Behavior::DropAfter(k) => (Some(k), None),
+        Behavior::DropAfter(k) => (
+            Some(Cut {
+                after: k,
+                half: false,
+            }),
+            None,
+        ),
+        Behavior::CutInside(k) => (
+            Some(Cut {
+                after: k,
+                half: true,
+            }),
+            None,
+        ),
         Behavior::Slow(d) => (None, Some(d)),
-        _ => (None, None),
+        _ => match header_num(headers, "x-fake-cut-inside") {
+            Some(k) => (
+                Some(Cut {
+                    after: k as usize,
+                    half: true,
+                }),
+                None,
+            ),
+            None => (None, None),
+        },
     };
     stream_response(shared.clone(), common, events, cut_after, delay, hold)
+}
+
+/// Where a scripted stream breaks: after `after` events, and with `half`, after half of the next.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    after: usize,
+    half: bool,
 }
 
 fn stream_response(
     shared: Arc<Shared>,
     headers: Vec<(String, String)>,
     events: Vec<String>,
-    cut_after: Option<usize>,
+    cut_after: Option<Cut>,
     delay: Option<Duration>,
     hold: Option<Duration>,
 ) -> Response<Body> {
@@ -444,7 +477,11 @@ fn stream_response(
         };
         let last = events.len().saturating_sub(1);
         for (i, e) in events.into_iter().enumerate() {
-            if cut_after == Some(i) {
+            if let Some(cut) = cut_after.filter(|c| c.after == i) {
+                if cut.half {
+                    let half = Bytes::copy_from_slice(&e.as_bytes()[..e.len() / 2]);
+                    let _ = tx.send(Ok(Frame::data(half))).await;
+                }
                 // Let the events already sent reach the client, as a real mid-stream failure would.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let _ = tx.send(Err(std::io::Error::other("scripted drop"))).await;

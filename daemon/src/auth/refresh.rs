@@ -34,7 +34,8 @@ pub enum Refreshed {
 
 pub struct Refresher {
     client: reqwest::Client,
-    endpoint: Endpoint,
+    /// Replaced by a config reload (`providers.anthropic-oauth`).
+    endpoint: std::sync::RwLock<Endpoint>,
     store: Store,
     legacy: PathBuf,
     clock: Arc<dyn Clock>,
@@ -60,11 +61,24 @@ impl Refresher {
     ) -> Self {
         Self {
             client,
-            endpoint,
+            endpoint: std::sync::RwLock::new(endpoint),
             store,
             legacy,
             clock,
         }
+    }
+
+    /// The token endpoint in force.
+    fn endpoint(&self) -> Endpoint {
+        self.endpoint
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Use `endpoint` for the next refreshes (a config reload).
+    pub fn set_endpoint(&self, endpoint: Endpoint) {
+        *self.endpoint.write().unwrap_or_else(|p| p.into_inner()) = endpoint;
     }
 
     /// Refresh `cell` when its token expires within the hour, or always when `force` (after a
@@ -133,7 +147,7 @@ impl Refresher {
             access,
             refresh,
             expires_at_ms,
-        } = endpoint::refresh(&self.client, &self.endpoint, &refresh_token, now).await?;
+        } = endpoint::refresh(&self.client, &self.endpoint(), &refresh_token, now).await?;
         let new = Tokens {
             access,
             refresh: refresh.or(current.refresh),

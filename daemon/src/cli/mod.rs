@@ -200,6 +200,7 @@ pub enum OutputFormat {
 }
 
 pub fn main() -> ExitCode {
+    exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
     match cli.command {
         Command::Proxy(ProxyCommand::Start(args)) => proxy_start(args),
@@ -224,6 +225,25 @@ pub fn main() -> ExitCode {
         Command::Doctor { format } => doctor::run(format),
         Command::Rpc { method, params } => control::rpc(&method, params.as_deref()),
     }
+}
+
+/// `neurolink rpc logs.tail | head -1`: when the reader of our output goes away, `println!`
+/// panics on the broken pipe. A command line tool stops quietly instead, with the exit status a
+/// shell gives a process ended by SIGPIPE (128 + 13).
+fn exit_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 fn service_spec(args: &InstallArgs) -> anyhow::Result<crate::service::ServiceSpec> {
@@ -322,20 +342,27 @@ fn uninstall(dry_run: bool) -> ExitCode {
     ))
 }
 
+/// `proxy setup`: log in when there is no account, then install the service (or, with
+/// `--no-service`, run in the foreground). `--dry-run` changes nothing, starts nothing and reads
+/// no input: it prints each step it would take.
 fn setup(args: &InstallArgs, no_service: bool, method: auth::LoginMethod) -> ExitCode {
     let paths = Paths::from_env();
-    let has_account = config::load(args.listen.config.as_deref(), &paths, &EnvSource::Process)
+    let accounts = config::load(args.listen.config.as_deref(), &paths, &EnvSource::Process)
         .map(|l| {
-            let found = crate::accounts::discover(
+            crate::accounts::discover(
                 &l.config,
                 &paths,
                 std::env::var("ANTHROPIC_API_KEY").ok(),
                 0,
-            );
-            !found.specs.is_empty()
+            )
+            .specs
+            .len()
         })
-        .unwrap_or(false);
-    if !has_account {
+        .unwrap_or(0);
+    if args.dry_run {
+        return setup_dry_run(args, no_service, method, accounts);
+    }
+    if accounts == 0 {
         println!("No account yet: logging in first.");
         let code = auth::run(auth::AuthCommand::Login {
             provider: auth::Provider::Anthropic,
@@ -358,6 +385,40 @@ fn setup(args: &InstallArgs, no_service: bool, method: auth::LoginMethod) -> Exi
             health_interval: 30,
         });
     }
+    install(args)
+}
+
+fn setup_dry_run(
+    args: &InstallArgs,
+    no_service: bool,
+    method: auth::LoginMethod,
+    accounts: usize,
+) -> ExitCode {
+    println!("# dry run: nothing is written, started or asked");
+    if accounts == 0 {
+        let method = method
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        println!(
+            "1. no account found: would log in with `neurolink auth login anthropic --method {method} --add` \
+             (opens a browser page and waits for the code)"
+        );
+    } else {
+        println!("1. {accounts} account(s) found: no login needed");
+    }
+    if no_service {
+        let settings = neurolink_shared::paths::claude_settings().map_or_else(
+            || "(no home folder: Claude settings would be left alone)".to_string(),
+            |p| p.display().to_string(),
+        );
+        println!(
+            "2. would run the proxy in the foreground (`neurolink proxy start`) and point Claude Code \
+             at it in {settings}, restored when it stops"
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!("2. would install the service:");
     install(args)
 }
 

@@ -287,7 +287,7 @@ async fn login_complete(app: &Arc<App>, p: LoginComplete) -> Result<Value, RpcEr
         })?;
     let account = pending
         .flow
-        .complete(&app.client, &p.code)
+        .complete(&app.runtime().client, &p.code)
         .await
         .map_err(|e| RpcError::new(codes::FAILED, e.to_string()))?;
     let store = neurolink_shared::token_store::Store::for_paths(&app.settings.paths);

@@ -90,8 +90,15 @@ enum Out {
     Close,
 }
 
+/// A connection's writer gives up on a client that has not taken a line for this long (its
+/// socket buffer is full and it reads nothing): the connection is closed.
+const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn connection(stream: SharedStream, app: Arc<App>) {
     let (tx, mut rx) = mpsc::channel::<Out>(CONNECTION_QUEUE);
+    // The lag notice travels beside the queue, never in it: it is sent exactly when the queue is
+    // full. The writer takes it before anything still queued, writes it last, and closes.
+    let (lag_tx, mut lag_rx) = tokio::sync::oneshot::channel::<Notification>();
     let mut writer = stream.clone();
     // Set when the writer is done (a dropped subscriber, a broken pipe): the reader stops too, so
     // the socket closes and the client sees the end.
@@ -99,21 +106,31 @@ async fn connection(stream: SharedStream, app: Arc<App>) {
     let done = writer_done.clone();
     let writer_task = tokio::spawn(async move {
         let _done = done.drop_guard();
-        while let Some(out) = rx.recv().await {
-            let line = match out {
-                Out::Response(r) => serde_json::to_string(&r),
-                Out::Event(n) => serde_json::to_string(&n),
-                Out::Close => break,
+        loop {
+            let (line, last) = tokio::select! {
+                biased;
+                notice = &mut lag_rx, if !lag_rx.is_terminated() => match notice {
+                    Ok(n) => (serde_json::to_string(&n), true),
+                    // No lag notice will come (the subscription ended normally).
+                    Err(_) => continue,
+                },
+                out = rx.recv() => match out {
+                    Some(Out::Response(r)) => (serde_json::to_string(&r), false),
+                    Some(Out::Event(n)) => (serde_json::to_string(&n), false),
+                    Some(Out::Close) | None => break,
+                },
             };
             let Ok(mut line) = line else { continue };
             line.push('\n');
-            if writer.write_all(line.as_bytes()).await.is_err() {
-                break;
+            match tokio::time::timeout(WRITE_STALL, writer.write_all(line.as_bytes())).await {
+                Ok(Ok(())) if !last => {}
+                _ => break,
             }
         }
         // The client reads end-of-stream: a dropped subscriber knows it was dropped.
         let _ = writer.shutdown().await;
     });
+    let mut lag_tx = Some(lag_tx);
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     let mut subscribed = false;
@@ -177,7 +194,9 @@ async fn connection(stream: SharedStream, app: Arc<App>) {
                             serde_json::json!({ "topics": topics }),
                         )))
                         .await;
-                    tokio::spawn(forward_events(rx, topics, tx.clone()));
+                    if let Some(lag) = lag_tx.take() {
+                        tokio::spawn(forward_events(rx, topics, tx.clone(), lag));
+                    }
                 }
                 Ok(_) => {
                     let e = RpcError::new(
@@ -208,49 +227,38 @@ async fn connection(stream: SharedStream, app: Arc<App>) {
     let _ = writer_task.await;
 }
 
-/// Forward broadcast events of `topics` to one subscriber. A subscriber that lags is told so and
-/// dropped; one whose connection is gone ends the task.
+/// Forward broadcast events of `topics` to one subscriber. A subscriber that lags (the daemon's
+/// broadcast overtook it, or its connection's queue is full because it reads nothing) gets the
+/// `lagged` notice through `lag`, outside the full queue, and is disconnected; one whose
+/// connection is gone ends the task.
 async fn forward_events(
     mut rx: tokio::sync::broadcast::Receiver<Event>,
     topics: Vec<String>,
     tx: mpsc::Sender<Out>,
+    lag: tokio::sync::oneshot::Sender<Notification>,
 ) {
     use tokio::sync::broadcast::error::RecvError;
-    loop {
+    let why = loop {
         match rx.recv().await {
             Ok(event) => {
                 if !topics.iter().any(|t| t == event.topic()) {
                     continue;
                 }
-                // A full queue means the client is not reading: that is lagging too.
                 match tx.try_send(Out::Event(Notification::event(event))) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        lagged(&tx, "the subscriber's queue is full").await;
-                        return;
+                        break "the subscriber's queue is full".to_string()
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
-            Err(RecvError::Lagged(n)) => {
-                lagged(&tx, &format!("{n} events were missed")).await;
-                return;
-            }
+            Err(RecvError::Lagged(n)) => break format!("{n} events were missed"),
             Err(RecvError::Closed) => return,
         }
-    }
-}
-
-async fn lagged(tx: &mpsc::Sender<Out>, why: &str) {
+    };
     let event = Event::Daemon {
         kind: "lagged".into(),
         message: format!("subscription dropped: {why}; subscribe again"),
     };
-    // Wait a little for room so the notice itself gets through, then close.
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(1),
-        tx.send(Out::Event(Notification::event(event))),
-    )
-    .await;
-    let _ = tx.try_send(Out::Close);
+    let _ = lag.send(Notification::event(event));
 }

@@ -6,6 +6,7 @@
 //! ([`relay`]). Error answers are small: they are read whole, classified once
 //! ([`crate::outcome`]), and either returned or retried elsewhere.
 
+pub mod boundary;
 pub mod headers;
 pub mod peek;
 pub mod record;
@@ -23,7 +24,7 @@ use http::{HeaderMap, Method, StatusCode};
 use crate::auth;
 use crate::outcome::{self, NetworkKind, NextStep, Outcome};
 use crate::pool::{AccountId, AccountSpec, Credential, Pick};
-use crate::server::{errors, App};
+use crate::server::{errors, App, Runtime};
 use neurolink_shared::ipc::AttemptRecord;
 use record::Draft;
 use relay::{Inspector, Relay};
@@ -42,8 +43,6 @@ pub enum Route {
 /// A client request, read and ready to be sent to any account.
 #[derive(Debug)]
 pub struct Inbound {
-    /// The client's headers and body, for the debug log (only with `--debug`).
-    pub debug: Option<Arc<record::DebugRequest>>,
     pub route: Route,
     pub method: Method,
     /// Path and query to append to the upstream base URL.
@@ -83,7 +82,8 @@ enum Failure {
 }
 
 impl Failure {
-    fn into_response(self) -> Response {
+    /// The client's answer; the proxy's own errors carry the request's id.
+    fn into_response(self, request_id: &str) -> Response {
         match self {
             Failure::Upstream {
                 status,
@@ -93,77 +93,56 @@ impl Failure {
             Failure::Network {
                 kind: NetworkKind::Timeout,
                 message,
-            } => errors::anthropic(StatusCode::GATEWAY_TIMEOUT, "timeout_error", &message),
+            } => errors::anthropic(
+                request_id,
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout_error",
+                &message,
+            ),
             Failure::Network { message, .. } => {
-                errors::anthropic(StatusCode::BAD_GATEWAY, "api_error", &message)
+                errors::anthropic(request_id, StatusCode::BAD_GATEWAY, "api_error", &message)
             }
             Failure::Proxy {
                 status,
                 kind,
                 message,
-            } => errors::anthropic(status, kind, &message),
+            } => errors::anthropic(request_id, status, kind, &message),
         }
     }
 }
 
-/// Serve `req` from the pool.
-pub async fn forward(app: Arc<App>, req: Inbound) -> Response {
-    let mut draft = Draft::new(
-        &app,
-        req.method.as_str(),
-        &req.path_and_query,
-        req.model.as_deref(),
-    );
-    draft.debug = req.debug.clone();
+/// Serve `req` from the pool, under the runtime `rt` the request started with; `draft` is its
+/// record so far.
+pub async fn forward(app: Arc<App>, rt: Arc<Runtime>, mut draft: Draft, req: Inbound) -> Response {
     let mut tried: Vec<AccountId> = Vec::new();
     let mut last: Option<(Failure, &'static str)> = None;
     loop {
-        let now = app.now_ms();
-        let picked = {
-            let mut pool = app.pool();
-            match pool.pick(now, req.model.as_deref(), &tried) {
-                Pick::Use(id) => {
-                    pool.begin(id);
-                    pool.account(id).map(|a| (id, a.spec.clone()))
-                }
-                Pick::NoAccounts => {
-                    return draft.finish(&app, errors::no_accounts(), None, Some("no_accounts"))
-                }
-                Pick::Unavailable {
-                    retry_after_ms: Some(ms),
-                } => {
-                    let r = errors::all_cooling(ms.div_ceil(1000).max(1));
-                    return draft.finish(&app, r, None, Some("all_cooling"));
-                }
-                Pick::Unavailable {
-                    retry_after_ms: None,
-                } => return draft.finish(&app, errors::all_disabled(), None, Some("all_disabled")),
-                Pick::Exhausted => {
-                    let (response, class) = match last {
-                        Some((failure, class)) => (failure.into_response(), class),
-                        None => (
-                            errors::anthropic(
-                                StatusCode::BAD_GATEWAY,
-                                "api_error",
-                                "no account could serve the request",
-                            ),
-                            "exhausted",
+        // The pool lock lives only inside `choose`: nothing below runs under it (finishing a
+        // draft logs, and the log may need locks of its own).
+        let (id, spec) = match choose(&app, req.model.as_deref(), &tried) {
+            Chosen::Account(id, spec) => (id, spec),
+            Chosen::Refuse(refusal) => {
+                let response = refusal.response(&draft.request_id, &app.settings.paths);
+                return draft.finish(&app, response, None, Some(refusal.class()));
+            }
+            Chosen::Exhausted => {
+                let (response, class) = match last.take() {
+                    Some((failure, class)) => (failure.into_response(&draft.request_id), class),
+                    None => (
+                        errors::anthropic(
+                            &draft.request_id,
+                            StatusCode::BAD_GATEWAY,
+                            "api_error",
+                            "no account could serve the request",
                         ),
-                    };
-                    return draft.finish(&app, response, None, Some(class));
-                }
+                        "exhausted",
+                    ),
+                };
+                return draft.finish(&app, response, None, Some(class));
             }
         };
-        let Some((id, spec)) = picked else {
-            let r = errors::anthropic(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "api_error",
-                "account vanished from the pool",
-            );
-            return draft.finish(&app, r, None, Some("internal"));
-        };
         tried.push(id);
-        let (outcome, reply) = attempt(&app, id, &spec, &req, &draft).await;
+        let (outcome, reply) = attempt(&app, &rt, id, &spec, &req, &draft).await;
         report(&app, id, &spec.label, &outcome);
         draft.attempts.push(AttemptRecord {
             account: spec.label.clone(),
@@ -180,6 +159,46 @@ pub async fn forward(app: Arc<App>, req: Inbound) -> Response {
                 last = Some((failure, outcome.class()));
             }
         }
+    }
+}
+
+/// What the pool offers for the next attempt, taken out of the lock.
+enum Chosen {
+    Account(AccountId, Arc<AccountSpec>),
+    /// No account can serve now.
+    Refuse(errors::Refusal),
+    /// Every account that could serve was tried.
+    Exhausted,
+}
+
+/// Pick the next account and mark it busy, under the pool lock and nothing else.
+fn choose(app: &App, model: Option<&str>, tried: &[AccountId]) -> Chosen {
+    let now = app.now_ms();
+    let pick = {
+        let mut pool = app.pool();
+        let pick = pool.pick(now, model, tried);
+        match pick {
+            Pick::Use(id) => {
+                pool.begin(id);
+                match pool.account(id) {
+                    Some(a) => return Chosen::Account(id, a.spec.clone()),
+                    None => Pick::Exhausted,
+                }
+            }
+            other => other,
+        }
+    };
+    match pick {
+        Pick::Use(_) | Pick::Exhausted => Chosen::Exhausted,
+        Pick::NoAccounts => Chosen::Refuse(errors::Refusal::NoAccounts),
+        Pick::Unavailable {
+            retry_after_ms: Some(ms),
+        } => Chosen::Refuse(errors::Refusal::AllCooling {
+            retry_after_secs: ms.div_ceil(1000).max(1),
+        }),
+        Pick::Unavailable {
+            retry_after_ms: None,
+        } => Chosen::Refuse(errors::Refusal::AllDisabled),
     }
 }
 
@@ -206,13 +225,14 @@ fn report(app: &App, id: AccountId, label: &str, outcome: &Outcome) {
 /// the same account, up to [`auth::MAX_AUTH_RETRIES`] times.
 async fn attempt(
     app: &Arc<App>,
+    rt: &Runtime,
     id: AccountId,
     spec: &AccountSpec,
     req: &Inbound,
     draft: &Draft,
 ) -> (Outcome, Reply) {
     let Credential::OAuth(cell) = &spec.credential else {
-        return send_once(app, id, spec, req, draft).await;
+        return send_once(app, rt, id, spec, req, draft).await;
     };
     if cell.has_unsaved_tokens() {
         // Rotated tokens that could not be written yet: try again, off the request path.
@@ -234,7 +254,7 @@ async fn attempt(
     let mut retries = 0;
     loop {
         let used = cell.access_token();
-        let (outcome, reply) = send_once(app, id, spec, req, draft).await;
+        let (outcome, reply) = send_once(app, rt, id, spec, req, draft).await;
         if outcome != (Outcome::AuthRejected { status: 401 })
             || !cell.has_refresh_token()
             || retries >= auth::MAX_AUTH_RETRIES
@@ -327,23 +347,24 @@ fn auth_failure(message: String) -> (Outcome, Reply) {
 /// Send the request once with the account's current credential.
 async fn send_once(
     app: &Arc<App>,
+    rt: &Runtime,
     id: AccountId,
     spec: &AccountSpec,
     req: &Inbound,
     draft: &Draft,
 ) -> (Outcome, Reply) {
-    let base = spec.base_url.as_deref().unwrap_or(&app.settings.base_url);
+    let base = spec.base_url.as_deref().unwrap_or(&rt.base_url);
     let url = upstream_url(base, &req.path_and_query, req.route);
     let headers = headers::upstream(&req.headers, &spec.credential);
-    let send = app
+    let send = rt
         .client
         .request(req.method.clone(), url)
         .headers(headers)
         .body(req.body.clone())
         .send();
-    let response = match tokio::time::timeout(app.settings.headers_timeout, send).await {
+    let response = match tokio::time::timeout(rt.headers_timeout, send).await {
         Err(_) => {
-            let secs = app.settings.headers_timeout.as_secs();
+            let secs = rt.headers_timeout.as_secs();
             return network(
                 NetworkKind::Timeout,
                 format!("upstream sent no response headers within {secs} s"),
@@ -367,10 +388,10 @@ async fn send_once(
             account: spec.label.clone(),
             outcome: Outcome::Success.class().into(),
         });
-        return commit(app, id, response, req.route, draft, &spec.label).await;
+        return commit(app, rt, id, response, req.route, draft, &spec.label).await;
     }
     let headers = response.headers().clone();
-    let body = match read_capped(response, app.settings.idle_timeout).await {
+    let body = match read_capped(response, rt.idle_timeout).await {
         Ok(b) => b,
         Err(failure) => {
             let kind = match &failure {
@@ -397,13 +418,33 @@ async fn send_once(
 /// Wait for the first non-empty chunk, then hand the rest to a [`Relay`].
 async fn commit(
     app: &Arc<App>,
+    rt: &Runtime,
     id: AccountId,
     mut response: reqwest::Response,
     route: Route,
     draft: Draft,
     label: &str,
 ) -> (Outcome, Reply) {
-    let idle = app.settings.idle_timeout;
+    let idle = rt.idle_timeout;
+    let status = response.status();
+    let mut headers = headers::downstream(response.headers());
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let sse = content_type.starts_with("text/event-stream");
+    let encoded = headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() != b"identity");
+    let mut inspector = match (route, sse, encoded) {
+        (_, _, true) | (Route::Models | Route::CountTokens, _, _) => Inspector::None,
+        (Route::Messages, true, false) => Inspector::Sse(usage::SseUsage::default()),
+        (Route::Messages, false, false) => Inspector::Json(usage::JsonUsage::default()),
+    };
+    // A compressed stream cannot be cut at event boundaries; it is relayed chunk by chunk.
+    let mut framer = (sse && !encoded).then(boundary::EventFramer::default);
+    // Commit on the first whole event (SSE) or the first non-empty chunk: until then, a failure
+    // still moves to the next account.
     let first = loop {
         match tokio::time::timeout(idle, response.chunk()).await {
             Err(_) => {
@@ -416,36 +457,36 @@ async fn commit(
                 return network(
                     kind_of(&e),
                     format!(
-                        "upstream body failed before the first byte: {}",
+                        "upstream body failed before the first event: {}",
                         error_chain(&e)
                     ),
                 )
             }
             Ok(Ok(None)) => {
+                let inside = framer.as_ref().is_some_and(|f| f.inside_event());
                 let failure = Failure::Network {
                     kind: NetworkKind::Io,
-                    message: "upstream answered with an empty body".into(),
+                    message: if inside {
+                        "upstream ended its answer inside the first event".into()
+                    } else {
+                        "upstream answered with an empty body".into()
+                    },
                 };
                 return (Outcome::EmptyStream, Reply::Retry(failure));
             }
             Ok(Ok(Some(chunk))) if chunk.is_empty() => continue,
-            Ok(Ok(Some(chunk))) => break chunk,
+            Ok(Ok(Some(chunk))) => {
+                inspector.feed(&chunk);
+                match &mut framer {
+                    None => break chunk,
+                    Some(f) => {
+                        if let Some(events) = f.push(chunk) {
+                            break events;
+                        }
+                    }
+                }
+            }
         }
-    };
-    let status = response.status();
-    let mut headers = headers::downstream(response.headers());
-    let content_type = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let sse = content_type.starts_with("text/event-stream");
-    let encoded = headers
-        .get(http::header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes() != b"identity");
-    let inspector = match (route, sse, encoded) {
-        (_, _, true) | (Route::Models | Route::CountTokens, _, _) => Inspector::None,
-        (Route::Messages, true, false) => Inspector::Sse(usage::SseUsage::default()),
-        (Route::Messages, false, false) => Inspector::Json(usage::JsonUsage::default()),
     };
     if sse {
         // A failure may append an error event, so the length is not known in advance.
@@ -462,7 +503,15 @@ async fn commit(
         account: label.to_string(),
         status: status.as_u16(),
     };
-    let body = Relay::new(first, stream, idle, inspector, sse, app.clone(), finish);
+    let body = Relay::new(
+        first,
+        stream,
+        idle,
+        inspector,
+        relay::Framing { sse, framer },
+        app.clone(),
+        finish,
+    );
     let mut out = Response::new(Body::new(body));
     *out.status_mut() = status;
     *out.headers_mut() = headers;

@@ -51,6 +51,11 @@ impl Draft {
         }
     }
 
+    /// The model, once the body was read.
+    pub fn set_model(&mut self, model: Option<&str>) {
+        self.model = model.map(str::to_string);
+    }
+
     pub fn elapsed_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }

@@ -1,6 +1,8 @@
 //! The body of a committed answer: upstream frames go to the client as they arrive, never
 //! collected. Usage is read on the side; an upstream failure after the first byte ends an SSE
-//! stream with an Anthropic `error` event (there is no retry once bytes went out).
+//! stream with an Anthropic `error` event (there is no retry once bytes went out). An SSE answer
+//! goes out in whole events only ([`super::boundary`]), so that error event always follows a
+//! complete one.
 //!
 //! Dropping the relay (the client went away) drops the upstream response, which closes that
 //! upstream connection at once: the cancel reaches Anthropic immediately.
@@ -16,6 +18,7 @@ use futures_util::Stream;
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use super::boundary::EventFramer;
 use super::usage::{JsonUsage, SseUsage};
 use crate::pool::{AccountId, Usage};
 use crate::server::App;
@@ -32,7 +35,7 @@ pub enum Inspector {
 }
 
 impl Inspector {
-    fn feed(&mut self, b: &[u8]) {
+    pub fn feed(&mut self, b: &[u8]) {
         match self {
             Inspector::None => {}
             Inspector::Sse(s) => s.feed(b),
@@ -47,6 +50,14 @@ impl Inspector {
             Inspector::Json(j) => j.usage(),
         }
     }
+}
+
+/// How the answer is cut for the client.
+pub struct Framing {
+    /// The answer is an SSE stream: a failure ends it with an `error` event.
+    pub sse: bool,
+    /// Whole events only (an uncompressed SSE stream), with what is held of the next event.
+    pub framer: Option<EventFramer>,
 }
 
 /// What the relay needs to record the request when the answer ends.
@@ -74,6 +85,8 @@ pub struct Relay {
     inspector: Inspector,
     /// SSE answers end a failure with an `error` event; others abort the connection.
     sse: bool,
+    /// Uncompressed SSE answers go out in whole events; the rest chunk by chunk.
+    framer: Option<EventFramer>,
     done: bool,
     app: Arc<App>,
     account: AccountId,
@@ -86,19 +99,18 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// `first` is what the commit read (whole events, for SSE), already fed to `inspector`.
     pub fn new(
         first: Bytes,
         upstream: UpstreamStream,
         idle: Duration,
         inspector: Inspector,
-        sse: bool,
+        framing: Framing,
         app: Arc<App>,
         finish: Finish,
     ) -> Self {
         let account = finish.account_id;
         let expected_len = finish.expected_len;
-        let mut inspector = inspector;
-        inspector.feed(&first);
         Self {
             finish: Some(finish),
             first: Some(first),
@@ -107,7 +119,8 @@ impl Relay {
             deadline: Box::pin(tokio::time::sleep(idle)),
             last_chunk: Instant::now(),
             inspector,
-            sse,
+            sse: framing.sse,
+            framer: framing.framer,
             done: false,
             app,
             account,
@@ -137,6 +150,7 @@ impl Relay {
         self.failure = Some(message.clone());
         self.report();
         if self.sse {
+            // Whatever is held is part of an event that never completed: it is dropped.
             Poll::Ready(Some(Ok(Frame::data(error_event(&message)))))
         } else {
             Poll::Ready(Some(Err(message.into())))
@@ -209,30 +223,27 @@ impl http_body::Body for Relay {
         if this.done {
             return Poll::Ready(None);
         }
-        match this.upstream.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.last_chunk = Instant::now();
-                this.inspector.feed(&chunk);
-                this.count(chunk.len());
-                Poll::Ready(Some(Ok(Frame::data(chunk))))
-            }
-            Poll::Ready(Some(Err(e))) => this.fail(format!("upstream stream failed: {e}")),
-            Poll::Ready(None) => {
-                this.done = true;
-                this.report();
-                Poll::Ready(None)
-            }
-            Poll::Pending => loop {
-                if this.deadline.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
+        loop {
+            match this.upstream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.last_chunk = Instant::now();
+                    this.inspector.feed(&chunk);
+                    let ready = match &mut this.framer {
+                        Some(framer) => framer.push(chunk),
+                        None => Some(chunk),
+                    };
+                    // Nothing whole yet: read on (the held bytes wait for the rest).
+                    if let Some(chunk) = ready {
+                        this.count(chunk.len());
+                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    }
                 }
-                let due = this.last_chunk + this.idle;
-                if Instant::now() >= due {
-                    let secs = this.idle.as_secs();
-                    return this.fail(format!("upstream stream sent nothing for {secs} s"));
+                Poll::Ready(Some(Err(e))) => {
+                    return this.fail(format!("upstream stream failed: {e}"))
                 }
-                this.deadline.as_mut().reset(due);
-            },
+                Poll::Ready(None) => return this.end(),
+                Poll::Pending => return this.wait_idle(cx),
+            }
         }
     }
 
@@ -242,6 +253,42 @@ impl http_body::Body for Relay {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+impl Relay {
+    /// The upstream body ended. A stream that ends inside an event was cut: that is a failure.
+    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(framer) = &mut self.framer {
+            if framer.inside_event() {
+                return self.fail("upstream stream ended inside an event".to_string());
+            }
+            let rest = framer.take_rest();
+            if !rest.is_empty() {
+                self.count(rest.len());
+                self.done = true;
+                self.report();
+                return Poll::Ready(Some(Ok(Frame::data(rest))));
+            }
+        }
+        self.done = true;
+        self.report();
+        Poll::Ready(None)
+    }
+
+    /// Upstream has nothing now: fail once it has been silent for `idle`.
+    fn wait_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if self.deadline.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = self.last_chunk + self.idle;
+            if Instant::now() >= due {
+                let secs = self.idle.as_secs();
+                return self.fail(format!("upstream stream sent nothing for {secs} s"));
+            }
+            self.deadline.as_mut().reset(due);
+        }
     }
 }
 

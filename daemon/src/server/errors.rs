@@ -4,11 +4,11 @@
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode};
+use neurolink_shared::paths::Paths;
 
-/// `{"type":"error","error":{"type":kind,"message":...},"request_id":...}` with a `request-id`
-/// header.
-pub fn anthropic(status: StatusCode, kind: &str, message: &str) -> Response {
-    let id = request_id();
+/// `{"type":"error","error":{"type":kind,"message":...},"request_id":id}` with a `request-id`
+/// header. `id` is the request's own id, the one its request-log line carries.
+pub fn anthropic(id: &str, status: StatusCode, kind: &str, message: &str) -> Response {
     let body = serde_json::json!({
         "type": "error",
         "error": {"type": kind, "message": message},
@@ -21,7 +21,7 @@ pub fn anthropic(status: StatusCode, kind: &str, message: &str) -> Response {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(v) = HeaderValue::from_str(id) {
         h.insert("request-id", v);
     }
     r
@@ -37,19 +37,56 @@ pub fn request_id() -> String {
     id
 }
 
-pub fn no_accounts() -> Response {
+/// Why no account can take a request right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The pool is empty.
+    NoAccounts,
+    /// Every account that could serve is cooling; the first is free again in this many seconds.
+    AllCooling { retry_after_secs: u64 },
+    /// Every account that could serve is disabled or excludes the model.
+    AllDisabled,
+}
+
+impl Refusal {
+    /// The `errorClass` of the request-log line.
+    pub fn class(self) -> &'static str {
+        match self {
+            Refusal::NoAccounts => "no_accounts",
+            Refusal::AllCooling { .. } => "all_cooling",
+            Refusal::AllDisabled => "all_disabled",
+        }
+    }
+
+    pub fn response(self, id: &str, paths: &Paths) -> Response {
+        match self {
+            Refusal::NoAccounts => no_accounts(id, paths),
+            Refusal::AllCooling { retry_after_secs } => all_cooling(id, retry_after_secs),
+            Refusal::AllDisabled => all_disabled(id),
+        }
+    }
+}
+
+/// No account at all. Names the config file of this home, and says that a login or a config
+/// edit is picked up live.
+fn no_accounts(id: &str, paths: &Paths) -> Response {
     anthropic(
+        id,
         StatusCode::UNAUTHORIZED,
         "authentication_error",
-        "neurolink has no Anthropic account to use. Add one: export ANTHROPIC_API_KEY before \
-         `neurolink proxy start`, list keys under accounts.anthropic in ~/.neurolink/proxy-config.yaml, \
-         or run `neurolink auth login anthropic`; then restart the proxy.",
+        &format!(
+            "neurolink has no Anthropic account to use. Add one and the running proxy picks it up \
+             within a second: run `neurolink auth login anthropic`, or list keys under \
+             accounts.anthropic in {} (ANTHROPIC_API_KEY is read only when the proxy starts).",
+            paths.home.join("proxy-config.yaml").display()
+        ),
     )
 }
 
 /// Every account is cooling: 429 with `retry-after` until the earliest recovers.
-pub fn all_cooling(retry_after_secs: u64) -> Response {
+fn all_cooling(id: &str, retry_after_secs: u64) -> Response {
     let mut r = anthropic(
+        id,
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limit_error",
         &format!(
@@ -63,8 +100,9 @@ pub fn all_cooling(retry_after_secs: u64) -> Response {
     r
 }
 
-pub fn all_disabled() -> Response {
+fn all_disabled(id: &str) -> Response {
     anthropic(
+        id,
         StatusCode::UNAUTHORIZED,
         "authentication_error",
         "every account that could serve this request is disabled or excluded for this model; \

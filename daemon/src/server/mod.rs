@@ -3,13 +3,13 @@
 
 pub mod errors;
 mod routes;
+pub mod runtime;
 pub mod status;
 
 use std::future::{Future, IntoFuture};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use neurolink_shared::config::Strategy;
 use neurolink_shared::Secret;
 use tokio::net::TcpListener;
 
@@ -20,30 +20,27 @@ use neurolink_shared::ipc::{Event, RequestRecord};
 use crate::auth::refresh::Refresher;
 use crate::clock::{Clock, Millis};
 use crate::pool::Pool;
+pub use runtime::Runtime;
 
 /// How long in-flight answers may run after a stop signal before the daemon exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Anthropic's own request size limit; larger bodies get 413 here instead of after an upload.
 pub const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
 
-/// Settings fixed at start.
+/// What is fixed for the daemon's life; everything that a reload can change is in [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub base_url: String,
-    pub auth_key: Option<Secret>,
-    pub headers_timeout: Duration,
-    pub idle_timeout: Duration,
+    /// The address asked for at start (config or flags), before binding.
+    pub listen: (String, u16),
+    /// Where the daemon actually listens.
     pub host: String,
     pub port: u16,
-    pub strategy: Strategy,
     pub started_at_ms: Millis,
-    /// The config at start (the live one is `App::config`).
-    pub config: Arc<neurolink_shared::config::ProxyConfig>,
     pub paths: neurolink_shared::paths::Paths,
     /// `--config`, if given (reloads read the same file).
     pub config_path: Option<std::path::PathBuf>,
-    /// `--strategy` was given: a config reload does not change the strategy.
-    pub strategy_from_cli: bool,
+    /// The command line's `--host`, `--port`, `--strategy`: a reload keeps them.
+    pub overrides: runtime::Overrides,
     /// `ANTHROPIC_API_KEY` as it was at start.
     pub env_api_key: Option<Secret>,
 }
@@ -52,7 +49,6 @@ pub struct Settings {
 pub struct App {
     pool: Mutex<Pool>,
     pub clock: Arc<dyn Clock>,
-    pub client: reqwest::Client,
     pub refresher: Refresher,
     pub settings: Settings,
     /// Quotas changed since the last write of `account-quotas.json`.
@@ -64,8 +60,11 @@ pub struct App {
     recent: Mutex<VecDeque<Arc<RequestRecord>>>,
     /// Cancelled by a signal or the `shutdown` IPC call.
     pub shutdown: tokio_util::sync::CancellationToken,
-    /// The config in force; replaced by `config.reload`.
-    config: std::sync::RwLock<Arc<neurolink_shared::config::ProxyConfig>>,
+    /// The settings in force; replaced as a whole by a reload.
+    runtime: RwLock<Arc<Runtime>>,
+    /// The accounts' credentials, for masking logs. Kept apart from the pool so that building a
+    /// redactor never takes the pool lock (see [`App::redactor`]).
+    credentials: RwLock<Arc<Vec<crate::pool::Credential>>>,
     /// The request log.
     pub logs: crate::logs::LogSender,
     /// Browser logins started over IPC, by login id.
@@ -81,15 +80,15 @@ impl App {
     pub fn new(
         pool: Pool,
         clock: Arc<dyn Clock>,
-        client: reqwest::Client,
+        runtime: Runtime,
         refresher: Refresher,
         settings: Settings,
         logs: crate::logs::LogSender,
     ) -> Self {
+        let credentials = credentials_of(&pool);
         Self {
             pool: Mutex::new(pool),
             clock,
-            client,
             refresher,
             quotas_dirty: std::sync::atomic::AtomicBool::new(false),
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
@@ -97,20 +96,40 @@ impl App {
             shutdown: tokio_util::sync::CancellationToken::new(),
             logins: Mutex::new(std::collections::HashMap::new()),
             logs,
-            config: std::sync::RwLock::new(settings.config.clone()),
+            runtime: RwLock::new(Arc::new(runtime)),
+            credentials: RwLock::new(Arc::new(credentials)),
             settings,
         }
     }
 
-    pub fn config(&self) -> Arc<neurolink_shared::config::ProxyConfig> {
-        self.config
+    /// The settings in force. A request takes this once and keeps it to its end.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    pub fn set_config(&self, config: neurolink_shared::config::ProxyConfig) {
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    /// Put a new runtime in force (a reload); requests already running keep theirs.
+    pub fn set_runtime(&self, runtime: Runtime) {
+        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(runtime);
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<neurolink_shared::config::ProxyConfig> {
+        self.runtime().config.clone()
+    }
+
+    /// Change the pool's accounts (`f` runs under the pool lock), then refresh the credential
+    /// list the redactor reads.
+    pub fn change_accounts<T>(&self, f: impl FnOnce(&mut Pool) -> T) -> T {
+        let (out, credentials) = {
+            let mut pool = self.pool();
+            let out = f(&mut pool);
+            (out, credentials_of(&pool))
+        };
+        *self.credentials.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(credentials);
+        out
     }
 
     /// Tell subscribers; nobody listening is fine.
@@ -120,10 +139,18 @@ impl App {
 
     /// Every secret the daemon knows (account keys and current tokens, the proxy's auth key),
     /// for masking debug logs.
+    ///
+    /// Takes no pool lock (it reads the credential list kept beside the pool): it runs while
+    /// answers are finished, and a lock taken here again would deadlock the daemon.
     pub fn redactor(&self) -> crate::logs::redact::Redactor {
         let mut known: Vec<String> = Vec::new();
-        for a in self.pool().accounts() {
-            match &a.spec.credential {
+        let credentials = self
+            .credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for credential in credentials.iter() {
+            match credential {
                 crate::pool::Credential::ApiKey(k) => known.push(k.expose().to_string()),
                 crate::pool::Credential::OAuth(cell) => {
                     let t = cell.tokens();
@@ -134,7 +161,7 @@ impl App {
                 }
             }
         }
-        if let Some(k) = &self.settings.auth_key {
+        if let Some(k) = &self.runtime().auth_key {
             known.push(k.expose().to_string());
         }
         crate::logs::redact::Redactor::new(known)
@@ -181,6 +208,13 @@ impl App {
     pub fn now_ms(&self) -> Millis {
         self.clock.now_ms()
     }
+}
+
+fn credentials_of(pool: &Pool) -> Vec<crate::pool::Credential> {
+    pool.accounts()
+        .iter()
+        .map(|a| a.spec.credential.clone())
+        .collect()
 }
 
 /// Serve on `listener` until `shutdown` completes, then wait up to [`SHUTDOWN_GRACE`] for

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::{Method, StatusCode};
 
-use super::{errors, status, App, MAX_REQUEST_BODY};
+use super::{errors, status, App, Runtime, MAX_REQUEST_BODY};
 use crate::passthrough::record::Draft;
 use crate::passthrough::{self, headers, Inbound, Route};
 
@@ -39,12 +39,13 @@ async fn models(State(app): State<Arc<App>>, req: Request) -> Response {
 }
 
 async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
-    // Requests refused here get a log line too (who knocked with the wrong key, what was too big).
-    let refused = |response: Response, class: &str, method: &Method, path: &str| {
-        Draft::new(&app, method.as_str(), path, None).finish(&app, response, None, Some(class))
-    };
-    if let Some(denied) = check_client_key(&app, req.headers()) {
-        return refused(denied, "proxy_auth", req.method(), req.uri().path());
+    // One id per request, from here on: the request-log line and any answer of the proxy's own
+    // carry the same one. Requests refused here get a log line too (who knocked with the wrong
+    // key, what was too big).
+    let mut draft = Draft::new(&app, req.method().as_str(), req.uri().path(), None);
+    let rt = app.runtime();
+    if let Some(denied) = check_client_key(&rt, &draft.request_id, req.headers()) {
+        return draft.finish(&app, denied, None, Some("proxy_auth"));
     }
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
@@ -55,6 +56,7 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
             let (response, class) = if too_large {
                 (
                     errors::anthropic(
+                        &draft.request_id,
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "request_too_large",
                         &format!(
@@ -67,6 +69,7 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
             } else {
                 (
                     errors::anthropic(
+                        &draft.request_id,
                         StatusCode::BAD_REQUEST,
                         "invalid_request_error",
                         &format!("could not read the request body: {e}"),
@@ -74,33 +77,37 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
                     "unreadable_body",
                 )
             };
-            return refused(response, class, &parts.method, parts.uri.path());
+            return draft.finish(&app, response, None, Some(class));
         }
     };
     let model = if parts.method == Method::POST {
         match passthrough::peek::model(&body) {
             Ok(m) => m,
             Err(msg) => {
-                let response =
-                    errors::anthropic(StatusCode::BAD_REQUEST, "invalid_request_error", &msg);
-                return refused(response, "invalid_json", &parts.method, parts.uri.path());
+                let response = errors::anthropic(
+                    &draft.request_id,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    &msg,
+                );
+                return draft.finish(&app, response, None, Some("invalid_json"));
             }
         }
     } else {
         None
     };
+    draft.set_model(model.as_deref());
     let path_and_query = parts.uri.path_and_query().map_or_else(
         || parts.uri.path().to_string(),
         |pq| pq.as_str().to_string(),
     );
-    let debug = app.logs.debug.then(|| {
+    draft.debug = app.logs.debug.then(|| {
         Arc::new(crate::passthrough::record::DebugRequest {
             headers: parts.headers.clone(),
             body: body.clone(),
         })
     });
     let inbound = Inbound {
-        debug,
         route,
         method: parts.method,
         path_and_query,
@@ -108,15 +115,16 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
         body,
         model,
     };
-    passthrough::forward(app, inbound).await
+    passthrough::forward(app, rt, draft, inbound).await
 }
 
 /// With `server.authKey` set, clients must present it; otherwise anything is accepted (loopback).
-fn check_client_key(app: &App, h: &http::HeaderMap) -> Option<Response> {
-    let expected = app.settings.auth_key.as_ref()?;
+fn check_client_key(rt: &Runtime, request_id: &str, h: &http::HeaderMap) -> Option<Response> {
+    let expected = rt.auth_key.as_ref()?;
     match headers::client_key(h) {
         Some(k) if constant_time_eq(k.as_bytes(), expected.expose().as_bytes()) => None,
         _ => Some(errors::anthropic(
+            request_id,
             StatusCode::UNAUTHORIZED,
             "authentication_error",
             "this proxy requires its auth key (server.authKey): send it as x-api-key or Authorization: Bearer",
@@ -138,6 +146,7 @@ async fn status_route(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 
 async fn not_found(req: Request<Body>) -> Response {
     errors::anthropic(
+        &errors::request_id(),
         StatusCode::NOT_FOUND,
         "not_found_error",
         &format!(

@@ -19,7 +19,7 @@ pub fn health(app: &App) -> Value {
         "status": "ok",
         "ready": true,
         "acceptingConnections": true,
-        "strategy": app.settings.strategy.as_str(),
+        "strategy": app.pool().strategy().as_str(),
         "passthrough": false,
         "version": env!("CARGO_PKG_VERSION"),
         "startedAt": rfc3339(app.settings.started_at_ms),

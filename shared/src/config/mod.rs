@@ -28,10 +28,12 @@ pub struct Loaded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", path.display())]
+    /// The OS error is part of the message and deliberately not the error's `source`: printing
+    /// the chain would say it twice.
+    #[error("cannot read config file {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Bad syntax, a wrong type or a missing key, found while parsing.
     #[error("{}", Located { path, line: *line, column: *column, key, message })]
@@ -99,9 +101,9 @@ pub fn load(
             None => return Ok(Loaded::default()),
         },
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(&path).map_err(|cause| ConfigError::Read {
         path: path.clone(),
-        source,
+        cause,
     })?;
     let (config, warnings) = parse(&text, Format::for_path(&path), &path, env)?;
     Ok(Loaded {

@@ -111,9 +111,23 @@ async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
         serde_json::json!({"command": "ls -la"})
     );
 
+    // A stream cut inside an event: the SDK raises the API error the proxy appended after the
+    // last whole event (message_start, content_block_start, ping, then "Hello"), never a JSON
+    // decode error or a quiet end.
+    assert_eq!(v["cut"]["raised"], "APIStatusError", "{}", v["cut"]);
+    assert!(
+        v["cut"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream stream failed"),
+        "{}",
+        v["cut"]
+    );
+    assert_eq!(v["cut"]["deltas"], serde_json::json!(["Hello"]));
+
     // Every SDK request reached the fake with the account's key, never the SDK's.
     let recorded = fake.recorded();
-    assert_eq!(recorded.len(), 3);
+    assert_eq!(recorded.len(), 4);
     for r in &recorded {
         assert_eq!(r.headers["x-api-key"], "key-a");
         assert!(!r.headers.contains_key("authorization"));
@@ -122,5 +136,5 @@ async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
             "SDK headers are forwarded"
         );
     }
-    assert_eq!(d.account("a").await.unwrap()["counters"]["successes"], 3);
+    assert_eq!(d.account("a").await.unwrap()["counters"]["successes"], 4);
 }

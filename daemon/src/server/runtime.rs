@@ -1,0 +1,90 @@
+//! The configuration in force: the config file with the command line's overrides applied, built
+//! once and replaced as a whole by a reload.
+//!
+//! Every request reads one [`Runtime`] snapshot ([`super::App::runtime`]) at its start and uses it
+//! to the end, so a reload never shows a request half of a change. What cannot change while
+//! running (the listening address) lives in [`super::Settings`]; a reload that changes it says a
+//! restart is needed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use neurolink_shared::config::{ProxyConfig, Strategy};
+use neurolink_shared::Secret;
+
+/// What the command line fixed; a reload of the config file does not change these.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub strategy: Option<Strategy>,
+}
+
+impl Overrides {
+    /// The host and port the proxy should listen on under `config`.
+    pub fn listen(&self, config: &ProxyConfig) -> (String, u16) {
+        (
+            self.host
+                .clone()
+                .unwrap_or_else(|| config.server.host.value.clone()),
+            self.port.unwrap_or(config.server.port.0),
+        )
+    }
+}
+
+/// One consistent view of every setting that can change while the daemon runs.
+pub struct Runtime {
+    pub config: Arc<ProxyConfig>,
+    /// `providers.anthropic.baseUrl`: where accounts without a `baseUrl` of their own are sent.
+    pub base_url: String,
+    /// `server.authKey`: what clients must present (none on a loopback listener without one).
+    pub auth_key: Option<Secret>,
+    pub connect_timeout: Duration,
+    pub headers_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// How often idle OAuth accounts are checked for a token nearing expiry.
+    pub token_check: Duration,
+    pub strategy: Strategy,
+    /// The upstream client. Rebuilt only when the connect timeout changes, so a reload keeps the
+    /// pooled upstream connections.
+    pub client: reqwest::Client,
+}
+
+impl Runtime {
+    /// The runtime for `config` under `overrides`; `previous` lends its HTTP client when the
+    /// connect timeout is unchanged.
+    pub fn new(
+        config: ProxyConfig,
+        overrides: &Overrides,
+        previous: Option<&Runtime>,
+    ) -> reqwest::Result<Self> {
+        let connect_timeout = Duration::from_secs(config.server.connect_timeout_secs.0);
+        let client = match previous {
+            Some(p) if p.connect_timeout == connect_timeout => p.client.clone(),
+            _ => client(connect_timeout)?,
+        };
+        Ok(Self {
+            base_url: config.providers.anthropic.base_url.value.clone(),
+            auth_key: config.server.auth_key().cloned(),
+            connect_timeout,
+            headers_timeout: Duration::from_secs(config.server.headers_timeout_secs.0),
+            idle_timeout: Duration::from_secs(config.server.idle_timeout_secs.0.max(1)),
+            token_check: Duration::from_secs(config.server.token_check_secs.0.max(1)),
+            strategy: overrides
+                .strategy
+                .or(config.routing.strategy)
+                .unwrap_or_default(),
+            client,
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// The upstream HTTP client: rustls, kept-alive connections, no Nagle delay.
+pub fn client(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+}
