@@ -65,7 +65,7 @@ pub async fn reload(app: &Arc<App>) -> Result<Value, String> {
     }
     app.refresher.set_endpoint(oauth);
     app.set_runtime(runtime);
-    crate::store_watch::reload(app).await;
+    let _ = crate::store_watch::reload(app).await;
     let message = match (changed.is_empty(), notes.is_empty()) {
         (true, true) => "config reloaded (no change)".to_string(),
         (false, true) => format!("config reloaded: {}", changed.join(", ")),

@@ -32,15 +32,25 @@ pub async fn watch(app: Arc<App>) {
     loop {
         tokio::time::sleep(POLL).await;
         let now = stamps(&app);
-        if now != last {
+        if now != last && reload(&app).await == Reconciled::Fully {
+            // Only then: a change that could not be taken in yet is looked at again next poll.
             last = now;
-            reload(&app).await;
         }
     }
 }
 
+/// Whether [`reload`] took in everything it read (a store that does not parse counts as taken
+/// in: it is read again when it changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    Fully,
+    /// Something must be read again: a refresh of ours was running on an account whose tokens
+    /// may have changed on disk.
+    Partly,
+}
+
 /// Rediscover accounts and bring the pool and the OAuth cells in line.
-pub async fn reload(app: &Arc<App>) {
+pub async fn reload(app: &Arc<App>) -> Reconciled {
     let (config, paths) = (app.config(), app.settings.paths.clone());
     let env_key = app
         .settings
@@ -56,7 +66,7 @@ pub async fn reload(app: &Arc<App>) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!("re-reading accounts failed: {e}");
-            return;
+            return Reconciled::Partly;
         }
     };
     for w in &found.warnings {
@@ -65,11 +75,13 @@ pub async fn reload(app: &Arc<App>) {
     if found.store_unreadable {
         // Half-written by hand, or corrupted: keep serving what we had until it is fixed.
         tracing::warn!("keeping the accounts already loaded until tokens.json reads again");
-        return;
+        // Read again when it changes, not every poll.
+        return Reconciled::Fully;
     }
     // Tokens changed on disk (a new login, or a refresh by another process): adopt them, unless a
     // refresh of ours is running, which re-reads the store itself.
     let mut relogged = std::collections::HashSet::new();
+    let mut outcome = Reconciled::Fully;
     {
         let pool = app.pool();
         for spec in &found.specs {
@@ -83,6 +95,7 @@ pub async fn reload(app: &Arc<App>) {
                 continue;
             };
             let Ok(_flight) = cell.flight.try_lock() else {
+                outcome = Reconciled::Partly;
                 continue;
             };
             let (disk, mem) = (new.tokens(), cell.tokens());
@@ -111,4 +124,5 @@ pub async fn reload(app: &Arc<App>) {
     for label in removed {
         tracing::info!(account = %label, "account removed");
     }
+    outcome
 }

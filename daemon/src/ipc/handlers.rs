@@ -179,7 +179,7 @@ async fn enable(app: &Arc<App>, label: String) -> Result<Value, RpcError> {
     }
     if source == Some(Source::TokenStore) {
         persist_disabled(app, &label, None).await?;
-        crate::store_watch::reload(app).await;
+        let _ = crate::store_watch::reload(app).await;
     }
     app.pool().enable(id);
     app.emit(Event::Accounts {
@@ -297,7 +297,7 @@ async fn login_complete(app: &Arc<App>, p: LoginComplete) -> Result<Value, RpcEr
             .await
             .map_err(|e| RpcError::new(codes::INTERNAL, e.to_string()))?
             .map_err(|e| RpcError::new(codes::FAILED, e.to_string()))?;
-    crate::store_watch::reload(app).await;
+    let _ = crate::store_watch::reload(app).await;
     let id = find(app, &label)?;
     app.emit(Event::Accounts {
         label,
