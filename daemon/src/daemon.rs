@@ -12,13 +12,14 @@ use tokio::net::TcpListener;
 
 use crate::accounts;
 use crate::auth::endpoint::Endpoint;
-use crate::auth::refresh::Refresher;
+use crate::auth::refresh::{Refreshed, Refresher};
 use crate::auth::OAuthCell;
 use crate::clock::{Clock, SystemClock};
 use crate::pool::Pool;
 use crate::pool::{AccountId, Credential};
 use crate::server::runtime::{Overrides, Runtime};
 use crate::server::{self, App, Settings};
+use neurolink_shared::ipc::{AccountChange, Event};
 
 /// What `proxy start` was asked for; `None` means "from the config file, else the default".
 #[derive(Debug, Clone, Default)]
@@ -128,6 +129,7 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         .count();
     tokio::spawn(keep_tokens_fresh(app.clone()));
     tokio::spawn(crate::store_watch::watch(app.clone()));
+    tokio::spawn(announce_cooldown_ends(app.clone()));
     tokio::spawn(flush_quotas_every(app.clone()));
     let _config_watcher = match crate::config_watch::watch(app.clone(), watched_config.clone()) {
         Ok(w) => Some(w),
@@ -223,10 +225,10 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
                 () = app.shutdown.cancelled() => tracing::info!("stop requested over the control socket"),
             }
             app.shutdown.cancel();
-            app.emit(neurolink_shared::ipc::Event::Daemon {
-                kind: "stopping".into(),
-                message: "the daemon is stopping".into(),
-            });
+            app.emit(neurolink_shared::ipc::Event::daemon(
+                neurolink_shared::ipc::DaemonEventKind::Stopping,
+                "the daemon is stopping",
+            ));
         }
     };
     let served = server::run(listener, app.clone(), stop).await;
@@ -291,15 +293,62 @@ async fn keep_tokens_fresh(app: Arc<App>) {
                 continue;
             }
             app.refresher.retry_unsaved(&cell).await;
-            if cell.needs_refresh(app.now_ms())
-                && cell.has_refresh_token()
-                && app.refresher.refresh(&cell, false).await.is_err()
-            {
-                crate::passthrough::refresh_failed(&app, id, &cell).await;
+            if !(cell.needs_refresh(app.now_ms()) && cell.has_refresh_token()) {
+                continue;
+            }
+            match app.refresher.refresh(&cell, false).await {
+                Ok(Refreshed::Exchanged | Refreshed::Adopted) => {
+                    let label = app
+                        .pool()
+                        .account(id)
+                        .map(|a| a.spec.label.clone())
+                        .unwrap_or_default();
+                    let state = app.state_of(&label);
+                    app.emit(Event::account(label, AccountChange::Refreshed, state, None));
+                }
+                Ok(Refreshed::AlreadyFresh) => {}
+                Err(_) => crate::passthrough::refresh_failed(&app, id, &cell).await,
             }
         }
     }
 }
+
+/// Tell subscribers when a cooldown runs out (the pool has no timers: a cooling account just
+/// becomes pickable again), so a dashboard need not poll.
+async fn announce_cooldown_ends(app: Arc<App>) {
+    let mut cooling: Vec<String> = Vec::new();
+    loop {
+        tokio::time::sleep(COOLDOWN_CHECK).await;
+        let now = app.now_ms();
+        let (still, ended): (Vec<String>, Vec<String>) = {
+            let pool = app.pool();
+            let mut still = Vec::new();
+            let mut ended = Vec::new();
+            for (id, a) in pool.accounts().iter().enumerate() {
+                match pool.state(id, now) {
+                    crate::pool::State::Cooling { .. } => still.push(a.spec.label.clone()),
+                    crate::pool::State::Active if cooling.contains(&a.spec.label) => {
+                        ended.push(a.spec.label.clone())
+                    }
+                    _ => {}
+                }
+            }
+            (still, ended)
+        };
+        for label in ended {
+            app.emit(Event::account(
+                label,
+                AccountChange::CooldownEnded,
+                neurolink_shared::ipc::AccountState::Active,
+                None,
+            ));
+        }
+        cooling = still;
+    }
+}
+
+/// How often cooldown ends are looked for (the dashboard's countdowns tick at the same pace).
+const COOLDOWN_CHECK: Duration = Duration::from_millis(500);
 
 /// Log cleanup at start and then hourly.
 async fn clean_logs_every(dir: std::path::PathBuf) {

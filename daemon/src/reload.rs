@@ -9,15 +9,16 @@
 use std::sync::Arc;
 
 use neurolink_shared::config::{self, EnvSource, ProxyConfig};
-use neurolink_shared::ipc::Event;
-use serde_json::{json, Value};
+use neurolink_shared::ipc::methods::ReloadResult;
+use neurolink_shared::ipc::{DaemonEventKind, Event};
+use serde_json::Value;
 
 use crate::auth::endpoint::Endpoint;
 use crate::server::{App, Runtime};
 
 /// Re-read the config file and put it in force. Returns what was applied (`notes` name what
 /// needs a restart), or the error (also sent to subscribers as a `config_invalid` event).
-pub async fn reload(app: &Arc<App>) -> Result<Value, String> {
+pub async fn reload(app: &Arc<App>) -> Result<ReloadResult, String> {
     let paths = app.settings.paths.clone();
     let explicit = app.settings.config_path.clone();
     let loaded = tokio::task::spawn_blocking(move || {
@@ -80,21 +81,26 @@ pub async fn reload(app: &Arc<App>) -> Result<Value, String> {
         ),
     };
     tracing::info!("{message}");
-    app.emit(Event::Daemon {
-        kind: "config_reloaded".into(),
-        message: message.clone(),
-    });
-    Ok(json!({"applied": true, "changed": changed, "warnings": loaded.warnings, "notes": notes}))
+    app.emit(Event::daemon(
+        DaemonEventKind::ConfigReloaded,
+        message.clone(),
+    ));
+    Ok(ReloadResult {
+        applied: true,
+        changed,
+        warnings: loaded.warnings,
+        notes,
+    })
 }
 
 /// Log and announce a config that was not applied; returns the message.
 fn invalid(app: &App, why: &str) -> String {
     let message = format!("config not reloaded, the old one stays: {why}");
     tracing::warn!("{message}");
-    app.emit(Event::Daemon {
-        kind: "config_invalid".into(),
-        message: message.clone(),
-    });
+    app.emit(Event::daemon(
+        DaemonEventKind::ConfigInvalid,
+        message.clone(),
+    ));
     message
 }
 

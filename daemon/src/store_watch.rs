@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use neurolink_shared::ipc::{AccountChange, AccountState, Event};
+
 use crate::accounts;
 use crate::pool::Credential;
 use crate::server::App;
@@ -120,9 +122,17 @@ pub async fn reload(app: &Arc<App>) -> Reconciled {
     });
     for label in added {
         tracing::info!(account = %label, "account added");
+        let state = app.state_of(&label);
+        app.emit(Event::account(label, AccountChange::Added, state, None));
     }
     for label in removed {
         tracing::info!(account = %label, "account removed");
+        app.emit(Event::account(
+            label,
+            AccountChange::Removed,
+            AccountState::Disabled,
+            None,
+        ));
     }
     outcome
 }

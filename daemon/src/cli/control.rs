@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use neurolink_shared::ipc::{ClientError, IpcClient};
+use neurolink_shared::ipc::methods::{self, NoParams};
+use neurolink_shared::ipc::{AccountState, Call, ClientError, CredentialKind, IpcClient};
 use neurolink_shared::paths::Paths;
 use serde_json::Value;
 
@@ -34,6 +35,11 @@ pub fn rpc(method: &str, params: Option<&str>) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };
+    // Checked here first, so a mistake is told in terms of the method's params.
+    if let Err(e) = Call::parse(method, params.clone()) {
+        eprintln!("error: {}", e.message);
+        return ExitCode::from(2);
+    }
     rt.block_on(async {
         let mut client = match IpcClient::connect(&paths.socket()).await {
             Ok(c) => c,
@@ -121,55 +127,54 @@ pub fn status(format: OutputFormat) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let summary = client
-            .call_timeout("status", None, Duration::from_secs(5))
-            .await;
-        let accounts = client
-            .call_timeout("accounts.list", None, Duration::from_secs(5))
-            .await;
-        let (Ok(mut summary), Ok(accounts)) = (summary, accounts) else {
+        let answer = tokio::time::timeout(Duration::from_secs(5), async {
+            let summary = client.request::<methods::Status>(&NoParams {}).await?;
+            let accounts = client
+                .request::<methods::AccountsList>(&NoParams {})
+                .await?;
+            Ok::<_, ClientError>((summary, accounts.accounts))
+        })
+        .await;
+        let Ok(Ok((summary, accounts))) = answer else {
             return fail("the daemon did not answer status");
         };
-        summary["running"] = Value::Bool(true);
-        summary["accounts"] = accounts["accounts"].clone();
         if format == OutputFormat::Json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&summary).unwrap_or_default()
-            );
+            let mut v = serde_json::to_value(&summary).unwrap_or(Value::Null);
+            v["running"] = Value::Bool(true);
+            v["accounts"] = serde_json::to_value(&accounts).unwrap_or(Value::Null);
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             return ExitCode::SUCCESS;
         }
-        let s = |v: &Value| {
-            v.as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string())
-        };
         println!(
             "running: pid {}, http://{}:{}, {}, up {:.0} s",
-            summary["pid"],
-            s(&summary["host"]),
-            summary["port"],
-            s(&summary["strategy"]),
-            summary["uptime"].as_f64().unwrap_or(0.0)
+            summary.pid, summary.host, summary.port, summary.strategy, summary.uptime
         );
         println!(
             "requests: {} ({} ok), tokens in/out: {}/{}",
-            summary["totals"]["requests"],
-            summary["totals"]["successes"],
-            summary["totals"]["inputTokens"],
-            summary["totals"]["outputTokens"]
+            summary.totals.requests,
+            summary.totals.successes,
+            summary.totals.input_tokens,
+            summary.totals.output_tokens
         );
-        for a in summary["accounts"].as_array().into_iter().flatten() {
-            let extra = match s(&a["state"]).as_str() {
-                "cooling" => format!(" ({} s left)", a["cooldownRemainingSecs"]),
-                "disabled" => format!(" ({})", s(&a["disabledReason"])),
-                _ => String::new(),
+        for a in &accounts {
+            let extra = match a.state {
+                AccountState::Cooling => {
+                    format!(" ({} s left)", a.cooldown_remaining_secs.unwrap_or(0))
+                }
+                AccountState::Disabled => {
+                    format!(" ({})", a.disabled_reason.as_deref().unwrap_or("disabled"))
+                }
+                AccountState::Active => String::new(),
+            };
+            let kind = match a.kind {
+                CredentialKind::ApiKey => "api_key",
+                CredentialKind::Oauth => "oauth",
             };
             println!(
                 "  {:<24} {:<8} {}{}",
-                s(&a["label"]),
-                s(&a["kind"]),
-                s(&a["state"]),
+                a.label,
+                kind,
+                a.state.as_str(),
                 extra
             );
         }

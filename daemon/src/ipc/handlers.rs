@@ -1,100 +1,74 @@
-//! One function per IPC method: `(app, params) -> Result<Value, RpcError>`.
+//! One function per IPC method, each answering its method's typed result
+//! (`neurolink_shared::ipc::methods`).
 
 use std::sync::Arc;
 
-use neurolink_shared::ipc::{codes, Event, RpcError, PROTOCOL_VERSION, TOPICS};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use neurolink_shared::ipc::methods::{
+    AccountResult, AccountsResult, Call, HelloResult, LabelParams, LoginCompleteParams,
+    LoginMethod, LoginStartParams, LoginStarted, LogsResult, ShutdownResult,
+};
+use neurolink_shared::ipc::{
+    codes, AccountChange, AccountState, Event, RpcError, Topic, PROTOCOL_VERSION,
+};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::auth::login::{self, LoginFlow, Method, PendingLogin, Placement, Urls};
 use crate::pool::{AccountId, Credential, Source};
 use crate::server::{status, App};
 
-pub async fn handle(
-    app: &Arc<App>,
-    method: &str,
-    params: Option<Value>,
-) -> Result<Value, RpcError> {
-    match method {
-        "hello" => Ok(
-            json!({"protocol": PROTOCOL_VERSION, "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()}),
+/// Answer one call (`subscribe` is handled by the connection, which owns the event stream).
+pub async fn handle(app: &Arc<App>, call: Call) -> Result<Value, RpcError> {
+    match call {
+        Call::Hello(_) => to_value(HelloResult {
+            protocol: PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+        }),
+        Call::Status(_) => to_value(status::summary(app)),
+        Call::AccountsList(_) => to_value(AccountsResult {
+            accounts: status::accounts(app),
+        }),
+        Call::AccountsRefresh(LabelParams { label }) => account(app, refresh(app, label).await),
+        Call::AccountsEnable(LabelParams { label }) => account(app, enable(app, label).await),
+        Call::AccountsDisable(LabelParams { label }) => account(app, disable(app, label).await),
+        Call::AccountsReset(LabelParams { label }) => account(app, reset(app, label)),
+        Call::AuthLoginStart(p) => to_value(login_start(app, p)?),
+        Call::AuthLoginComplete(p) => account(app, login_complete(app, p).await),
+        Call::LogsTail(p) => to_value(LogsResult {
+            records: app.recent(p.limit.unwrap_or(50)),
+        }),
+        Call::ConfigReload(_) => to_value(
+            crate::reload::reload(app)
+                .await
+                .map_err(|e| RpcError::new(codes::FAILED, e))?,
         ),
-        "status" => Ok(status::summary(app)),
-        "accounts.list" => Ok(json!({ "accounts": status::accounts(app) })),
-        "accounts.refresh" => refresh(app, label(params)?).await,
-        "accounts.enable" => enable(app, label(params)?).await,
-        "accounts.disable" => disable(app, label(params)?).await,
-        "accounts.reset" => reset(app, label(params)?),
-        "auth.login.start" => login_start(app, parse(params)?),
-        "auth.login.complete" => login_complete(app, parse(params)?).await,
-        "logs.tail" => {
-            let p: TailParams = parse_or_default(params)?;
-            Ok(json!({ "records": app.recent(p.limit.unwrap_or(50)) }))
-        }
-        "config.reload" => crate::reload::reload(app)
-            .await
-            .map_err(|e| RpcError::new(codes::FAILED, e)),
-        "shutdown" => Ok(json!({"ok": true})),
-        other => Err(RpcError::new(
-            codes::METHOD_NOT_FOUND,
-            format!(
-                "unknown method `{other}` (daemon {}); methods: {}",
-                env!("CARGO_PKG_VERSION"),
-                neurolink_shared::ipc::METHODS.join(", ")
-            ),
+        Call::Subscribe(_) => Err(RpcError::new(
+            codes::INVALID_REQUEST,
+            "already subscribed on this connection",
         )),
+        Call::Shutdown(_) => to_value(ShutdownResult { ok: true }),
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(params: Option<Value>) -> Result<T, RpcError> {
-    let v = params.unwrap_or(Value::Null);
-    serde_json::from_value(v)
-        .map_err(|e| RpcError::new(codes::INVALID_PARAMS, format!("invalid params: {e}")))
+fn to_value(v: impl Serialize) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::new(codes::INTERNAL, e.to_string()))
 }
 
-fn parse_or_default<T: for<'de> Deserialize<'de> + Default>(
-    params: Option<Value>,
-) -> Result<T, RpcError> {
-    match params {
-        None | Some(Value::Null) => Ok(T::default()),
-        p => parse(p),
+/// `{account}` for the account a method acted on.
+fn account(app: &App, id: Result<AccountId, RpcError>) -> Result<Value, RpcError> {
+    let id = id?;
+    let view = status::account_view(&app.pool(), id, app.now_ms())
+        .ok_or_else(|| RpcError::new(codes::INTERNAL, "the account vanished"))?;
+    to_value(AccountResult { account: view })
+}
+
+/// The topics of a `subscribe` (all when none are named).
+pub fn topics(call: &Call) -> Vec<Topic> {
+    match call {
+        Call::Subscribe(p) => p.topics.clone().unwrap_or_else(|| Topic::ALL.to_vec()),
+        _ => Vec::new(),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LabelParams {
-    label: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct TailParams {
-    limit: Option<usize>,
-}
-
-/// `subscribe`'s topics (all when none are named).
-pub fn topics(params: Option<&Value>) -> Result<Vec<String>, RpcError> {
-    #[derive(Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    struct P {
-        topics: Option<Vec<String>>,
-    }
-    let p: P = parse_or_default(params.cloned())?;
-    let topics = p
-        .topics
-        .unwrap_or_else(|| TOPICS.iter().map(|t| t.to_string()).collect());
-    if let Some(bad) = topics.iter().find(|t| !TOPICS.contains(&t.as_str())) {
-        return Err(RpcError::new(
-            codes::INVALID_PARAMS,
-            format!("unknown topic `{bad}` (topics: {})", TOPICS.join(", ")),
-        ));
-    }
-    Ok(topics)
-}
-
-fn label(params: Option<Value>) -> Result<String, RpcError> {
-    parse::<LabelParams>(params).map(|p| p.label)
 }
 
 fn find(app: &App, label: &str) -> Result<AccountId, RpcError> {
@@ -110,12 +84,7 @@ fn find(app: &App, label: &str) -> Result<AccountId, RpcError> {
         })
 }
 
-fn view(app: &App, id: AccountId) -> Value {
-    let view = status::account_view(&app.pool(), id, app.now_ms());
-    serde_json::to_value(view).unwrap_or(Value::Null)
-}
-
-async fn refresh(app: &Arc<App>, label: String) -> Result<Value, RpcError> {
+async fn refresh(app: &Arc<App>, label: String) -> Result<AccountId, RpcError> {
     let id = find(app, &label)?;
     let cell = match app.pool().account(id).map(|a| a.spec.credential.clone()) {
         Some(Credential::OAuth(cell)) => cell,
@@ -130,12 +99,9 @@ async fn refresh(app: &Arc<App>, label: String) -> Result<Value, RpcError> {
         .refresh(&cell, true)
         .await
         .map_err(|e| RpcError::new(codes::FAILED, format!("refreshing `{label}` failed: {e}")))?;
-    app.emit(Event::Accounts {
-        label: label.clone(),
-        change: "refreshed".into(),
-        state: "active".into(),
-    });
-    Ok(view(app, id))
+    let state = app.pool().state(id, app.now_ms()).view();
+    app.emit(Event::account(label, AccountChange::Refreshed, state, None));
+    Ok(id)
 }
 
 /// Persist `disabled` on a stored login (so it survives restarts and other processes see it).
@@ -163,7 +129,7 @@ async fn persist_disabled(app: &App, label: &str, reason: Option<&str>) -> Resul
     }
 }
 
-async fn enable(app: &Arc<App>, label: String) -> Result<Value, RpcError> {
+async fn enable(app: &Arc<App>, label: String) -> Result<AccountId, RpcError> {
     let id = find(app, &label)?;
     let source = app.pool().account(id).map(|a| a.spec.source);
     if source == Some(Source::Config)
@@ -181,61 +147,46 @@ async fn enable(app: &Arc<App>, label: String) -> Result<Value, RpcError> {
         persist_disabled(app, &label, None).await?;
         let _ = crate::store_watch::reload(app).await;
     }
-    app.pool().enable(id);
-    app.emit(Event::Accounts {
-        label,
-        change: "enabled".into(),
-        state: "active".into(),
-    });
-    Ok(view(app, id))
+    let state = {
+        let mut pool = app.pool();
+        pool.enable(id);
+        pool.state(id, app.now_ms()).view()
+    };
+    app.emit(Event::account(label, AccountChange::Enabled, state, None));
+    Ok(id)
 }
 
-async fn disable(app: &Arc<App>, label: String) -> Result<Value, RpcError> {
+async fn disable(app: &Arc<App>, label: String) -> Result<AccountId, RpcError> {
     let id = find(app, &label)?;
     let reason = "disabled over IPC; enable with `neurolink auth enable` or accounts.enable";
     if app.pool().account(id).map(|a| a.spec.source) == Some(Source::TokenStore) {
         persist_disabled(app, &label, Some(reason)).await?;
     }
     app.pool().disable(id, reason.to_string());
-    app.emit(Event::Accounts {
+    app.emit(Event::account(
         label,
-        change: "disabled".into(),
-        state: "disabled".into(),
-    });
-    Ok(view(app, id))
+        AccountChange::Disabled,
+        AccountState::Disabled,
+        Some("disabled by a user".into()),
+    ));
+    Ok(id)
 }
 
-fn reset(app: &Arc<App>, label: String) -> Result<Value, RpcError> {
+fn reset(app: &Arc<App>, label: String) -> Result<AccountId, RpcError> {
     let id = find(app, &label)?;
-    app.pool().reset(id);
-    app.emit(Event::Accounts {
-        label,
-        change: "reset".into(),
-        state: "active".into(),
-    });
-    Ok(view(app, id))
+    let state = {
+        let mut pool = app.pool();
+        pool.reset(id);
+        pool.state(id, app.now_ms()).view()
+    };
+    app.emit(Event::account(label, AccountChange::Reset, state, None));
+    Ok(id)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginStart {
-    #[serde(default)]
-    label: Option<String>,
-    /// `oauth` (default) or `create-api-key`.
-    #[serde(default)]
-    method: Option<String>,
-}
-
-fn login_start(app: &Arc<App>, p: LoginStart) -> Result<Value, RpcError> {
-    let method = match p.method.as_deref().unwrap_or("oauth") {
-        "oauth" => Method::OAuth,
-        "create-api-key" => Method::CreateApiKey,
-        other => {
-            return Err(RpcError::new(
-                codes::INVALID_PARAMS,
-                format!("method `{other}` cannot be started here (oauth or create-api-key; add API keys with `neurolink auth login`)"),
-            ))
-        }
+fn login_start(app: &Arc<App>, p: LoginStartParams) -> Result<LoginStarted, RpcError> {
+    let method = match p.method.unwrap_or(LoginMethod::Oauth) {
+        LoginMethod::Oauth => Method::OAuth,
+        LoginMethod::CreateApiKey => Method::CreateApiKey,
     };
     let flow = LoginFlow::start(
         method,
@@ -260,17 +211,13 @@ fn login_start(app: &Arc<App>, p: LoginStart) -> Result<Value, RpcError> {
             started_ms: now,
         },
     );
-    Ok(json!({"authorizeUrl": url, "loginId": login_id}))
+    Ok(LoginStarted {
+        authorize_url: url,
+        login_id,
+    })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct LoginComplete {
-    login_id: String,
-    code: String,
-}
-
-async fn login_complete(app: &Arc<App>, p: LoginComplete) -> Result<Value, RpcError> {
+async fn login_complete(app: &Arc<App>, p: LoginCompleteParams) -> Result<AccountId, RpcError> {
     let pending = app
         .logins
         .lock()
@@ -299,10 +246,7 @@ async fn login_complete(app: &Arc<App>, p: LoginComplete) -> Result<Value, RpcEr
             .map_err(|e| RpcError::new(codes::FAILED, e.to_string()))?;
     let _ = crate::store_watch::reload(app).await;
     let id = find(app, &label)?;
-    app.emit(Event::Accounts {
-        label,
-        change: "added".into(),
-        state: "active".into(),
-    });
-    Ok(json!({ "account": view(app, id) }))
+    let state = app.pool().state(id, app.now_ms()).view();
+    app.emit(Event::account(label, AccountChange::Added, state, None));
+    Ok(id)
 }

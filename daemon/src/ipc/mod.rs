@@ -14,7 +14,11 @@ use std::sync::Arc;
 use interprocess::local_socket::tokio::{prelude::*, Listener};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use neurolink_shared::ipc::client::SharedStream;
-use neurolink_shared::ipc::{codes, Event, Notification, Request, Response, RpcError, MAX_LINE};
+use neurolink_shared::ipc::methods::SubscribeResult;
+use neurolink_shared::ipc::{
+    codes, Call, DaemonEventKind, Event, Notification, Request, Response, RpcError, Topic,
+    MAX_LINE, METHODS,
+};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -183,36 +187,41 @@ async fn connection(stream: SharedStream, app: Arc<App>) {
                 .await;
             continue;
         }
-        if request.method == "subscribe" {
-            match handlers::topics(request.params.as_ref()) {
-                Ok(topics) if !subscribed => {
-                    subscribed = true;
-                    let rx = app.events.subscribe();
-                    let _ = tx
-                        .send(Out::Response(Response::ok(
-                            id,
-                            serde_json::json!({ "topics": topics }),
-                        )))
-                        .await;
-                    if let Some(lag) = lag_tx.take() {
-                        tokio::spawn(forward_events(rx, topics, tx.clone(), lag));
-                    }
-                }
-                Ok(_) => {
-                    let e = RpcError::new(
-                        codes::INVALID_REQUEST,
-                        "already subscribed on this connection",
+        let call = match Call::parse(&request.method, request.params) {
+            Ok(c) => c,
+            Err(mut e) => {
+                if e.code == codes::METHOD_NOT_FOUND {
+                    e.message = format!(
+                        "unknown method `{}` (daemon {}); methods: {}",
+                        request.method,
+                        env!("CARGO_PKG_VERSION"),
+                        METHODS.join(", ")
                     );
-                    let _ = tx.send(Out::Response(Response::err(id, e))).await;
                 }
-                Err(e) => {
-                    let _ = tx.send(Out::Response(Response::err(id, e))).await;
-                }
+                let _ = tx.send(Out::Response(Response::err(id, e))).await;
+                continue;
+            }
+        };
+        if matches!(call, Call::Subscribe(_)) && !subscribed {
+            subscribed = true;
+            let topics = handlers::topics(&call);
+            let rx = app.events.subscribe();
+            let result = SubscribeResult {
+                topics: topics.clone(),
+            };
+            let _ = tx
+                .send(Out::Response(Response::ok(
+                    id,
+                    serde_json::to_value(result).unwrap_or(Value::Null),
+                )))
+                .await;
+            if let Some(lag) = lag_tx.take() {
+                tokio::spawn(forward_events(rx, topics, tx.clone(), lag));
             }
             continue;
         }
-        let shutdown = request.method == "shutdown";
-        let response = match handlers::handle(&app, &request.method, request.params).await {
+        let shutdown = matches!(call, Call::Shutdown(_));
+        let response = match handlers::handle(&app, call).await {
             Ok(result) => Response::ok(id, result),
             Err(e) => Response::err(id, e),
         };
@@ -233,7 +242,7 @@ async fn connection(stream: SharedStream, app: Arc<App>) {
 /// connection is gone ends the task.
 async fn forward_events(
     mut rx: tokio::sync::broadcast::Receiver<Event>,
-    topics: Vec<String>,
+    topics: Vec<Topic>,
     tx: mpsc::Sender<Out>,
     lag: tokio::sync::oneshot::Sender<Notification>,
 ) {
@@ -241,7 +250,7 @@ async fn forward_events(
     let why = loop {
         match rx.recv().await {
             Ok(event) => {
-                if !topics.iter().any(|t| t == event.topic()) {
+                if !topics.contains(&event.topic()) {
                     continue;
                 }
                 match tx.try_send(Out::Event(Notification::event(event))) {
@@ -256,9 +265,9 @@ async fn forward_events(
             Err(RecvError::Closed) => return,
         }
     };
-    let event = Event::Daemon {
-        kind: "lagged".into(),
-        message: format!("subscription dropped: {why}; subscribe again"),
-    };
+    let event = Event::daemon(
+        DaemonEventKind::Lagged,
+        format!("subscription dropped: {why}; subscribe again"),
+    );
     let _ = lag.send(Notification::event(event));
 }

@@ -23,7 +23,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 use crate::auth;
 use crate::outcome::{self, NetworkKind, NextStep, Outcome};
-use crate::pool::{AccountId, AccountSpec, Credential, Pick};
+use crate::pool::{AccountId, AccountSpec, Credential, Pick, State};
 use crate::server::{errors, App, Runtime};
 use neurolink_shared::ipc::AttemptRecord;
 use record::Draft;
@@ -212,11 +212,18 @@ fn report(app: &App, id: AccountId, label: &str, outcome: &Outcome) {
         (before, pool.state(id, now))
     };
     if std::mem::discriminant(&before) != std::mem::discriminant(&after) {
-        app.emit(neurolink_shared::ipc::Event::Accounts {
-            label: label.to_string(),
-            change: outcome.class().to_string(),
-            state: after.name().to_string(),
-        });
+        use neurolink_shared::ipc::{AccountChange, Event};
+        let change = match after {
+            State::Cooling { .. } => AccountChange::Cooling,
+            State::Disabled => AccountChange::Disabled,
+            State::Active => AccountChange::CooldownEnded,
+        };
+        app.emit(Event::account(
+            label,
+            change,
+            after.view(),
+            Some(outcome.class().to_string()),
+        ));
     }
 }
 
@@ -292,11 +299,12 @@ pub(crate) async fn refresh_failed(app: &Arc<App>, id: AccountId, cell: &Arc<aut
                 .account(id)
                 .map(|a| a.spec.label.clone())
                 .unwrap_or_default();
-            app.emit(neurolink_shared::ipc::Event::Accounts {
+            app.emit(neurolink_shared::ipc::Event::account(
                 label,
-                change: "refresh_failed".into(),
-                state: "disabled".into(),
-            });
+                neurolink_shared::ipc::AccountChange::Disabled,
+                neurolink_shared::ipc::AccountState::Disabled,
+                Some("refresh_failed".into()),
+            ));
             pool.disable(
                 id,
                 format!(

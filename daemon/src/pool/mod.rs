@@ -51,6 +51,19 @@ pub enum Source {
     Config,
 }
 
+impl Source {
+    /// The source as the control socket shows it.
+    pub fn view(self) -> neurolink_shared::ipc::AccountSource {
+        use neurolink_shared::ipc::AccountSource;
+        match self {
+            Source::TokenStore => AccountSource::TokenStore,
+            Source::LegacyCredentials => AccountSource::LegacyCredentials,
+            Source::Environment => AccountSource::Environment,
+            Source::Config => AccountSource::Config,
+        }
+    }
+}
+
 /// An account as configured: what does not change while the daemon runs.
 #[derive(Debug, Clone)]
 pub struct AccountSpec {
@@ -132,6 +145,16 @@ pub enum State {
 }
 
 impl State {
+    /// The state as the control socket shows it.
+    pub fn view(self) -> neurolink_shared::ipc::AccountState {
+        use neurolink_shared::ipc::AccountState;
+        match self {
+            State::Active => AccountState::Active,
+            State::Cooling { .. } => AccountState::Cooling,
+            State::Disabled => AccountState::Disabled,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             State::Active => "active",

@@ -181,7 +181,7 @@ impl App {
         // The event carries its own copy; make it only when someone listens.
         if self.events.receiver_count() > 0 {
             self.emit(Event::Requests {
-                record: (*record).clone(),
+                record: Box::new((*record).clone()),
             });
         }
     }
@@ -203,6 +203,18 @@ impl App {
         self.pool
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The state of the account `label` now (disabled when there is none).
+    pub fn state_of(&self, label: &str) -> neurolink_shared::ipc::AccountState {
+        let now = self.now_ms();
+        let pool = self.pool();
+        pool.accounts()
+            .iter()
+            .position(|a| a.spec.label == label)
+            .map_or(neurolink_shared::ipc::AccountState::Disabled, |id| {
+                pool.state(id, now).view()
+            })
     }
 
     pub fn now_ms(&self) -> Millis {

@@ -4,7 +4,8 @@ use serde_json::{json, Value};
 
 use super::App;
 use crate::clock::rfc3339;
-use neurolink_shared::ipc::{AccountView, CountersView, QuotaView};
+use neurolink_shared::ipc::methods::StatusView;
+use neurolink_shared::ipc::{AccountView, CountersView, CredentialKind, QuotaView};
 
 use crate::clock::Millis;
 use crate::pool::{AccountId, Counters, Credential, Pool, State};
@@ -40,13 +41,13 @@ pub fn account_view(pool: &Pool, id: AccountId, now: Millis) -> Option<AccountVi
     let c = &a.counters;
     Some(AccountView {
         label: a.spec.label.clone(),
-        kind: a.spec.credential.kind().into(),
-        source: serde_json::to_value(a.spec.source)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        kind: match a.spec.credential {
+            Credential::ApiKey(_) => CredentialKind::ApiKey,
+            Credential::OAuth(_) => CredentialKind::Oauth,
+        },
+        source: a.spec.source.view(),
         weight: a.spec.weight,
-        state: state.name().into(),
+        state: state.view(),
         cooldown_until: until.map(rfc3339),
         cooldown_remaining_secs: until.map(|u| (u - now).div_ceil(1000)),
         backoff_level: a.health.backoff_level,
@@ -67,15 +68,7 @@ pub fn account_view(pool: &Pool, id: AccountId, now: Millis) -> Option<AccountVi
         disabled_reason: pool.disabled_reason(id).map(str::to_string),
         last_error: a.health.last_error.clone(),
         excluded_models: a.spec.excluded_models.clone(),
-        counters: CountersView {
-            requests: c.requests,
-            successes: c.successes,
-            errors: c.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            input_tokens: c.input_tokens,
-            output_tokens: c.output_tokens,
-            cache_creation_input_tokens: c.cache_creation_input_tokens,
-            cache_read_input_tokens: c.cache_read_input_tokens,
-        },
+        counters: counters_view(c),
     })
 }
 
@@ -89,9 +82,9 @@ pub fn accounts(app: &App) -> Vec<AccountView> {
 }
 
 /// The daemon without its accounts: what `status` over IPC returns.
-pub fn summary(app: &App) -> Value {
+pub fn summary(app: &App) -> StatusView {
     let mut totals = Counters::default();
-    let (count, usable) = {
+    let (count, usable, strategy) = {
         let pool = app.pool();
         let now = app.now_ms();
         for a in pool.accounts() {
@@ -100,28 +93,45 @@ pub fn summary(app: &App) -> Value {
         let usable = (0..pool.accounts().len())
             .filter(|&id| pool.state(id, now) == State::Active)
             .count();
-        (pool.accounts().len(), usable)
+        (pool.accounts().len(), usable, pool.strategy())
     };
     let config = app.config();
-    json!({
-        "status": "running",
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "host": app.settings.host,
-        "port": app.settings.port,
-        "strategy": app.pool().strategy().as_str(),
-        "startedAt": rfc3339(app.settings.started_at_ms),
-        "uptime": uptime_secs(app),
-        "fallbackChain": config.routing.fallback_chain,
-        "accountCount": count,
-        "usableAccounts": usable,
-        "totals": totals,
-    })
+    StatusView {
+        status: "running".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        host: app.settings.host.clone(),
+        port: app.settings.port,
+        strategy: strategy.as_str().into(),
+        started_at: rfc3339(app.settings.started_at_ms),
+        uptime: uptime_secs(app),
+        fallback_chain: config
+            .routing
+            .fallback_chain
+            .iter()
+            .filter_map(|f| serde_json::to_value(f).ok())
+            .collect(),
+        account_count: count,
+        usable_accounts: usable,
+        totals: counters_view(&totals),
+    }
+}
+
+fn counters_view(c: &Counters) -> CountersView {
+    CountersView {
+        requests: c.requests,
+        successes: c.successes,
+        errors: c.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        input_tokens: c.input_tokens,
+        output_tokens: c.output_tokens,
+        cache_creation_input_tokens: c.cache_creation_input_tokens,
+        cache_read_input_tokens: c.cache_read_input_tokens,
+    }
 }
 
 /// `/status`: the summary plus every account.
 pub fn status(app: &App) -> Value {
-    let mut v = summary(app);
+    let mut v = serde_json::to_value(summary(app)).unwrap_or(Value::Null);
     v["accounts"] = serde_json::to_value(accounts(app)).unwrap_or(Value::Null);
     v
 }

@@ -115,6 +115,17 @@ impl IpcClient {
         }
     }
 
+    /// Call method `M` with typed params and result.
+    pub async fn request<M: super::Method>(
+        &mut self,
+        params: &M::Params,
+    ) -> Result<M::Result, ClientError> {
+        let params =
+            serde_json::to_value(params).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let v = self.call(M::NAME, Some(params)).await?;
+        serde_json::from_value(v).map_err(|e| ClientError::Protocol(format!("{}: {e}", M::NAME)))
+    }
+
     /// [`IpcClient::call`] with a deadline.
     pub async fn call_timeout(
         &mut self,

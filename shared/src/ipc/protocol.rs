@@ -5,26 +5,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Sent by `hello`; a client that knows a different version warns.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: every `accounts.*` method and `auth.login.complete` answer `{account}`; account events say
+/// what happened in `change` (`cooling`, `cooldown_ended`, ...) and why in `reason`.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The longest line either side accepts.
 pub const MAX_LINE: usize = 1024 * 1024;
-
-/// Every method the daemon answers.
-pub const METHODS: &[&str] = &[
-    "hello",
-    "status",
-    "accounts.list",
-    "accounts.refresh",
-    "accounts.enable",
-    "accounts.disable",
-    "accounts.reset",
-    "auth.login.start",
-    "auth.login.complete",
-    "logs.tail",
-    "config.reload",
-    "subscribe",
-    "shutdown",
-];
 
 /// Standard JSON-RPC error codes, and ours (-32000 and below).
 pub mod codes {
@@ -130,29 +116,152 @@ impl Notification {
 /// Topics a client may subscribe to.
 pub const TOPICS: &[&str] = &["accounts", "requests", "daemon"];
 
+/// A topic of [`Event`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topic {
+    Accounts,
+    Requests,
+    Daemon,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 3] = [Topic::Accounts, Topic::Requests, Topic::Daemon];
+}
+
+/// Where an account's state stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountState {
+    /// Can take requests.
+    Active,
+    /// Waiting out a cooldown (`cooldownUntil`).
+    Cooling,
+    /// Not used until enabled again (`disabledReason` says why).
+    Disabled,
+}
+
+impl AccountState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Active => "active",
+            AccountState::Cooling => "cooling",
+            AccountState::Disabled => "disabled",
+        }
+    }
+}
+
+/// How an account authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    ApiKey,
+    Oauth,
+}
+
+/// Where an account was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountSource {
+    /// `tokens.json` (`neurolink auth login`).
+    TokenStore,
+    /// NeuroLink's older `anthropic-credentials.json`.
+    LegacyCredentials,
+    /// `ANTHROPIC_API_KEY` when the daemon started.
+    Environment,
+    /// `accounts.anthropic[]` of the config file.
+    Config,
+}
+
+/// What happened to an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountChange {
+    /// An answer benched it (`reason`: the outcome class, e.g. `rate_limit`, `auth`).
+    Cooling,
+    /// Its cooldown ran out: usable again.
+    CooldownEnded,
+    /// Disabled (by a user, or after repeated refresh failures: `reason`).
+    Disabled,
+    Enabled,
+    /// Cooldown and backoff cleared by a user.
+    Reset,
+    /// Its OAuth token was refreshed.
+    Refreshed,
+    /// A login or a config change added it.
+    Added,
+    /// It left the token store or the config.
+    Removed,
+    /// A change a newer daemon knows and this client does not.
+    #[serde(other)]
+    Other,
+}
+
+/// What a daemon event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DaemonEventKind {
+    ConfigReloaded,
+    ConfigInvalid,
+    Stopping,
+    /// The last message a subscriber that fell behind receives; subscribe again (and resync).
+    Lagged,
+    #[serde(other)]
+    Other,
+}
+
 /// What subscribers hear about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "topic", rename_all = "lowercase")]
 pub enum Event {
-    /// An account changed state (cooling, disabled, enabled, refreshed, added, removed).
+    /// An account changed.
     Accounts {
         label: String,
-        change: String,
-        state: String,
+        change: AccountChange,
+        /// The account's state after the change.
+        state: AccountState,
+        /// Why, where there is more to say (an outcome class, a refresh error).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
-    /// A request finished.
-    Requests { record: RequestRecord },
-    /// The daemon itself: `config_reloaded`, `config_invalid`, `stopping`, and `lagged` (the
-    /// last message a subscriber that fell behind receives).
-    Daemon { kind: String, message: String },
+    /// A request finished (boxed: records are much larger than the other events).
+    Requests { record: Box<RequestRecord> },
+    /// The daemon itself.
+    Daemon {
+        kind: DaemonEventKind,
+        message: String,
+    },
 }
 
 impl Event {
-    pub fn topic(&self) -> &'static str {
+    pub fn topic(&self) -> Topic {
         match self {
-            Event::Accounts { .. } => "accounts",
-            Event::Requests { .. } => "requests",
-            Event::Daemon { .. } => "daemon",
+            Event::Accounts { .. } => Topic::Accounts,
+            Event::Requests { .. } => Topic::Requests,
+            Event::Daemon { .. } => Topic::Daemon,
+        }
+    }
+
+    /// An account event.
+    pub fn account(
+        label: impl Into<String>,
+        change: AccountChange,
+        state: AccountState,
+        reason: Option<String>,
+    ) -> Self {
+        Event::Accounts {
+            label: label.into(),
+            change,
+            state,
+            reason,
+        }
+    }
+
+    /// A daemon event.
+    pub fn daemon(kind: DaemonEventKind, message: impl Into<String>) -> Self {
+        Event::Daemon {
+            kind,
+            message: message.into(),
         }
     }
 }
@@ -199,13 +308,10 @@ pub struct RequestRecord {
 #[serde(rename_all = "camelCase")]
 pub struct AccountView {
     pub label: String,
-    /// `api_key` or `oauth`.
-    pub kind: String,
-    /// `token-store`, `legacy-credentials`, `environment` or `config`.
-    pub source: String,
+    pub kind: CredentialKind,
+    pub source: AccountSource,
     pub weight: u32,
-    /// `active`, `cooling` or `disabled`.
-    pub state: String,
+    pub state: AccountState,
     /// RFC 3339, while cooling.
     pub cooldown_until: Option<String>,
     pub cooldown_remaining_secs: Option<u64>,

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use neurolink_shared::ipc::{Event, IpcClient};
+use neurolink_shared::ipc::{DaemonEventKind, Event, IpcClient};
 use neurolink_tests::fake_anthropic::FakeAnthropic;
 use neurolink_tests::harness::{config_with_keys, Daemon, TestHome};
 use serde_json::json;
@@ -49,7 +49,7 @@ async fn saved_changes_apply_and_broken_ones_are_reported() {
         .unwrap()
         .unwrap();
     assert!(
-        matches!(&n.params, Event::Daemon { kind, .. } if kind == "config_reloaded"),
+        matches!(&n.params, Event::Daemon { kind, .. } if *kind == DaemonEventKind::ConfigReloaded),
         "{:?}",
         n.params
     );
@@ -75,7 +75,7 @@ async fn saved_changes_apply_and_broken_ones_are_reported() {
     let Event::Daemon { kind, message } = &n.params else {
         panic!("{:?}", n.params)
     };
-    assert_eq!(kind, "config_invalid");
+    assert_eq!(*kind, DaemonEventKind::ConfigInvalid);
     assert!(message.contains("proxy-config.yaml"), "{message}");
     assert_eq!(strategy(&d).await, "round-robin");
     assert_eq!(d.message(false).await.status(), 200);

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use neurolink_shared::ipc::{Event, IpcClient};
+use neurolink_shared::ipc::{DaemonEventKind, Event, IpcClient};
 use neurolink_tests::fake_anthropic::{Behavior, FakeAnthropic};
 use neurolink_tests::harness::{command, config_with_keys, http, message_body, Daemon, TestHome};
 use serde_json::json;
@@ -134,7 +134,7 @@ async fn reading_the_config_reloads_nothing_and_one_edit_reloads_once() {
         .unwrap()
         .unwrap();
     assert!(
-        matches!(&n.params, Event::Daemon { kind, .. } if kind == "config_reloaded"),
+        matches!(&n.params, Event::Daemon { kind, .. } if *kind == DaemonEventKind::ConfigReloaded),
         "{:?}",
         n.params
     );
@@ -212,7 +212,7 @@ async fn a_reload_rotates_the_auth_key_and_moves_the_upstream() {
     let Event::Daemon { kind, message } = &n.params else {
         panic!("{:?}", n.params)
     };
-    assert_eq!(kind, "config_reloaded", "{message}");
+    assert_eq!(*kind, DaemonEventKind::ConfigReloaded, "{message}");
     assert!(message.contains("server.authKey"), "{message}");
     assert!(
         !message.contains("proxy-key"),

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use neurolink_shared::ipc::{codes, ClientError, Event, IpcClient};
+use neurolink_shared::ipc::{
+    codes, AccountChange, AccountState, ClientError, DaemonEventKind, Event, IpcClient,
+};
 use neurolink_tests::fake_anthropic::FakeAnthropic;
 use neurolink_tests::fake_oauth::FakeOAuth;
 use neurolink_tests::harness::{http, now_ms, spawn_messages, token_store_with, Daemon, TestHome};
@@ -67,7 +69,7 @@ async fn every_method_answers() {
         .call("hello", Some(json!({"client": "test"})))
         .await
         .unwrap();
-    assert_eq!(hello["protocol"], 1);
+    assert_eq!(hello["protocol"], neurolink_shared::ipc::PROTOCOL_VERSION);
     assert_eq!(hello["version"], env!("CARGO_PKG_VERSION"));
     assert!(hello["pid"].as_u64().unwrap() > 0);
 
@@ -96,7 +98,8 @@ async fn every_method_answers() {
     let a = c
         .call("accounts.refresh", Some(json!({"label": "alice"})))
         .await
-        .unwrap();
+        .unwrap()["account"]
+        .clone();
     assert_eq!(a["state"], "active");
     assert_eq!(s.oauth.refreshes(), 1);
     assert_eq!(send(&s.d).await, 200);
@@ -106,7 +109,8 @@ async fn every_method_answers() {
     let a = c
         .call("accounts.disable", Some(json!({"label": "alice"})))
         .await
-        .unwrap();
+        .unwrap()["account"]
+        .clone();
     assert_eq!(a["state"], "disabled");
     assert_eq!(send(&s.d).await, 200);
     assert_eq!(s.fake.count("key-1"), 1, "disabled alice is skipped");
@@ -119,7 +123,8 @@ async fn every_method_answers() {
     let a = c
         .call("accounts.enable", Some(json!({"label": "alice"})))
         .await
-        .unwrap();
+        .unwrap()["account"]
+        .clone();
     assert_eq!(a["state"], "active");
     s.fake.script(
         "at-1",
@@ -132,7 +137,8 @@ async fn every_method_answers() {
     let a = c
         .call("accounts.reset", Some(json!({"label": "alice"})))
         .await
-        .unwrap();
+        .unwrap()["account"]
+        .clone();
     assert_eq!(a["state"], "active");
     assert_eq!(a["backoffLevel"], 0);
 
@@ -255,7 +261,10 @@ async fn bad_input_gets_json_rpc_errors_and_the_daemon_lives_on() {
     assert_eq!(v["error"]["code"], codes::FAILED);
     let v = ask(r#"{"jsonrpc":"2.0","id":"s","method":"hello"}"#).await;
     assert_eq!(v["id"], "s");
-    assert_eq!(v["result"]["protocol"], 1);
+    assert_eq!(
+        v["result"]["protocol"],
+        neurolink_shared::ipc::PROTOCOL_VERSION
+    );
     // A line over 1 MB is refused and the connection closed (the rest of our write may hit the
     // closed socket); the daemon keeps serving.
     let big = format!(
@@ -268,7 +277,10 @@ async fn bad_input_gets_json_rpc_errors_and_the_daemon_lives_on() {
     assert_eq!(v["error"]["code"], codes::INVALID_REQUEST);
     assert_eq!(send(&s.d).await, 200);
     let mut c = client(&s.home).await;
-    assert_eq!(c.call("hello", None).await.unwrap()["protocol"], 1);
+    assert_eq!(
+        c.call("hello", None).await.unwrap()["protocol"],
+        neurolink_shared::ipc::PROTOCOL_VERSION
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +309,7 @@ async fn config_reload_rejects_an_invalid_file_and_says_so() {
         .unwrap()
         .unwrap();
     assert!(
-        matches!(n.params, Event::Daemon { ref kind, .. } if kind == "config_invalid"),
+        matches!(n.params, Event::Daemon { ref kind, .. } if *kind == DaemonEventKind::ConfigInvalid),
         "{:?}",
         n.params
     );
@@ -345,11 +357,12 @@ async fn subscribers_hear_requests_and_account_changes_and_two_clients_work_at_o
         .unwrap();
     assert_eq!(
         n.params,
-        Event::Accounts {
-            label: "key".into(),
-            change: "disabled".into(),
-            state: "disabled".into()
-        }
+        Event::account(
+            "key",
+            AccountChange::Disabled,
+            AccountState::Disabled,
+            Some("disabled by a user".into())
+        )
     );
 }
 
@@ -384,7 +397,7 @@ async fn a_subscriber_that_stops_reading_is_dropped_with_a_lagged_notice_and_nev
             Ok(Ok(n)) => {
                 seen += 1;
                 if let Event::Daemon { kind, .. } = &n.params {
-                    assert_eq!(kind, "lagged");
+                    assert_eq!(*kind, DaemonEventKind::Lagged);
                     saw_lagged = true;
                 }
             }
@@ -399,7 +412,10 @@ async fn a_subscriber_that_stops_reading_is_dropped_with_a_lagged_notice_and_nev
     let mut c = IpcClient::connect(&s.home.neurolink_home().join("daemon.sock"))
         .await
         .unwrap();
-    assert_eq!(c.call("hello", None).await.unwrap()["protocol"], 1);
+    assert_eq!(
+        c.call("hello", None).await.unwrap()["protocol"],
+        neurolink_shared::ipc::PROTOCOL_VERSION
+    );
 }
 
 #[cfg(unix)]
@@ -414,4 +430,157 @@ async fn the_socket_is_private() {
         0o600,
         "only the owner can connect"
     );
+}
+
+/// Take events until one matches `want` (others are skipped), within 20 s.
+async fn wait_event(
+    events: &mut neurolink_shared::ipc::Events,
+    what: &str,
+    want: impl Fn(&Event) -> bool,
+) -> Event {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(e)) if want(&e) => return e,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the connection closed while waiting for {what}"),
+            Err(_) => panic!("no {what} within 20 s"),
+        }
+    }
+}
+
+fn account_event(e: &Event, who: &str, what: AccountChange) -> bool {
+    matches!(e, Event::Accounts { label, change, .. } if label == who && *change == what)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_carries_calls_and_events_and_every_account_change_is_announced() {
+    use neurolink_shared::ipc::methods::{self, LabelParams, NoParams};
+    use neurolink_shared::ipc::Connection;
+
+    let fake = FakeAnthropic::start().await.unwrap();
+    let oauth = FakeOAuth::start().await.unwrap();
+    oauth.register("rt-0");
+    let home = TestHome::new().unwrap();
+    home.write(
+        "tokens.json",
+        &token_store_with(&[("alice", "at-0", "rt-0", now_ms() + 5 * 3_600_000)]),
+    )
+    .unwrap();
+    let mut config = config(&fake, &oauth, "fill-first");
+    config.push_str("server: {tokenCheckSecs: 1}\n");
+    home.write_config(&config).unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+
+    let (conn, mut events) = Connection::connect(&home.neurolink_home().join("daemon.sock"))
+        .await
+        .unwrap();
+    let hello = conn
+        .request::<methods::Hello>(&Default::default())
+        .await
+        .unwrap();
+    assert!(hello.compatible(), "{hello:?}");
+    conn.subscribe(None).await.unwrap();
+
+    // A request's event and calls made meanwhile share the connection; nothing is lost.
+    assert_eq!(send(&d).await, 200);
+    let listed = conn
+        .request::<methods::AccountsList>(&NoParams {})
+        .await
+        .unwrap();
+    assert_eq!(listed.accounts.len(), 2);
+    let e = wait_event(&mut events, "a request event", |e| {
+        matches!(e, Event::Requests { .. })
+    })
+    .await;
+    let Event::Requests { record } = e else {
+        unreachable!()
+    };
+    assert_eq!(record.account.as_deref(), Some("alice"));
+
+    // Cooling, then the end of the cooldown, without polling.
+    fake.script(
+        "at-0",
+        1,
+        neurolink_tests::fake_anthropic::Behavior::error(429, "rate_limit_error", "wait")
+            .with_header("retry-after", "1"),
+    );
+    assert_eq!(send(&d).await, 200, "the API key answered");
+    let e = wait_event(&mut events, "alice cooling", |e| {
+        account_event(e, "alice", AccountChange::Cooling)
+    })
+    .await;
+    assert_eq!(
+        e,
+        Event::account(
+            "alice",
+            AccountChange::Cooling,
+            AccountState::Cooling,
+            Some("rate_limit".into())
+        )
+    );
+    wait_event(&mut events, "alice's cooldown end", |e| {
+        account_event(e, "alice", AccountChange::CooldownEnded)
+    })
+    .await;
+
+    // A login written by another process is announced, and so is its removal.
+    home.write(
+        "tokens.json",
+        &token_store_with(&[
+            ("alice", "at-0", "rt-0", now_ms() + 5 * 3_600_000),
+            ("bob", "at-b", "rt-b", now_ms() + 5 * 3_600_000),
+        ]),
+    )
+    .unwrap();
+    wait_event(&mut events, "bob added", |e| {
+        account_event(e, "bob", AccountChange::Added)
+    })
+    .await;
+    // bob expires soon: the background check refreshes him, and says so.
+    oauth.register("rt-b");
+    home.write(
+        "tokens.json",
+        &token_store_with(&[
+            ("alice", "at-0", "rt-0", now_ms() + 5 * 3_600_000),
+            ("bob", "at-b", "rt-b", now_ms() + 10 * 60_000),
+        ]),
+    )
+    .unwrap();
+    wait_event(&mut events, "bob refreshed in the background", |e| {
+        account_event(e, "bob", AccountChange::Refreshed)
+    })
+    .await;
+    home.write(
+        "tokens.json",
+        &token_store_with(&[("alice", "at-0", "rt-0", now_ms() + 5 * 3_600_000)]),
+    )
+    .unwrap();
+    wait_event(&mut events, "bob removed", |e| {
+        account_event(e, "bob", AccountChange::Removed)
+    })
+    .await;
+
+    // A typed call's answer: the account after the change.
+    let r = conn
+        .request::<methods::AccountsDisable>(&LabelParams::new("key"))
+        .await
+        .unwrap();
+    assert_eq!(r.account.state, AccountState::Disabled);
+    wait_event(&mut events, "key disabled", |e| {
+        account_event(e, "key", AccountChange::Disabled)
+    })
+    .await;
+
+    // The daemon goes away: calls fail, the event channel ends.
+    drop(d);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(_) => panic!("the event channel did not end"),
+        }
+    }
+    assert!(conn.request::<methods::Status>(&NoParams {}).await.is_err());
 }
