@@ -45,25 +45,4 @@ impl Clock for ManualClock {
     }
 }
 
-/// The last instant RFC 3339 can write (9999-12-31T23:59:59.999Z). API keys "expire" at
-/// `Number.MAX_SAFE_INTEGER` ms, far beyond it.
-const MAX_RFC3339_MS: Millis = 253_402_300_799_999;
-
-/// RFC 3339 text for a Unix-ms instant, for JSON that people read (clamped to year 9999).
-pub fn rfc3339(ms: Millis) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.min(MAX_RFC3339_MS)))
-        .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_clamps_far_future_instants() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
-        assert_eq!(
-            super::rfc3339(9_007_199_254_740_991),
-            "9999-12-31T23:59:59.999Z"
-        );
-    }
-}
+pub use neurolink_shared::time::rfc3339;

@@ -1,4 +1,4 @@
-//! What the daemon, the CLI and (later) the dashboard agree on.
+//! What the daemon, the CLI and the dashboard agree on.
 //!
 //! # Layout
 //! - [`atomic_file`]: 0600 temp-fsync-rename writes and the cross-process lock.
@@ -8,10 +8,11 @@
 //! - [`secret`]: [`Secret`], a string that never prints itself.
 //! - [`config`]: the `proxy-config.yaml` / `.json` model, `${VAR}` interpolation and the loader whose
 //!   errors name file, line, column and key.
+//! - [`time`]: RFC 3339 and relative times ("in 3m 20s") for files, the wire and screens.
 //! - [`token_store`]: NeuroLink's `tokens.json` format (obfuscated or plain) and the legacy
 //!   `anthropic-credentials.json`.
 //!
-//! This crate does no networking and knows nothing about HTTP.
+//! This crate knows nothing about HTTP; its only I/O is files and the control socket.
 
 pub mod atomic_file;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod ipc;
 pub mod paths;
 pub mod quotas;
 pub mod secret;
+pub mod time;
 pub mod token_store;
 
 pub use secret::Secret;

@@ -51,6 +51,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+    /// Open the dashboard of the running daemon (the same as `neurolink-tui`).
+    #[command(
+        after_help = "Keys: ? in the dashboard. Without a daemon it says so, starts one on `s`, and connects \
+when one appears."
+    )]
+    Tui {
+        /// The daemon's control socket [default: $NEUROLINK_HOME/daemon.sock]
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// Send one JSON-RPC call to the running daemon and print the result (see docs/ipc.md).
     #[command(
         after_help = "Examples:\n  neurolink rpc status\n  neurolink rpc accounts.reset '{\"label\":\"work\"}'\n  \
@@ -224,6 +234,21 @@ pub fn main() -> ExitCode {
         Command::Proxy(ProxyCommand::Status { format }) => control::status(format),
         Command::Doctor { format } => doctor::run(format),
         Command::Rpc { method, params } => control::rpc(&method, params.as_deref()),
+        Command::Tui { socket } => tui(socket),
+    }
+}
+
+fn tui(socket: Option<PathBuf>) -> ExitCode {
+    let options = neurolink_tui::Options {
+        socket: socket.unwrap_or_else(neurolink_tui::default_socket),
+        daemon_bin: std::env::current_exe().ok(),
+    };
+    match neurolink_tui::run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
