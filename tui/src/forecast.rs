@@ -85,7 +85,7 @@ pub fn forecast(window: &Window, samples: &[(Millis, f64)], now: Millis) -> Pace
     if at_reset < 1.0 || rate <= 0.0 {
         return Pace::OnPace { at_reset };
     }
-    let to_full = ((1.0 - window.used) / rate).ceil() as u64;
+    let to_full = ((1.0 - window.used) / rate).round() as u64;
     Pace::Exhausts {
         at_ms: now + to_full,
         before_reset: Duration::from_millis(left.saturating_sub(to_full)),
@@ -97,7 +97,7 @@ pub fn forecast(window: &Window, samples: &[(Millis, f64)], now: Millis) -> Pace
 pub fn pool_headroom(windows: &[(f64, f64)]) -> (f64, Option<Duration>) {
     let headroom: f64 = windows.iter().map(|(u, _)| (1.0 - u).max(0.0)).sum();
     let burn: f64 = windows.iter().map(|(_, r)| r.max(0.0)).sum();
-    let lasts = (burn > 0.0).then(|| Duration::from_millis((headroom / burn) as u64));
+    let lasts = (burn > 0.0).then(|| Duration::from_millis((headroom / burn).round() as u64));
     (headroom, lasts)
 }
 
@@ -119,8 +119,7 @@ mod tests {
     #[test]
     fn the_average_since_the_window_started_when_there_are_no_recent_samples() {
         let now = 100 * H;
-        // 2 h into a 5 h window at 40 %: 20 % an hour; 3 h left -> 100 % at reset exactly... a
-        // little below: on pace at 1.0 is not reached before the reset.
+        // 2 h into a 5 h window at 40 %: 20 % an hour.
         let w = five_hour(0.4, 3 * H, now);
         assert!((burn_rate(&w, &[], now) - 0.2 / H as f64).abs() < 1e-15);
         // 50 % after 2 h: 25 % an hour, full 2 h from now, 1 h before the reset.

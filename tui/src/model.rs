@@ -713,3 +713,233 @@ pub fn describe(call: &Call) -> String {
         other => format!("{} done", other.name()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use neurolink_shared::ipc::methods::{LabelParams, NoParams};
+    use neurolink_shared::ipc::{AccountSource, CountersView, CredentialKind};
+    use neurolink_shared::time::rfc3339;
+
+    const NOW: Millis = 1_796_126_400_000;
+
+    fn account(label: &str, state: AccountState) -> AccountView {
+        AccountView {
+            label: label.into(),
+            kind: CredentialKind::Oauth,
+            source: AccountSource::TokenStore,
+            weight: 1,
+            state,
+            cooldown_until: None,
+            cooldown_remaining_secs: None,
+            backoff_level: 0,
+            quota: None,
+            token_expires_at: None,
+            disabled_reason: None,
+            last_error: None,
+            excluded_models: Vec::new(),
+            counters: CountersView::default(),
+        }
+    }
+
+    fn record(status: u16, account: &str) -> RequestRecord {
+        RequestRecord {
+            time: rfc3339(NOW),
+            request_id: "req_nl_1".into(),
+            method: "POST".into(),
+            path: "/v1/messages".into(),
+            model: Some("claude-sonnet-4-5".into()),
+            stream: false,
+            account: Some(account.into()),
+            status,
+            attempts: Vec::new(),
+            fallback_provider: None,
+            ttfb_ms: Some(10),
+            total_ms: 20,
+            input_tokens: 5,
+            output_tokens: 7,
+            error_class: (status != 200).then(|| "rate_limit".into()),
+        }
+    }
+
+    fn connected(accounts: Vec<AccountView>) -> State {
+        let mut s = State::new("sock".into(), NOW, true);
+        update(
+            &mut s,
+            Msg::Snapshot {
+                hello: HelloResult {
+                    protocol: neurolink_shared::ipc::PROTOCOL_VERSION,
+                    version: "0.1.0".into(),
+                    pid: 1,
+                },
+                status: StatusView {
+                    status: "running".into(),
+                    version: "0.1.0".into(),
+                    pid: 1,
+                    host: "127.0.0.1".into(),
+                    port: 1,
+                    strategy: "fill-first".into(),
+                    started_at: rfc3339(NOW),
+                    uptime: 0.0,
+                    fallback_chain: Vec::new(),
+                    account_count: accounts.len(),
+                    usable_accounts: accounts.len(),
+                    totals: CountersView::default(),
+                },
+                accounts,
+                records: Vec::new(),
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn disabling_asks_first() {
+        let mut s = connected(vec![account("work", AccountState::Active)]);
+        s.screen = Screen::Accounts;
+        assert!(update(&mut s, Msg::Key(Action::Disable)).is_empty());
+        assert_eq!(s.mode, Mode::Confirm(Confirm::Disable("work".into())));
+        assert_eq!(
+            update(&mut s, Msg::Key(Action::Yes)),
+            vec![Command::Call(Call::AccountsDisable(LabelParams::new(
+                "work"
+            )))]
+        );
+        assert_eq!(s.mode, Mode::Normal);
+        // "n" (or anything else) cancels.
+        update(&mut s, Msg::Key(Action::Disable));
+        assert!(update(&mut s, Msg::Key(Action::Back)).is_empty());
+        assert_eq!(s.mode, Mode::Normal);
+    }
+
+    #[test]
+    fn account_events_change_the_row_and_ask_for_a_snapshot() {
+        let mut s = connected(vec![account("work", AccountState::Active)]);
+        let cmds = update(
+            &mut s,
+            Msg::Event(Event::account(
+                "work",
+                AccountChange::Cooling,
+                AccountState::Cooling,
+                Some("rate_limit".into()),
+            )),
+        );
+        assert_eq!(cmds, vec![Command::Resync]);
+        assert_eq!(s.accounts[0].state, AccountState::Cooling);
+        assert_eq!(
+            s.events.back().map(|e| e.text.as_str()),
+            Some("work: cooling (rate_limit)")
+        );
+    }
+
+    #[test]
+    fn a_countdown_runs_on_ticks() {
+        let mut a = account("work", AccountState::Cooling);
+        a.cooldown_until = Some(rfc3339(NOW + 90_000));
+        a.cooldown_remaining_secs = Some(90);
+        let mut s = connected(vec![a]);
+        update(&mut s, Msg::Tick(NOW + 30_000));
+        assert_eq!(s.accounts[0].cooldown_remaining_secs, Some(60));
+    }
+
+    #[test]
+    fn requests_filter_and_pause() {
+        let mut s = connected(vec![]);
+        for (status, account) in [(200, "work"), (429, "personal"), (200, "personal")] {
+            update(
+                &mut s,
+                Msg::Event(Event::Requests {
+                    record: Box::new(record(status, account)),
+                }),
+            );
+        }
+        assert_eq!(s.visible_requests().len(), 3);
+        assert_eq!(s.outcomes.get("ok"), Some(&2));
+        assert_eq!(s.last_served.as_deref(), Some("personal"));
+        s.filter = "429".into();
+        assert_eq!(s.visible_requests().len(), 1);
+        s.filter = "PERS".into();
+        assert_eq!(s.visible_requests().len(), 2);
+        s.filter.clear();
+        s.screen = Screen::Requests;
+        update(&mut s, Msg::Key(Action::Pause));
+        update(
+            &mut s,
+            Msg::Event(Event::Requests {
+                record: Box::new(record(200, "work")),
+            }),
+        );
+        assert_eq!(s.visible_requests().len(), 3, "frozen while paused");
+        update(&mut s, Msg::Key(Action::Pause));
+        assert_eq!(s.visible_requests().len(), 4);
+    }
+
+    #[test]
+    fn lag_resyncs_and_a_lost_daemon_shows() {
+        let mut s = connected(vec![account("work", AccountState::Active)]);
+        update(
+            &mut s,
+            Msg::Event(Event::Requests {
+                record: Box::new(record(200, "work")),
+            }),
+        );
+        let cmds = update(
+            &mut s,
+            Msg::Event(Event::daemon(DaemonEventKind::Lagged, "dropped")),
+        );
+        assert_eq!(cmds, vec![Command::Resync]);
+        assert!(s.requests.is_empty());
+        update(
+            &mut s,
+            Msg::Lost {
+                error: "gone".into(),
+                retry_at: NOW + 500,
+            },
+        );
+        assert!(matches!(s.link, Link::NoDaemon { .. }));
+        // Account actions need a daemon; starting one does not.
+        s.screen = Screen::Accounts;
+        assert!(update(&mut s, Msg::Key(Action::Refresh)).is_empty());
+        assert_eq!(
+            update(&mut s, Msg::Key(Action::StartDaemon)),
+            vec![Command::StartDaemon]
+        );
+    }
+
+    #[test]
+    fn a_login_shows_the_url_copies_it_and_sends_the_code() {
+        let mut s = connected(vec![]);
+        assert_eq!(
+            update(&mut s, Msg::Key(Action::Login)),
+            vec![Command::Call(Call::AuthLoginStart(Default::default()))]
+        );
+        let cmds = update(
+            &mut s,
+            Msg::LoginStarted(LoginStarted {
+                authorize_url: "http://127.0.0.1:1/authorize".into(),
+                login_id: "abc".into(),
+            }),
+        );
+        assert_eq!(
+            cmds,
+            vec![Command::Copy("http://127.0.0.1:1/authorize".into())]
+        );
+        for c in "code#state".chars() {
+            update(&mut s, Msg::Key(Action::Char(c)));
+        }
+        let cmds = update(&mut s, Msg::Key(Action::Enter));
+        assert_eq!(
+            cmds,
+            vec![Command::Call(Call::AuthLoginComplete(
+                neurolink_shared::ipc::methods::LoginCompleteParams {
+                    login_id: "abc".into(),
+                    code: "code#state".into()
+                }
+            ))]
+        );
+        assert_eq!(
+            update(&mut s, Msg::Key(Action::Reload)),
+            vec![Command::Call(Call::ConfigReload(NoParams {}))]
+        );
+    }
+}

@@ -33,7 +33,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &State) {
             return;
         }
     }
-    let forecast_height = 4;
+    let forecast_height = 5;
     let [table_area, forecast_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(forecast_height)]).areas(area);
     table(frame, table_area, state);

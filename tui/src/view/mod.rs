@@ -6,6 +6,8 @@ mod accounts;
 mod misc;
 mod overview;
 mod requests;
+#[cfg(test)]
+mod tests;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -78,7 +80,7 @@ pub(crate) fn block(title: &str) -> Block<'_> {
 
 fn header(frame: &mut Frame, area: Rect, state: &State) {
     let [tabs_area, link_area] =
-        Layout::horizontal([Constraint::Min(10), Constraint::Length(34)]).areas(area);
+        Layout::horizontal([Constraint::Min(10), Constraint::Length(24)]).areas(area);
     let titles: Vec<Line> = Screen::ALL
         .iter()
         .enumerate()

@@ -1,0 +1,252 @@
+//! Snapshots of every screen from fixed states, at 80×24 and 160×48. A change in what a screen
+//! shows shows up here as a diff to review (`cargo insta review`, or `INSTA_UPDATE=always`).
+
+use std::collections::BTreeMap;
+
+use neurolink_shared::ipc::methods::{HelloResult, StatusView};
+use neurolink_shared::ipc::{
+    AccountSource, AccountState, AccountView, AttemptRecord, CountersView, CredentialKind,
+    QuotaView, RequestRecord,
+};
+use neurolink_shared::time::rfc3339;
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+use crate::input::Action;
+use crate::model::{update, Link, Msg, Screen, State};
+
+/// 2026-12-01T12:00:00Z.
+const NOW: u64 = 1_796_126_400_000;
+
+fn account(label: &str, kind: CredentialKind, state: AccountState) -> AccountView {
+    AccountView {
+        label: label.into(),
+        kind,
+        source: match kind {
+            CredentialKind::Oauth => AccountSource::TokenStore,
+            CredentialKind::ApiKey => AccountSource::Config,
+        },
+        weight: 1,
+        state,
+        cooldown_until: None,
+        cooldown_remaining_secs: None,
+        backoff_level: 0,
+        quota: None,
+        token_expires_at: None,
+        disabled_reason: None,
+        last_error: None,
+        excluded_models: Vec::new(),
+        counters: CountersView::default(),
+    }
+}
+
+fn quota(five_hour: f64, seven_day: f64) -> QuotaView {
+    QuotaView {
+        five_hour,
+        five_hour_status: "allowed".into(),
+        five_hour_reset_at: ((NOW + 3 * 3_600_000) / 1000) as i64,
+        seven_day,
+        seven_day_status: "allowed".into(),
+        seven_day_reset_at: ((NOW + 4 * 86_400_000) / 1000) as i64,
+        overage_status: "rejected".into(),
+        updated_at: Some(rfc3339(NOW)),
+    }
+}
+
+fn record(i: u64, status: u16, account: Option<&str>, error: Option<&str>) -> RequestRecord {
+    RequestRecord {
+        time: rfc3339(NOW - 60_000 + i * 1000),
+        request_id: format!("req_nl_{i:024}"),
+        method: "POST".into(),
+        path: "/v1/messages".into(),
+        model: Some("claude-sonnet-4-5".into()),
+        stream: i.is_multiple_of(2),
+        account: account.map(str::to_string),
+        status,
+        attempts: account
+            .map(|a| {
+                vec![AttemptRecord {
+                    account: a.into(),
+                    outcome: if status == 200 {
+                        "success"
+                    } else {
+                        "rate_limit"
+                    }
+                    .into(),
+                }]
+            })
+            .unwrap_or_default(),
+        fallback_provider: None,
+        ttfb_ms: Some(300 + i),
+        total_ms: 1200 + i * 10,
+        input_tokens: 1000 + i,
+        output_tokens: 200,
+        error_class: error.map(str::to_string),
+    }
+}
+
+fn status(accounts: usize, usable: usize) -> StatusView {
+    StatusView {
+        status: "running".into(),
+        version: "0.1.0".into(),
+        pid: 4242,
+        host: "127.0.0.1".into(),
+        port: 55669,
+        strategy: "fill-first".into(),
+        started_at: rfc3339(NOW - 3_723_000),
+        uptime: 3723.0,
+        fallback_chain: Vec::new(),
+        account_count: accounts,
+        usable_accounts: usable,
+        totals: CountersView {
+            requests: 42,
+            successes: 39,
+            errors: BTreeMap::from([("rate_limit".into(), 3)]),
+            input_tokens: 52_000,
+            output_tokens: 8_400,
+            ..CountersView::default()
+        },
+    }
+}
+
+/// A connected dashboard with `accounts` and `records`.
+fn connected(accounts: Vec<AccountView>, records: Vec<RequestRecord>) -> State {
+    let mut s = State::new("/home/alice/.neurolink/daemon.sock".into(), NOW, true);
+    let n = accounts.len();
+    update(
+        &mut s,
+        Msg::Snapshot {
+            hello: HelloResult {
+                protocol: neurolink_shared::ipc::PROTOCOL_VERSION,
+                version: "0.1.0".into(),
+                pid: 4242,
+            },
+            status: status(n, n),
+            accounts,
+            records,
+        },
+    );
+    update(&mut s, Msg::Tick(NOW));
+    s
+}
+
+/// The pool with everything going on: one serving with quota, one cooling near its limit, one
+/// disabled with errors.
+fn busy() -> State {
+    let mut work = account(
+        "work@example.com",
+        CredentialKind::Oauth,
+        AccountState::Active,
+    );
+    work.quota = Some(quota(0.42, 0.18));
+    work.token_expires_at = Some(rfc3339(NOW + 5 * 3_600_000));
+    work.counters.requests = 30;
+    work.counters.successes = 30;
+    let mut personal = account("personal", CredentialKind::Oauth, AccountState::Cooling);
+    personal.quota = Some(quota(0.91, 0.64));
+    personal.cooldown_until = Some(rfc3339(NOW + 95_000));
+    personal.backoff_level = 2;
+    personal.token_expires_at = Some(rfc3339(NOW + 40 * 60_000));
+    personal.last_error = Some("429 rate_limit_error".into());
+    personal.counters.requests = 10;
+    personal.counters.errors = BTreeMap::from([("rate_limit".into(), 3)]);
+    let mut ci = account("ci-key", CredentialKind::ApiKey, AccountState::Disabled);
+    ci.disabled_reason = Some("disabled by a user".into());
+    let records = (0..12)
+        .map(|i| match i % 4 {
+            3 => record(i, 429, Some("personal"), Some("rate_limit")),
+            _ => record(i, 200, Some("work@example.com"), None),
+        })
+        .chain([record(12, 502, None, Some("network"))])
+        .collect();
+    connected(vec![work, personal, ci], records)
+}
+
+fn draw(state: &State, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
+    terminal.draw(|f| super::render(f, state)).expect("drawing");
+    terminal.backend().to_string()
+}
+
+fn on(mut state: State, screen: Screen) -> State {
+    state.screen = screen;
+    state
+}
+
+macro_rules! snapshots {
+    ($($name:ident => $state:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                let state = $state;
+                insta::assert_snapshot!(concat!(stringify!($name), "_80x24"), draw(&state, 80, 24));
+                insta::assert_snapshot!(concat!(stringify!($name), "_160x48"), draw(&state, 160, 48));
+            }
+        )*
+    };
+}
+
+snapshots! {
+    no_daemon => {
+        let mut s = State::new("/home/alice/.neurolink/daemon.sock".into(), NOW, true);
+        update(&mut s, Msg::Lost { error: "no daemon is listening".into(), retry_at: NOW + 2000 });
+        s
+    };
+    overview_empty => connected(Vec::new(), Vec::new());
+    overview_busy => busy();
+    accounts_empty => on(connected(Vec::new(), Vec::new()), Screen::Accounts);
+    accounts_cooling_disabled_quotas => on(busy(), Screen::Accounts);
+    account_detail => {
+        let mut s = on(busy(), Screen::Accounts);
+        update(&mut s, Msg::Key(Action::Down));
+        update(&mut s, Msg::Key(Action::Enter));
+        s
+    };
+    requests_with_errors => on(busy(), Screen::Requests);
+    requests_filtered_paused => {
+        let mut s = on(busy(), Screen::Requests);
+        update(&mut s, Msg::Key(Action::Filter));
+        for c in "429".chars() {
+            update(&mut s, Msg::Key(Action::Char(c)));
+        }
+        update(&mut s, Msg::Key(Action::Enter));
+        update(&mut s, Msg::Key(Action::Pause));
+        s
+    };
+    fallbacks_unconfigured => on(busy(), Screen::Fallbacks);
+    events => {
+        let mut s = on(busy(), Screen::Events);
+        update(&mut s, Msg::Event(neurolink_shared::ipc::Event::account(
+            "personal",
+            neurolink_shared::ipc::AccountChange::Cooling,
+            AccountState::Cooling,
+            Some("rate_limit".into()),
+        )));
+        s
+    };
+    help => {
+        let mut s = busy();
+        update(&mut s, Msg::Key(Action::Help));
+        s
+    };
+    confirm_disable => {
+        let mut s = on(busy(), Screen::Accounts);
+        update(&mut s, Msg::Key(Action::Disable));
+        s
+    };
+}
+
+#[test]
+fn no_color_draws_no_color() {
+    let mut s = busy();
+    s.color = false;
+    s.screen = Screen::Accounts;
+    let mut terminal = Terminal::new(TestBackend::new(120, 30)).expect("test terminal");
+    terminal.draw(|f| super::render(f, &s)).expect("drawing");
+    let buffer = terminal.backend().buffer().clone();
+    assert!(buffer
+        .content()
+        .iter()
+        .all(|c| c.fg == ratatui::style::Color::Reset));
+    assert_eq!(s.link, Link::Connected);
+}
