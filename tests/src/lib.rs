@@ -6,6 +6,7 @@
 //!   it receives.
 //! - [`fake_oauth`]: a token endpoint that rotates refresh tokens and counts reuses.
 //! - [`harness`]: temp homes, starting and stopping the daemon, small HTTP helpers.
+//! - [`pty`]: a program in a pseudo-terminal, its screen read by a terminal emulator.
 //! - [`serve`]: the accept loop the fakes share.
 //! - [`sse`]: the exact SSE bytes the fake sends, shared by tests that compare them.
 //!
@@ -14,5 +15,6 @@
 pub mod fake_anthropic;
 pub mod fake_oauth;
 pub mod harness;
+pub mod pty;
 pub mod serve;
 pub mod sse;

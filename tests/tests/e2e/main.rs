@@ -7,6 +7,7 @@
 mod auth_cli;
 mod config_check;
 mod config_reload;
+mod dashboard;
 mod defects;
 mod doctor;
 mod failover;
