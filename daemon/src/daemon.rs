@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::accounts;
 use crate::auth::endpoint::Endpoint;
-use crate::auth::refresh::{Refreshed, Refresher};
+use crate::auth::refresh::Refresher;
 use crate::auth::OAuthCell;
 use crate::clock::{Clock, SystemClock};
 use crate::pool::Pool;
@@ -297,16 +297,14 @@ async fn keep_tokens_fresh(app: Arc<App>) {
                 continue;
             }
             match app.refresher.refresh(&cell, false).await {
-                Ok(Refreshed::Exchanged | Refreshed::Adopted) => {
+                Ok(done) => {
                     let label = app
                         .pool()
                         .account(id)
                         .map(|a| a.spec.label.clone())
                         .unwrap_or_default();
-                    let state = app.state_of(&label);
-                    app.emit(Event::account(label, AccountChange::Refreshed, state, None));
+                    crate::passthrough::refreshed(&app, &label, done, "expiring, idle");
                 }
-                Ok(Refreshed::AlreadyFresh) => {}
                 Err(_) => crate::passthrough::refresh_failed(&app, id, &cell).await,
             }
         }

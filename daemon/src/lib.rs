@@ -18,6 +18,7 @@
 //! - [`config_watch`]: reloads the config file when it is saved.
 //! - [`reload`]: applying a changed config without a restart.
 //! - [`clock`]: time, injected.
+//! - [`demo`]: `neurolink demo`: simulated accounts and upstream, a real daemon, the dashboard.
 
 pub mod accounts;
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod clock;
 pub mod config_watch;
 pub mod daemon;
+pub mod demo;
 pub mod guard;
 pub mod ipc;
 pub mod lifecycle;

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let options = neurolink_tui::Options {
         socket: cli.socket.unwrap_or_else(neurolink_tui::default_socket),
         daemon_bin: None,
+        neurolink_home: None,
     };
     match neurolink_tui::run(options) {
         Ok(()) => ExitCode::SUCCESS,

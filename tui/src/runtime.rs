@@ -34,6 +34,8 @@ pub struct Options {
     pub socket: PathBuf,
     /// The `neurolink` binary that `s` starts (default: beside this program, else on PATH).
     pub daemon_bin: Option<PathBuf>,
+    /// The `NEUROLINK_HOME` a daemon started from here uses (default: the environment's).
+    pub neurolink_home: Option<PathBuf>,
 }
 
 /// What the link task is asked to do.
@@ -155,7 +157,10 @@ fn start_daemon(options: &Options) -> Result<String, String> {
         .daemon_bin
         .clone()
         .unwrap_or_else(default_daemon_bin);
-    let paths = neurolink_shared::paths::Paths::from_env();
+    let paths = match &options.neurolink_home {
+        Some(home) => neurolink_shared::paths::Paths::at(home.clone()),
+        None => neurolink_shared::paths::Paths::from_env(),
+    };
     let _ = std::fs::create_dir_all(paths.logs());
     let log_path = paths.logs().join("daemon-started-by-tui.log");
     let log = std::fs::OpenOptions::new()
@@ -168,6 +173,7 @@ fn start_daemon(options: &Options) -> Result<String, String> {
         .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
     let mut cmd = std::process::Command::new(&bin);
     cmd.args(["proxy", "start"])
+        .env("NEUROLINK_HOME", &paths.home)
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(err);

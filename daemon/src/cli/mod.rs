@@ -51,6 +51,22 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
+    /// Try it all with simulated accounts: a daemon, traffic and the dashboard; nothing of yours
+    /// is touched, and quitting removes everything.
+    #[command(
+        long_about = "Try it all with simulated accounts, touching nothing of yours.\n\n\
+A temporary NEUROLINK_HOME gets three simulated accounts (two Claude logins whose 5h/7d quotas \
+move, one API key); a simulated Anthropic runs inside this process on 127.0.0.1; a real daemon \
+serves steady traffic against it, with now and then a 429, a 529 and a 401 that makes it refresh \
+a token; the dashboard opens on it. Quit the dashboard (q) and the daemon stops and the folder \
+is removed. Claude Code's settings are never changed.",
+        after_help = "Examples:\n  neurolink demo\n  neurolink demo --headless 30   # no screen: run 30 s, print what happened"
+    )]
+    Demo {
+        /// Run this many seconds without the dashboard, then print a summary
+        #[arg(long, value_name = "SECS")]
+        headless: Option<u64>,
+    },
     /// Open the dashboard of the running daemon (the same as `neurolink-tui`).
     #[command(
         after_help = "Keys: ? in the dashboard. Without a daemon it says so, starts one on `s`, and connects \
@@ -235,6 +251,9 @@ pub fn main() -> ExitCode {
         Command::Doctor { format } => doctor::run(format),
         Command::Rpc { method, params } => control::rpc(&method, params.as_deref()),
         Command::Tui { socket } => tui(socket),
+        Command::Demo { headless } => crate::demo::run(crate::demo::DemoOptions {
+            headless: headless.map(std::time::Duration::from_secs),
+        }),
     }
 }
 
@@ -242,6 +261,7 @@ fn tui(socket: Option<PathBuf>) -> ExitCode {
     let options = neurolink_tui::Options {
         socket: socket.unwrap_or_else(neurolink_tui::default_socket),
         daemon_bin: std::env::current_exe().ok(),
+        neurolink_home: None,
     };
     match neurolink_tui::run(options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::auth;
+use crate::auth::refresh::Refreshed;
 use crate::outcome::{self, NetworkKind, NextStep, Outcome};
 use crate::pool::{AccountId, AccountSpec, Credential, Pick, State};
 use crate::server::{errors, App, Runtime};
@@ -249,12 +250,15 @@ async fn attempt(
         });
     }
     if cell.needs_refresh(app.now_ms()) {
-        if let Err(e) = app.refresher.refresh(cell, false).await {
-            refresh_failed(app, id, cell).await;
-            if cell.is_expired(app.now_ms()) {
-                return auth_failure(format!(
-                    "the account's OAuth token expired and could not be refreshed: {e}"
-                ));
+        match app.refresher.refresh(cell, false).await {
+            Ok(done) => refreshed(app, &spec.label, done, "expiring"),
+            Err(e) => {
+                refresh_failed(app, id, cell).await;
+                if cell.is_expired(app.now_ms()) {
+                    return auth_failure(format!(
+                        "the account's OAuth token expired and could not be refreshed: {e}"
+                    ));
+                }
             }
         }
     }
@@ -274,8 +278,9 @@ async fn attempt(
             continue;
         }
         match app.refresher.refresh(cell, true).await {
-            Ok(_) => {
-                tracing::info!(account = %spec.label, retry = retries, "401: token refreshed; retrying the same account")
+            Ok(done) => {
+                tracing::info!(account = %spec.label, retry = retries, "401: token refreshed; retrying the same account");
+                refreshed(app, &spec.label, done, "401");
             }
             Err(e) => {
                 tracing::warn!(account = %spec.label, "401 and the refresh failed: {e}");
@@ -283,6 +288,18 @@ async fn attempt(
                 return (outcome, reply);
             }
         }
+    }
+}
+
+/// Tell subscribers a refresh changed an account's tokens (`why`: what prompted it).
+pub(crate) fn refreshed(app: &App, label: &str, done: Refreshed, why: &str) {
+    if matches!(done, Refreshed::Exchanged | Refreshed::Adopted) {
+        app.emit(neurolink_shared::ipc::Event::account(
+            label,
+            neurolink_shared::ipc::AccountChange::Refreshed,
+            app.state_of(label),
+            Some(why.to_string()),
+        ));
     }
 }
 

@@ -9,6 +9,7 @@ mod config_check;
 mod config_reload;
 mod dashboard;
 mod defects;
+mod demo;
 mod doctor;
 mod failover;
 mod ipc;
