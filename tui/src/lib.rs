@@ -15,7 +15,21 @@ pub mod model;
 pub mod runtime;
 pub mod view;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use runtime::{run, Options};
+
+/// Run the dashboard as a command: the exit code, with any error on stderr.
+pub fn main_with(options: Options) -> std::process::ExitCode {
+    match run(options) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
 /// The socket of this `NEUROLINK_HOME`.
 pub fn default_socket() -> std::path::PathBuf {

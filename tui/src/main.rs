@@ -22,11 +22,5 @@ fn main() -> ExitCode {
         daemon_bin: None,
         neurolink_home: None,
     };
-    match neurolink_tui::run(options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    neurolink_tui::main_with(options)
 }

@@ -717,80 +717,22 @@ pub fn describe(call: &Call) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{self, NOW};
     use neurolink_shared::ipc::methods::{LabelParams, NoParams};
-    use neurolink_shared::ipc::{AccountSource, CountersView, CredentialKind};
+    use neurolink_shared::ipc::CredentialKind;
     use neurolink_shared::time::rfc3339;
 
-    const NOW: Millis = 1_796_126_400_000;
-
     fn account(label: &str, state: AccountState) -> AccountView {
-        AccountView {
-            label: label.into(),
-            kind: CredentialKind::Oauth,
-            source: AccountSource::TokenStore,
-            weight: 1,
-            state,
-            cooldown_until: None,
-            cooldown_remaining_secs: None,
-            backoff_level: 0,
-            quota: None,
-            token_expires_at: None,
-            disabled_reason: None,
-            last_error: None,
-            excluded_models: Vec::new(),
-            counters: CountersView::default(),
-        }
+        fixtures::account(label, CredentialKind::Oauth, state)
     }
 
     fn record(status: u16, account: &str) -> RequestRecord {
-        RequestRecord {
-            time: rfc3339(NOW),
-            request_id: "req_nl_1".into(),
-            method: "POST".into(),
-            path: "/v1/messages".into(),
-            model: Some("claude-sonnet-4-5".into()),
-            stream: false,
-            account: Some(account.into()),
-            status,
-            attempts: Vec::new(),
-            fallback_provider: None,
-            ttfb_ms: Some(10),
-            total_ms: 20,
-            input_tokens: 5,
-            output_tokens: 7,
-            error_class: (status != 200).then(|| "rate_limit".into()),
-        }
+        let error = (status != 200).then_some("rate_limit");
+        fixtures::record(0, status, Some(account), error)
     }
 
     fn connected(accounts: Vec<AccountView>) -> State {
-        let mut s = State::new("sock".into(), NOW, true);
-        update(
-            &mut s,
-            Msg::Snapshot {
-                hello: HelloResult {
-                    protocol: neurolink_shared::ipc::PROTOCOL_VERSION,
-                    version: "0.1.0".into(),
-                    pid: 1,
-                },
-                status: StatusView {
-                    status: "running".into(),
-                    version: "0.1.0".into(),
-                    pid: 1,
-                    host: "127.0.0.1".into(),
-                    port: 1,
-                    strategy: "fill-first".into(),
-                    started_at: rfc3339(NOW),
-                    uptime: 0.0,
-                    fallback_chain: Vec::new(),
-                    account_count: accounts.len(),
-                    usable_accounts: accounts.len(),
-                    totals: CountersView::default(),
-                },
-                accounts,
-                records: Vec::new(),
-            },
-        );
-        s
+        fixtures::connected(accounts, Vec::new())
     }
 
     #[test]

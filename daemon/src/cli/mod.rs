@@ -263,13 +263,7 @@ fn tui(socket: Option<PathBuf>) -> ExitCode {
         daemon_bin: std::env::current_exe().ok(),
         neurolink_home: None,
     };
-    match neurolink_tui::run(options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    neurolink_tui::main_with(options)
 }
 
 /// `neurolink rpc logs.tail | head -1`: when the reader of our output goes away, `println!`

@@ -37,6 +37,19 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct SharedStream(pub Arc<Stream>);
 
+impl SharedStream {
+    /// Connect to the daemon's socket at `path`.
+    pub async fn connect(path: &Path) -> Result<Self, ClientError> {
+        let name = path
+            .to_fs_name::<GenericFilePath>()
+            .map_err(|_| ClientError::NotRunning { path: path.into() })?;
+        let stream = Stream::connect(name)
+            .await
+            .map_err(|_| ClientError::NotRunning { path: path.into() })?;
+        Ok(Self(Arc::new(stream)))
+    }
+}
+
 impl AsyncRead for SharedStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -73,13 +86,7 @@ pub struct IpcClient {
 impl IpcClient {
     /// Connect to the socket at `path`.
     pub async fn connect(path: &Path) -> Result<Self, ClientError> {
-        let name = path
-            .to_fs_name::<GenericFilePath>()
-            .map_err(|_| ClientError::NotRunning { path: path.into() })?;
-        let stream = Stream::connect(name)
-            .await
-            .map_err(|_| ClientError::NotRunning { path: path.into() })?;
-        let shared = SharedStream(Arc::new(stream));
+        let shared = SharedStream::connect(path).await?;
         Ok(Self {
             reader: BufReader::new(shared.clone()),
             writer: shared,

@@ -10,8 +10,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use interprocess::local_socket::tokio::{prelude::*, Stream};
-use interprocess::local_socket::{GenericFilePath, ToFsName};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
@@ -46,13 +44,7 @@ impl Connection {
     /// Connect to the socket at `path`; events (after [`Connection::subscribe`]) arrive on the
     /// returned channel.
     pub async fn connect(path: &Path) -> Result<(Self, Events), ClientError> {
-        let name = path
-            .to_fs_name::<GenericFilePath>()
-            .map_err(|_| ClientError::NotRunning { path: path.into() })?;
-        let stream = Stream::connect(name)
-            .await
-            .map_err(|_| ClientError::NotRunning { path: path.into() })?;
-        let shared = SharedStream(Arc::new(stream));
+        let shared = SharedStream::connect(path).await?;
         let pending: Pending = Arc::default();
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
         let reader = tokio::spawn(read_loop(

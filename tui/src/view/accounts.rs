@@ -250,6 +250,12 @@ fn pace(frame: &mut Frame, area: Rect, state: &State) {
     frame.render_widget(Paragraph::new(lines).block(block("pace")), area);
 }
 
+/// One cell of a text sparkline for a utilisation (0.0-1.0).
+fn spark(used: f64) -> char {
+    const LEVELS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    LEVELS[((used.clamp(0.0, 1.0) * 7.0).round() as usize).min(7)]
+}
+
 fn detail(frame: &mut Frame, area: Rect, state: &State, a: &AccountView) {
     let [info, recent] = Layout::vertical([Constraint::Length(12), Constraint::Min(3)]).areas(area);
     let source = serde_json::to_value(a.source)
@@ -290,6 +296,17 @@ fn detail(frame: &mut Frame, area: Rect, state: &State, a: &AccountView) {
             "{name}        {}  {}",
             bar(w.used, 24),
             verdict(p, state.now)
+        )));
+    }
+    if let Some(samples) = state.quota_samples.get(&a.label).filter(|s| s.len() > 1) {
+        let shown = samples.len().min(48);
+        let trend: String = samples
+            .iter()
+            .skip(samples.len() - shown)
+            .map(|(_, five_hour, _)| spark(*five_hour))
+            .collect();
+        lines.push(Line::from(format!(
+            "5h trend  {trend}  (last {shown} reports)"
         )));
     }
     if let Some(r) = &a.disabled_reason {
