@@ -132,6 +132,30 @@ fn is_out_of_credits(headers: &HeaderMap) -> bool {
 }
 
 /// `error.type` of an Anthropic error body, if it is one.
+/// A 2xx stream whose first event is `error` (Anthropic sends `overloaded_error` that way, after
+/// the headers): nothing reached the client yet, so it is classified like the status the error
+/// stands for. Returns the outcome and that status, for the answer if no account does better.
+pub fn classify_first_event_error(data: &[u8]) -> (Outcome, StatusCode) {
+    let status = match error_type(data).as_deref() {
+        Some("overloaded_error") => 529,
+        Some("rate_limit_error") => 429,
+        Some("authentication_error") => 401,
+        Some("permission_error") => 403,
+        Some("invalid_request_error") => 400,
+        Some("not_found_error") => 404,
+        Some("request_too_large") => 413,
+        _ => 500,
+    };
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let outcome = match status {
+        429 => Outcome::RateLimited { retry_after: None },
+        401 | 403 => Outcome::AuthRejected { status },
+        400 | 404 | 413 => Outcome::Unretryable { status },
+        _ => Outcome::Transient { status },
+    };
+    (outcome, code)
+}
+
 pub fn error_type(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Body {

@@ -322,7 +322,12 @@ fn full(
     }
     for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), v.parse()) {
-            h.append(k, v);
+            // A scripted content-type replaces the default one.
+            if k == http::header::CONTENT_TYPE {
+                h.insert(k, v);
+            } else {
+                h.append(k, v);
+            }
         }
     }
     r

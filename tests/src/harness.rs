@@ -6,6 +6,25 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// `cargo build --release` of these `(package, binary)` pairs: the benchmarks run release binaries
+/// that `cargo run` of this package does not build.
+pub fn build_release(targets: &[(&str, &str)]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["build", "--release"];
+    for (package, bin) in targets {
+        args.extend(["-p", package, "--bin", bin]);
+    }
+    eprintln!("building ({})...", args.join(" "));
+    let status = Command::new(cargo)
+        .args(&args)
+        .status()
+        .map_err(|e| anyhow::anyhow!("running cargo build: {e}"))?;
+    if !status.success() {
+        anyhow::bail!("the release build failed");
+    }
+    Ok(())
+}
+
 /// A temporary `NEUROLINK_HOME` (also used as `HOME`, so nothing touches the real one).
 pub struct TestHome {
     pub dir: tempfile::TempDir,

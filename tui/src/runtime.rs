@@ -23,8 +23,9 @@ use crate::input;
 use crate::model::{self, Command, Mode, Msg, State};
 use crate::view;
 
-/// Redraws at most this often while messages stream in (keys redraw at once).
-const FRAME: Duration = Duration::from_millis(50);
+/// Redraws at most this often while messages stream in (keys redraw at once): 10 frames a
+/// second keep a live log readable and the dashboard light.
+const FRAME: Duration = Duration::from_millis(100);
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 

@@ -117,11 +117,21 @@ impl Failure {
 pub async fn forward(app: Arc<App>, rt: Arc<Runtime>, mut draft: Draft, req: Inbound) -> Response {
     let mut tried: Vec<AccountId> = Vec::new();
     let mut last: Option<(Failure, &'static str)> = None;
+    let mut waited = 0u64;
     loop {
         // The pool lock lives only inside `choose`: nothing below runs under it (finishing a
         // draft logs, and the log may need locks of its own).
         let (id, spec) = match choose(&app, req.model.as_deref(), &tried) {
             Chosen::Account(id, spec) => (id, spec),
+            Chosen::Refuse(errors::Refusal::AllCooling { retry_after_ms })
+                if waited + retry_after_ms <= max_wait_ms(&rt) =>
+            {
+                // The soonest account is back within `routing.max-wait`: hold the request (a
+                // client that gives up drops this future) rather than answer a 429.
+                tokio::time::sleep(Duration::from_millis(retry_after_ms)).await;
+                waited += retry_after_ms;
+                continue;
+            }
             Chosen::Refuse(refusal) => {
                 let response = refusal.response(&draft.request_id, &app.settings.paths);
                 return draft.finish(&app, response, None, Some(refusal.class()));
@@ -163,6 +173,11 @@ pub async fn forward(app: Arc<App>, rt: Arc<Runtime>, mut draft: Draft, req: Inb
     }
 }
 
+/// `routing.max-wait` in milliseconds.
+fn max_wait_ms(rt: &Runtime) -> u64 {
+    (rt.config.routing.max_wait.0.max(0.0) * 1000.0) as u64
+}
+
 /// What the pool offers for the next attempt, taken out of the lock.
 enum Chosen {
     Account(AccountId, Arc<AccountSpec>),
@@ -194,12 +209,20 @@ fn choose(app: &App, model: Option<&str>, tried: &[AccountId]) -> Chosen {
         Pick::NoAccounts => Chosen::Refuse(errors::Refusal::NoAccounts),
         Pick::Unavailable {
             retry_after_ms: Some(ms),
-        } => Chosen::Refuse(errors::Refusal::AllCooling {
-            retry_after_secs: ms.div_ceil(1000).max(1),
-        }),
+            auth_only: true,
+        } => Chosen::Refuse(errors::Refusal::AllRefused { retry_after_ms: ms }),
+        Pick::Unavailable {
+            retry_after_ms: Some(ms),
+            auth_only: false,
+        } => Chosen::Refuse(errors::Refusal::AllCooling { retry_after_ms: ms }),
         Pick::Unavailable {
             retry_after_ms: None,
+            ..
         } => Chosen::Refuse(errors::Refusal::AllDisabled),
+        Pick::Excluded { patterns } => Chosen::Refuse(errors::Refusal::Excluded {
+            model: model.unwrap_or_default().to_string(),
+            patterns,
+        }),
     }
 }
 
@@ -513,6 +536,24 @@ async fn commit(
             }
         }
     };
+    if let Some(data) = framer.as_ref().and_then(|_| first_event_error(&first)) {
+        // Nothing went out yet: this is a failed attempt, not an answer.
+        let (outcome, status) = outcome::classify_first_event_error(&data);
+        let mut json = HeaderMap::new();
+        json.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let failure = Failure::Upstream {
+            status,
+            headers: json,
+            body: data,
+        };
+        return match outcome.next_step() {
+            NextStep::Answer => (outcome, Reply::Client(failure.into_response(""))),
+            NextStep::NextAccount => (outcome, Reply::Retry(failure)),
+        };
+    }
     if sse {
         // A failure may append an error event, so the length is not known in advance.
         headers.remove(http::header::CONTENT_LENGTH);
@@ -541,6 +582,25 @@ async fn commit(
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     (Outcome::Success, Reply::Relayed(out))
+}
+
+/// The `data` of the first event when that event is `error` (whole events only: `events` comes
+/// from the framer).
+fn first_event_error(events: &[u8]) -> Option<Bytes> {
+    let end = memchr::memmem::find(events, b"\n\n").unwrap_or(events.len());
+    let event = &events[..end];
+    let mut lines = event
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let name = lines.find(|l| l.starts_with(b"event:"))?;
+    if name[6..].trim_ascii() != b"error" {
+        return None;
+    }
+    let data = event
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .find_map(|l| l.strip_prefix(b"data:"))?;
+    Some(Bytes::copy_from_slice(data.trim_ascii()))
 }
 
 /// Read a (small) error body whole, up to [`MAX_ERROR_BODY`].

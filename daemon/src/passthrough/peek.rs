@@ -14,10 +14,11 @@ pub fn model(body: &[u8]) -> Result<Option<String>, String> {
         return Err(s.err("the body is not a JSON object (expected `{`)"));
     }
     s.i += 1;
+    let mut found: Option<Option<String>> = None;
     loop {
         s.ws();
         match s.peek() {
-            Some(b'}') => return Ok(None),
+            Some(b'}') => return Ok(found.flatten()),
             Some(b'"') => {}
             _ => return Err(s.err("expected a key in double quotes")),
         }
@@ -29,29 +30,46 @@ pub fn model(body: &[u8]) -> Result<Option<String>, String> {
         s.i += 1;
         s.ws();
         if key == b"model" {
-            if s.peek() != Some(b'"') {
-                return Ok(None);
+            if found.is_some() {
+                // JSON parsers disagree on which one counts; routing on one while the upstream
+                // uses the other would bypass excludedModels.
+                return Err(s.err("`model` appears twice at the top level; send it once"));
             }
-            let raw = s.string()?;
-            // Model ids never need escapes; a value with one is decoded properly.
-            return if raw.contains(&b'\\') {
-                let quoted = &body[s.i - raw.len() - 2..s.i];
-                serde_json::from_slice::<String>(quoted)
-                    .map(Some)
-                    .map_err(|e| s.err(&format!("bad `model` string: {e}")))
-            } else {
-                std::str::from_utf8(raw)
-                    .map(|m| Some(m.to_string()))
-                    .map_err(|_| s.err("`model` is not UTF-8"))
-            };
+            let value = model_value(&mut s)?;
+            // The rest is scanned only when it may hold another `model` key at all.
+            if memchr::memmem::find(&body[s.i..], b"\"model\"").is_none() {
+                return Ok(value);
+            }
+            found = Some(value);
+        } else {
+            s.skip_value()?;
         }
-        s.skip_value()?;
         s.ws();
         match s.peek() {
             Some(b',') => s.i += 1,
-            Some(b'}') => return Ok(None),
+            Some(b'}') => return Ok(found.flatten()),
             _ => return Err(s.err("expected `,` or `}` after a value")),
         }
+    }
+}
+
+/// The value of `model`: a string, or `None` for anything else (which is skipped).
+fn model_value(s: &mut Scanner<'_>) -> Result<Option<String>, String> {
+    if s.peek() != Some(b'"') {
+        s.skip_value()?;
+        return Ok(None);
+    }
+    let raw = s.string()?;
+    // Model ids never need escapes; a value with one is decoded properly.
+    if raw.contains(&b'\\') {
+        let quoted = &s.b[s.i - raw.len() - 2..s.i];
+        serde_json::from_slice::<String>(quoted)
+            .map(Some)
+            .map_err(|e| s.err(&format!("bad `model` string: {e}")))
+    } else {
+        std::str::from_utf8(raw)
+            .map(|m| Some(m.to_string()))
+            .map_err(|_| s.err("`model` is not UTF-8"))
     }
 }
 
@@ -153,6 +171,20 @@ mod tests {
         let body = br#" { "max_tokens": 5, "system": [{"type":"text","text":"a \"quoted\" {brace} [x]"}], "meta": {"a": [1, {"b": null}]}, "stream": true, "model" : "m-2" }"#;
         assert_eq!(model(body), Ok(Some("m-2".into())));
         assert_eq!(model(br#"{"model":"a\u002db"}"#), Ok(Some("a-b".into())));
+    }
+
+    #[test]
+    fn a_second_top_level_model_is_refused_and_nested_ones_are_not() {
+        let e = model(br#"{"model":"a","x":1,"model":"b"}"#).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        assert_eq!(
+            model(br#"{"model":"a","messages":[{"content":""model": b","model":"c"}]}"#),
+            Ok(Some("a".into()))
+        );
+        assert_eq!(
+            model(br#"{"messages":[{"model":"x"}],"model":"a","meta":{"model":"y"}}"#),
+            Ok(Some("a".into()))
+        );
     }
 
     #[test]

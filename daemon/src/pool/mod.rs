@@ -103,6 +103,7 @@ pub struct Health {
     /// Disabled while running (too many refresh failures); `spec.disabled` is from start-up.
     pub disabled: Option<String>,
     pub cooldown_until: Option<Millis>,
+    pub cool_cause: Option<CoolCause>,
     pub backoff_level: u32,
     pub last_error: Option<String>,
     /// The unified 5h/7d utilisation last seen in this account's answers (OAuth accounts).
@@ -129,14 +130,30 @@ pub enum Pick {
     NoAccounts,
     /// Every account that may serve this model is cooling or disabled. `retry_after_ms` is the
     /// time until the earliest cooldown ends; `None` when none is cooling (all disabled).
+    /// `auth_only`: every cooling account cools because Anthropic refused its credential.
     Unavailable {
         retry_after_ms: Option<u64>,
+        auth_only: bool,
+    },
+    /// No enabled account may serve this model: `patterns` are the `excludedModels` entries
+    /// that match it.
+    Excluded {
+        patterns: Vec<String>,
     },
     /// Every usable account was already tried for this request.
     Exhausted,
 }
 
 /// The live view of an account's state, for `/status`.
+/// Why an account cools (what the proxy says when every account does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoolCause {
+    /// Anthropic refused the credential (401/402/403).
+    Auth,
+    /// Anything else: rate limits, overloads.
+    Busy,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Active,
@@ -244,6 +261,24 @@ impl Pool {
         let serves = |a: &Account| {
             model.is_none_or(|m| !a.spec.excluded_models.iter().any(|p| glob_match(p, m)))
         };
+        let enabled = |a: &Account| a.spec.disabled.is_none() && a.health.disabled.is_none();
+        if let Some(m) = model {
+            if self.accounts.iter().any(enabled)
+                && !self.accounts.iter().any(|a| enabled(a) && serves(a))
+            {
+                let mut patterns: Vec<String> = self
+                    .accounts
+                    .iter()
+                    .filter(|a| enabled(a))
+                    .flat_map(|a| a.spec.excluded_models.iter())
+                    .filter(|p| glob_match(p, m))
+                    .cloned()
+                    .collect();
+                patterns.sort();
+                patterns.dedup();
+                return Pick::Excluded { patterns };
+            }
+        }
         let mut eligible: Vec<AccountId> = Vec::with_capacity(self.accounts.len());
         let mut any_active = false;
         for (id, a) in self.accounts.iter().enumerate() {
@@ -258,15 +293,25 @@ impl Pool {
             if any_active {
                 return Pick::Exhausted;
             }
-            let earliest = self
+            // An account this request already tried is not waited for.
+            let cooling: Vec<&Account> = self
                 .accounts
                 .iter()
-                .filter(|a| serves(a) && a.spec.disabled.is_none() && a.health.disabled.is_none())
-                .filter_map(|a| a.health.cooldown_until)
-                .filter(|&until| until > now)
-                .min();
+                .enumerate()
+                .filter(|(id, a)| serves(a) && enabled(a) && !tried.contains(id))
+                .filter(|(_, a)| a.health.cooldown_until.is_some_and(|until| until > now))
+                .map(|(_, a)| a)
+                .collect();
+            if cooling.is_empty() && !tried.is_empty() {
+                return Pick::Exhausted;
+            }
+            let earliest = cooling.iter().filter_map(|a| a.health.cooldown_until).min();
             return Pick::Unavailable {
                 retry_after_ms: earliest.map(|until| until - now),
+                auth_only: !cooling.is_empty()
+                    && cooling
+                        .iter()
+                        .all(|a| a.health.cool_cause == Some(CoolCause::Auth)),
             };
         }
         // Quota-aware routing: accounts past the threshold only when nothing else is left.
@@ -327,6 +372,10 @@ impl Pool {
             cooldown::Effect::Cool { duration, escalate } => {
                 let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
                 a.health.cooldown_until = Some(now.saturating_add(ms));
+                a.health.cool_cause = Some(match outcome {
+                    Outcome::AuthRejected { .. } => CoolCause::Auth,
+                    _ => CoolCause::Busy,
+                });
                 if escalate {
                     a.health.backoff_level = a.health.backoff_level.saturating_add(1);
                 }
@@ -413,6 +462,7 @@ impl Pool {
     pub fn reset(&mut self, id: AccountId) {
         if let Some(a) = self.accounts.get_mut(id) {
             a.health.cooldown_until = None;
+            a.health.cool_cause = None;
             a.health.backoff_level = 0;
         }
     }

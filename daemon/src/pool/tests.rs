@@ -162,9 +162,48 @@ fn all_cooling_reports_the_earliest_recovery() {
     assert_eq!(
         p.pick(T0 + 2_000, None, &[]),
         Pick::Unavailable {
-            retry_after_ms: Some(11_000)
+            retry_after_ms: Some(11_000),
+            auth_only: false
         }
     );
+}
+
+#[test]
+fn all_refused_is_told_apart_from_all_rate_limited() {
+    let mut p = pool(&["a", "b"], Strategy::FillFirst);
+    p.report(0, &Outcome::AuthRejected { status: 401 }, T0);
+    p.report(1, &Outcome::AuthRejected { status: 403 }, T0);
+    assert!(matches!(
+        p.pick(T0 + 1, None, &[]),
+        Pick::Unavailable {
+            auth_only: true,
+            ..
+        }
+    ));
+    p.report(1, &rate_limited(Some(1)), T0);
+    assert!(matches!(
+        p.pick(T0 + 1, None, &[]),
+        Pick::Unavailable {
+            auth_only: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_model_no_enabled_account_serves_is_excluded() {
+    let mut specs = vec![key("a"), key("b"), key("off")];
+    specs[0].excluded_models = vec!["claude-opus-*".into()];
+    specs[1].excluded_models = vec!["claude-opus-4-*".into(), "claude-haiku-*".into()];
+    specs[2].disabled = Some("x".into());
+    let mut p = Pool::new(specs, Strategy::FillFirst);
+    assert_eq!(
+        p.pick(T0, Some("claude-opus-4-1"), &[]),
+        Pick::Excluded {
+            patterns: vec!["claude-opus-*".into(), "claude-opus-4-*".into()]
+        }
+    );
+    assert_eq!(p.pick(T0, Some("claude-sonnet-4-5"), &[]), Pick::Use(0));
 }
 
 #[test]
@@ -194,7 +233,8 @@ fn disabled_accounts_are_never_picked() {
     assert_eq!(
         only_off.pick(T0, None, &[]),
         Pick::Unavailable {
-            retry_after_ms: None
+            retry_after_ms: None,
+            auth_only: false
         }
     );
 }
@@ -306,4 +346,18 @@ fn out_of_credits_does_not_bench() {
     p.report(0, &Outcome::OutOfCredits { status: 429 }, T0);
     assert_eq!(p.state(0, T0), State::Active);
     assert_eq!(p.pick(T0, None, &[0]), Pick::Use(1));
+}
+
+#[test]
+fn an_account_tried_in_this_request_is_not_waited_for() {
+    let mut p = pool(&["a"], Strategy::FillFirst);
+    p.report(0, &rate_limited(Some(1)), T0);
+    assert_eq!(p.pick(T0 + 1, None, &[0]), Pick::Exhausted);
+    assert!(matches!(
+        p.pick(T0 + 1, None, &[]),
+        Pick::Unavailable {
+            retry_after_ms: Some(_),
+            ..
+        }
+    ));
 }

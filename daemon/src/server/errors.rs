@@ -38,31 +38,67 @@ pub fn request_id() -> String {
 }
 
 /// Why no account can take a request right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// The pool is empty.
     NoAccounts,
-    /// Every account that could serve is cooling; the first is free again in this many seconds.
-    AllCooling { retry_after_secs: u64 },
-    /// Every account that could serve is disabled or excludes the model.
+    /// Every account that could serve is cooling; the first is free again in this long.
+    AllCooling { retry_after_ms: u64 },
+    /// Every account that could serve cools because Anthropic refused its credential.
+    AllRefused { retry_after_ms: u64 },
+    /// Every account that could serve is disabled.
     AllDisabled,
+    /// No enabled account may serve `model`: these `excludedModels` patterns match it.
+    Excluded {
+        model: String,
+        patterns: Vec<String>,
+    },
 }
 
 impl Refusal {
     /// The `errorClass` of the request-log line.
-    pub fn class(self) -> &'static str {
+    pub fn class(&self) -> &'static str {
         match self {
             Refusal::NoAccounts => "no_accounts",
             Refusal::AllCooling { .. } => "all_cooling",
+            Refusal::AllRefused { .. } => "all_refused",
             Refusal::AllDisabled => "all_disabled",
+            Refusal::Excluded { .. } => "model_excluded",
         }
     }
 
-    pub fn response(self, id: &str, paths: &Paths) -> Response {
+    pub fn response(&self, id: &str, paths: &Paths) -> Response {
         match self {
             Refusal::NoAccounts => no_accounts(id, paths),
-            Refusal::AllCooling { retry_after_secs } => all_cooling(id, retry_after_secs),
+            Refusal::AllCooling { retry_after_ms } => {
+                all_cooling(id, retry_after_ms.div_ceil(1000).max(1))
+            }
+            Refusal::AllRefused { retry_after_ms } => anthropic(
+                id,
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                &format!(
+                    "Anthropic refused every account's credential (401/403); each waits {} s before \
+                     it is tried again. Check them with `neurolink auth status`; log in again with \
+                     `neurolink auth login anthropic` or fix the API keys in the config.",
+                    retry_after_ms.div_ceil(1000).max(1)
+                ),
+            ),
             Refusal::AllDisabled => all_disabled(id),
+            Refusal::Excluded { model, patterns } => anthropic(
+                id,
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!(
+                    "no account of this proxy may serve `{model}`: excludedModels {} keep it off \
+                     every enabled account (see the config's accounts.anthropic[].excludedModels)",
+                    patterns
+                        .iter()
+                        .map(|p| format!("`{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
         }
     }
 }
@@ -105,7 +141,7 @@ fn all_disabled(id: &str) -> Response {
         id,
         StatusCode::UNAUTHORIZED,
         "authentication_error",
-        "every account that could serve this request is disabled or excluded for this model; \
-         see `curl http://<proxy>/status` for why, and `neurolink auth enable LABEL` or log in again",
+        "every account that could serve this request is disabled; see `neurolink proxy status` \
+         for why, and `neurolink auth enable LABEL` or log in again",
     )
 }

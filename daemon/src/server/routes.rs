@@ -47,25 +47,24 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
     if let Some(denied) = check_client_key(&rt, &draft.request_id, req.headers()) {
         return draft.finish(&app, denied, None, Some("proxy_auth"));
     }
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BODY as u64) {
+        // Said up front: answer before the client uploads any of it.
+        let response = too_large(&draft.request_id);
+        return draft.finish(&app, response, None, Some("request_too_large"));
+    }
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
         Ok(b) => b,
         Err(e) => {
-            let too_large = std::error::Error::source(&e)
+            let over_limit = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            let (response, class) = if too_large {
-                (
-                    errors::anthropic(
-                        &draft.request_id,
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request_too_large",
-                        &format!(
-                            "request body is larger than {} MB",
-                            MAX_REQUEST_BODY / (1024 * 1024)
-                        ),
-                    ),
-                    "request_too_large",
-                )
+            let (response, class) = if over_limit {
+                (too_large(&draft.request_id), "request_too_large")
             } else {
                 (
                     errors::anthropic(
@@ -118,6 +117,18 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
     passthrough::forward(app, rt, draft, inbound).await
 }
 
+fn too_large(request_id: &str) -> Response {
+    errors::anthropic(
+        request_id,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request_too_large",
+        &format!(
+            "request body is larger than {} MB",
+            MAX_REQUEST_BODY / (1024 * 1024)
+        ),
+    )
+}
+
 /// With `server.authKey` set, clients must present it; otherwise anything is accepted (loopback).
 fn check_client_key(rt: &Runtime, request_id: &str, h: &http::HeaderMap) -> Option<Response> {
     let expected = rt.auth_key.as_ref()?;
@@ -136,12 +147,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn health(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+/// With `server.authKey` set and not presented, only `{"status":"ok"}`: enough for a health
+/// check, nothing about the daemon.
+async fn health(State(app): State<Arc<App>>, headers: http::HeaderMap) -> Json<serde_json::Value> {
+    let rt = app.runtime();
+    if check_client_key(&rt, "", &headers).is_some() {
+        return Json(serde_json::json!({"status": "ok"}));
+    }
     Json(status::health(&app))
 }
 
-async fn status_route(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
-    Json(status::status(&app))
+/// Accounts (labels are often e-mail addresses), errors and cooldowns: behind `server.authKey`
+/// when one is set.
+async fn status_route(State(app): State<Arc<App>>, headers: http::HeaderMap) -> Response {
+    let rt = app.runtime();
+    if let Some(denied) = check_client_key(&rt, &errors::request_id(), &headers) {
+        return denied;
+    }
+    Json(status::status(&app)).into_response()
 }
 
 async fn not_found(req: Request<Body>) -> Response {

@@ -312,6 +312,14 @@ fn validate(c: &ProxyConfig, origin: &Path, warnings: &mut Vec<String>) -> Resul
             format!("{t} is outside 0.0..=1.0"),
         ));
     }
+    let w = c.routing.max_wait.0;
+    if !(0.0..=600.0).contains(&w) {
+        return Err(semantic(
+            origin,
+            "routing.max-wait",
+            format!("{w} is outside 0..=600 seconds"),
+        ));
+    }
     for (i, m) in c.routing.model_mappings.iter().enumerate() {
         if m.from.value.is_empty() || m.to.value.is_empty() {
             warnings.push(format!(

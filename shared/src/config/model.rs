@@ -13,6 +13,8 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 /// The seed plans to prefer other accounts past half of a quota window (`fallbackPercentage`).
 pub const DEFAULT_QUOTA_THRESHOLD: f64 = 0.5;
+/// `routing.max-wait`: a request waits this long at most for a cooling account to come back.
+pub const DEFAULT_MAX_WAIT_SECS: f64 = 5.0;
 /// Connecting to Anthropic takes well under a second; 10 s only trips on a dead network.
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 /// A non-streaming request with a large `max_tokens` can take minutes before its headers; the
@@ -141,6 +143,10 @@ pub struct Routing {
         default = "quota_threshold"
     )]
     pub quota_threshold: Num<f64>,
+    /// Seconds a request may wait for the soonest account when every one is cooling; 0 answers
+    /// the 429 at once.
+    #[serde(rename = "max-wait", alias = "maxWait", default = "max_wait")]
+    pub max_wait: Num<f64>,
 }
 
 impl Default for Routing {
@@ -152,12 +158,17 @@ impl Default for Routing {
             fallback_chain: Vec::new(),
             passthrough_models: Vec::new(),
             quota_threshold: quota_threshold(),
+            max_wait: max_wait(),
         }
     }
 }
 
 fn quota_threshold() -> Num<f64> {
     Num(DEFAULT_QUOTA_THRESHOLD)
+}
+
+fn max_wait() -> Num<f64> {
+    Num(DEFAULT_MAX_WAIT_SECS)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use neurolink_tests::fake_anthropic::FakeAnthropic;
-use neurolink_tests::harness::{config_with_keys, neurolink_bin, Daemon, TestHome};
+use neurolink_tests::harness::{build_release, config_with_keys, neurolink_bin, Daemon, TestHome};
 use serde_json::json;
 use tokio::net::TcpStream;
 
@@ -62,22 +62,7 @@ fn main() -> anyhow::Result<()> {
 
 /// `cargo run` builds only this package; the proxy binary is built here, in the same profile.
 fn build_proxy() -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building the release proxy (cargo build --release -p neurolink-daemon)...");
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "neurolink-daemon",
-            "--bin",
-            "neurolink",
-        ])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building the proxy failed");
-    }
+    build_release(&[("neurolink-daemon", "neurolink")])?;
     let bin = neurolink_bin();
     if !bin.is_file() {
         bail!("{} is missing after the build", bin.display());

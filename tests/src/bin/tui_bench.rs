@@ -6,12 +6,13 @@
 //! `/proc/<pid>/stat` over each window, its memory from `/proc/<pid>/status`. Prints a table for
 //! BENCHMARKS.md. Loopback only.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use neurolink_tests::fake_anthropic::FakeAnthropic;
-use neurolink_tests::harness::{config_with_keys, message_body, neurolink_bin, Daemon, TestHome};
+use neurolink_tests::harness::{
+    build_release, config_with_keys, message_body, neurolink_bin, Daemon, TestHome,
+};
 use neurolink_tests::pty::Terminal;
 
 const WINDOW: Duration = Duration::from_secs(20);
@@ -19,36 +20,15 @@ const WINDOW: Duration = Duration::from_secs(20);
 const TICKS_PER_SEC: f64 = 100.0;
 
 fn main() -> anyhow::Result<()> {
-    build()?;
+    build_release(&[
+        ("neurolink-daemon", "neurolink"),
+        ("neurolink-tui", "neurolink-tui"),
+    ])?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(run())
-}
-
-fn build() -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("building the release daemon and dashboard...");
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "neurolink-daemon",
-            "--bin",
-            "neurolink",
-            "-p",
-            "neurolink-tui",
-            "--bin",
-            "neurolink-tui",
-        ])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("the build failed");
-    }
-    Ok(())
 }
 
 /// User + system CPU seconds of `pid` so far.

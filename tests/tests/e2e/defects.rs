@@ -230,10 +230,25 @@ async fn a_reload_rotates_the_auth_key_and_moves_the_upstream() {
         "new key accepted"
     );
     // Both the old account and the one the reload added go to the new base URL.
-    d.wait_account("b", Duration::from_secs(10), |a| a["state"] == "active")
-        .await
-        .unwrap();
+    // (/status needs the auth key now; the control socket does not.)
     let mut c = socket(&home).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = c.call("accounts.list", None).await.unwrap();
+        let b_active = list["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["label"] == "b" && a["state"] == "active");
+        if b_active {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never active: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     c.call("accounts.disable", Some(json!({"label": "a"})))
         .await
         .unwrap();

@@ -19,6 +19,7 @@ mod logs;
 mod oauth_refresh;
 mod passthrough;
 mod quotas;
+mod reliability;
 mod sdk;
 mod service;
 mod settings;

@@ -54,8 +54,14 @@ pub fn render(frame: &mut Frame, area: Rect, state: &State) {
         return;
     }
     let wide = area.width >= 120;
+    // Only the rows that fit are built (the log holds up to a thousand), with the selected one
+    // in view.
+    let fits = usize::from(area.height.saturating_sub(3)).max(1);
+    let offset = state.selected_request.saturating_sub(fits - 1);
     let rows: Vec<Row> = visible
         .iter()
+        .skip(offset)
+        .take(fits)
         .map(|r| {
             let mut cells = vec![
                 Cell::from(r.time.get(11..19).unwrap_or(&r.time).to_string()),
@@ -98,7 +104,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &State) {
         .header(Row::new(header).style(bold()))
         .block(block(&title))
         .row_highlight_style(fg(state, Color::Cyan).add_modifier(Modifier::REVERSED));
-    let mut ts = TableState::default().with_selected(Some(state.selected_request));
+    let mut ts = TableState::default().with_selected(Some(state.selected_request - offset));
     frame.render_stateful_widget(t, area, &mut ts);
 }
 
