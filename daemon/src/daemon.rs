@@ -231,7 +231,11 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
             ));
         }
     };
-    let served = server::run(listener, app.clone(), stop).await;
+    let limits = server::ClientLimits {
+        header_timeout: Duration::from_secs(cfg.server.client_header_timeout_secs.0.max(1)),
+        max_connections: usize::try_from(cfg.server.max_connections.0).unwrap_or(usize::MAX),
+    };
+    let served = server::run(listener, app.clone(), limits, stop).await;
     flush_quotas(&app).await;
     if let Some(saved) = &state.claude_settings {
         if let Err(e) = crate::claude_settings::restore(saved) {

@@ -6,7 +6,7 @@ mod routes;
 pub mod runtime;
 pub mod status;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -229,37 +229,94 @@ fn credentials_of(pool: &Pool) -> Vec<crate::pool::Credential> {
         .collect()
 }
 
+/// What the listener allows each client: enforced before the auth key is checked, so they hold
+/// for a `0.0.0.0` listener too.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// A client must send a request's headers within this (slow-header attacks); an idle
+    /// keep-alive connection is closed after it too.
+    pub header_timeout: Duration,
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+}
+
 /// Serve on `listener` until `shutdown` completes, then wait up to [`SHUTDOWN_GRACE`] for
 /// in-flight answers.
+///
+/// The accept loop is ours rather than `axum::serve`'s: hyper's header-read timeout needs a
+/// timer that `axum::serve` does not give it, and the connection cap needs the accept.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
+    limits: ClientLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
     let router = routes::router(app);
-    let listener = listener.tap_io(|tcp| {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors, most often: wait a little, keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
         // Small SSE events must leave at once, not wait for Nagle.
         let _ = tcp.set_nodelay(true);
-    });
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopped_tx.send(());
-    });
-    let mut serve = std::pin::pin!(serve.into_future());
-    tokio::select! {
-        r = &mut serve => return r,
-        _ = stopped_rx => {}
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_busy(tcp, limits.max_connections));
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
     }
-    match tokio::time::timeout(SHUTDOWN_GRACE, serve).await {
-        Ok(r) => r,
-        Err(_) => {
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!(
                 "answers still running after {} s; stopping anyway",
                 SHUTDOWN_GRACE.as_secs()
             );
-            Ok(())
         }
     }
+    Ok(())
+}
+
+/// Above the connection cap: an Anthropic-shaped 503, then close.
+async fn refuse_busy(mut tcp: tokio::net::TcpStream, cap: usize) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::json!({
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": format!("the proxy is serving its maximum of {cap} connections (server.maxConnections); try again")},
+    })
+    .to_string();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tcp.write_all(head.as_bytes()).await;
+        let _ = tcp.write_all(body.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
 }

@@ -58,7 +58,24 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
         return draft.finish(&app, response, None, Some("request_too_large"));
     }
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
+    let read = tokio::time::timeout(
+        rt.client_body_timeout,
+        axum::body::to_bytes(body, MAX_REQUEST_BODY),
+    )
+    .await;
+    let Ok(read) = read else {
+        let response = errors::anthropic(
+            &draft.request_id,
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout_error",
+            &format!(
+                "the request body did not arrive within {} s (server.clientBodyTimeoutSecs)",
+                rt.client_body_timeout.as_secs()
+            ),
+        );
+        return draft.finish(&app, response, None, Some("client_body_timeout"));
+    };
+    let body = match read {
         Ok(b) => b,
         Err(e) => {
             let over_limit = std::error::Error::source(&e)

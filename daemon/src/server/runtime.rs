@@ -42,6 +42,8 @@ pub struct Runtime {
     pub connect_timeout: Duration,
     pub headers_timeout: Duration,
     pub idle_timeout: Duration,
+    /// The whole client request body must arrive within this.
+    pub client_body_timeout: Duration,
     /// How often idle OAuth accounts are checked for a token nearing expiry.
     pub token_check: Duration,
     pub strategy: Strategy,
@@ -69,6 +71,9 @@ impl Runtime {
             connect_timeout,
             headers_timeout: Duration::from_secs(config.server.headers_timeout_secs.0),
             idle_timeout: Duration::from_secs(config.server.idle_timeout_secs.0.max(1)),
+            client_body_timeout: Duration::from_secs(
+                config.server.client_body_timeout_secs.0.max(1),
+            ),
             token_check: Duration::from_secs(config.server.token_check_secs.0.max(1)),
             strategy: overrides
                 .strategy

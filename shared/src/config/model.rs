@@ -22,6 +22,13 @@ pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_HEADERS_TIMEOUT_SECS: u64 = 600;
 /// Idle accounts' tokens are looked at once a minute: far more often than the one-hour margin needs.
 pub const DEFAULT_TOKEN_CHECK_SECS: u64 = 60;
+/// `server.clientHeaderTimeoutSecs`: hyper's own default.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT_SECS: u64 = 30;
+/// `server.clientBodyTimeoutSecs`: a 32 MB body at a slow 1 MB/s still arrives.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT_SECS: u64 = 60;
+/// `server.maxConnections`: two sockets each (client and upstream) stay well inside the raised
+/// open-file limit.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 4096;
 /// Anthropic pings idle streams; five minutes without a byte means the stream is dead.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
 
@@ -289,6 +296,16 @@ pub struct ServerConfig {
     /// How often idle OAuth accounts are checked for tokens expiring within the hour.
     #[serde(default = "token_check")]
     pub token_check_secs: Num<u64>,
+    /// A client must send a request's headers within this; an idle keep-alive connection is
+    /// closed after it too.
+    #[serde(default = "client_header_timeout")]
+    pub client_header_timeout_secs: Num<u64>,
+    /// A client must send the whole request body within this (408 otherwise).
+    #[serde(default = "client_body_timeout")]
+    pub client_body_timeout_secs: Num<u64>,
+    /// Client connections served at once; one more gets a 503.
+    #[serde(default = "max_connections")]
+    pub max_connections: Num<u64>,
 }
 
 impl Default for ServerConfig {
@@ -301,10 +318,22 @@ impl Default for ServerConfig {
             headers_timeout_secs: headers_timeout(),
             idle_timeout_secs: idle_timeout(),
             token_check_secs: token_check(),
+            client_header_timeout_secs: client_header_timeout(),
+            client_body_timeout_secs: client_body_timeout(),
+            max_connections: max_connections(),
         }
     }
 }
 
+fn client_header_timeout() -> Num<u64> {
+    Num(DEFAULT_CLIENT_HEADER_TIMEOUT_SECS)
+}
+fn client_body_timeout() -> Num<u64> {
+    Num(DEFAULT_CLIENT_BODY_TIMEOUT_SECS)
+}
+fn max_connections() -> Num<u64> {
+    Num(DEFAULT_MAX_CONNECTIONS)
+}
 fn port() -> Num<u16> {
     Num(DEFAULT_PORT)
 }

@@ -437,10 +437,15 @@ async fn obfuscated_neurolink_token_store_is_read() {
 async fn bodies_over_32_mb_get_413_without_reaching_upstream() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = one_key_proxy(&fake).await;
-    let body = vec![b' '; 32 * 1024 * 1024 + 1];
+    // Sent chunked, without a declared length: the limit is found while reading. (A declared
+    // length over it is refused before the upload: reliability.rs.)
+    let chunks = (0..33).map(|i| {
+        let n = if i < 32 { 1024 * 1024 } else { 1 };
+        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; n]))
+    });
     let r = http()
         .post(format!("{}/v1/messages", d.url))
-        .body(body)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
         .send()
         .await
         .unwrap();

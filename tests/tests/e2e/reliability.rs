@@ -245,3 +245,121 @@ async fn a_request_waits_for_the_soonest_account_within_max_wait() {
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
 }
+
+/// A client's connection is closed by the server within `within` (EOF or reset on read).
+async fn closed_within(tcp: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_idle_connections_and_too_many_connections_are_cut() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let (_home, d) = daemon_with(
+        &fake,
+        &[("a", "key-a")],
+        "server: {clientHeaderTimeoutSecs: 1, maxConnections: 8}\n",
+    )
+    .await;
+    let addr = d.url.trim_start_matches("http://").to_string();
+
+    // Headers at a trickle: cut after the header timeout.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(10)).await,
+        "slow headers were not cut"
+    );
+
+    // An idle keep-alive connection after one request: closed too.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(format!("GET /health HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(10)).await,
+        "idle connection kept"
+    );
+
+    // Past the cap: an Anthropic-shaped 503, while the held ones stay open; normal requests are
+    // served again once they go.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        // A partial request keeps the connection busy (until the header timeout).
+        c.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+        held.push(c);
+    }
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), extra.read_to_end(&mut answer))
+        .await
+        .expect("an answer above the cap")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("overloaded_error") && answer.contains("maxConnections"),
+        "{answer}"
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = tokio::time::timeout(
+            Duration::from_secs(2),
+            http().get(format!("{}/health", d.url)).send(),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .is_some_and(|r| r.status() == 200);
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not recover after the held connections went"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(d.message(false).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_coming_gets_a_408() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let (_home, d) = daemon_with(
+        &fake,
+        &[("a", "key-a")],
+        "server: {clientBodyTimeoutSecs: 1}\n",
+    )
+    .await;
+    let addr = d.url.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tcp.write_all(
+        format!("POST /v1/messages HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"model\":").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut answer))
+        .await
+        .expect("an answer to a stalled body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("timeout_error"), "{answer}");
+    assert_eq!(fake.count("key-a"), 0);
+}
