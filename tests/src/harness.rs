@@ -259,6 +259,37 @@ impl Drop for Daemon {
     }
 }
 
+/// A temp home whose config has API-key accounts `(name, key)` against `upstream`, fill-first,
+/// plus `extra` YAML; the daemon started there with `args`.
+pub fn proxy_with_keys(
+    upstream: &str,
+    keys: &[(&str, &str)],
+    extra: &str,
+    args: &[&str],
+) -> anyhow::Result<(TestHome, Daemon)> {
+    let home = TestHome::new()?;
+    let mut config = config_with_keys(upstream, "fill-first", keys);
+    config.push_str(extra);
+    home.write_config(&config)?;
+    let d = Daemon::start(&home, args, &[])?;
+    Ok((home, d))
+}
+
+/// Run `neurolink args...` in `home`; it must succeed and print JSON, which is returned.
+pub fn cli_json(home: &TestHome, args: &[&str]) -> serde_json::Value {
+    let out = command(home)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("neurolink {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "neurolink {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("neurolink {args:?} printed no JSON: {e}"))
+}
+
 /// A config with API-key accounts `(name, key)` against `upstream`.
 pub fn config_with_keys(upstream: &str, strategy: &str, keys: &[(&str, &str)]) -> String {
     let mut s = format!("routing:\n  strategy: {strategy}\nproviders:\n  anthropic:\n    baseUrl: {upstream}\naccounts:\n  anthropic:\n");

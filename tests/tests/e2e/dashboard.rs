@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use neurolink_tests::fake_anthropic::FakeAnthropic;
-use neurolink_tests::harness::{command, config_with_keys, neurolink_bin, Daemon, TestHome};
+use neurolink_tests::harness::{cli_json, neurolink_bin, proxy_with_keys, Daemon, TestHome};
 use neurolink_tests::pty::Terminal;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -14,16 +14,7 @@ fn tui_bin() -> std::path::PathBuf {
 }
 
 fn rpc(home: &TestHome, method: &str, params: &str) -> serde_json::Value {
-    let out = command(home)
-        .args(["rpc", method, params])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    cli_json(home, &["rpc", method, params])
 }
 
 /// The screen line that shows `label` (an account row).
@@ -34,14 +25,13 @@ fn row<'a>(screen: &'a str, label: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_follows_requests_actions_and_the_daemon_coming_and_going() {
     let fake = FakeAnthropic::start().await.unwrap();
-    let home = TestHome::new().unwrap();
-    home.write_config(&config_with_keys(
+    let (home, d) = proxy_with_keys(
         &fake.url(),
-        "fill-first",
         &[("work", "key-work"), ("spare", "key-spare")],
-    ))
+        "",
+        &["--no-settings"],
+    )
     .unwrap();
-    let d = Daemon::start(&home, &["--no-settings"], &[]).unwrap();
     let neurolink_home = home.neurolink_home();
     let tui = Terminal::spawn(
         &tui_bin(),

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use neurolink_shared::ipc::{DaemonEventKind, Event, IpcClient};
 use neurolink_tests::fake_anthropic::{Behavior, FakeAnthropic};
-use neurolink_tests::harness::{command, config_with_keys, http, message_body, Daemon, TestHome};
+use neurolink_tests::harness::{
+    command, config_with_keys, http, message_body, proxy_with_keys, Daemon, TestHome,
+};
 use serde_json::json;
 
 /// A client that gives up instead of hanging with a deadlocked daemon.
@@ -287,14 +289,8 @@ async fn a_reload_rotates_the_auth_key_and_moves_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_cut_inside_an_event_ends_with_whole_events_then_an_error_event() {
     let fake = FakeAnthropic::start().await.unwrap();
-    let home = TestHome::new().unwrap();
-    home.write_config(&config_with_keys(
-        &fake.url(),
-        "fill-first",
-        &[("a", "key-a")],
-    ))
-    .unwrap();
-    let d = Daemon::start(&home, &["--no-settings"], &[]).unwrap();
+    let (_home, d) =
+        proxy_with_keys(&fake.url(), &[("a", "key-a")], "", &["--no-settings"]).unwrap();
     for cut in [1, 3, 4, 0] {
         fake.script("key-a", 1, Behavior::CutInside(cut));
         let r = patient()

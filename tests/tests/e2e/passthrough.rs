@@ -445,7 +445,9 @@ async fn bodies_over_32_mb_get_413_without_reaching_upstream() {
     });
     let r = http()
         .post(format!("{}/v1/messages", d.url))
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();

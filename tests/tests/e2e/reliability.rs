@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use neurolink_tests::fake_anthropic::{Behavior, FakeAnthropic};
-use neurolink_tests::harness::{config_with_keys, http, message_body, Daemon, TestHome};
+use neurolink_tests::harness::{http, message_body, proxy_with_keys, Daemon, TestHome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn daemon_with(
@@ -12,12 +12,7 @@ async fn daemon_with(
     keys: &[(&str, &str)],
     extra: &str,
 ) -> (TestHome, Daemon) {
-    let home = TestHome::new().unwrap();
-    let mut config = config_with_keys(&fake.url(), "fill-first", keys);
-    config.push_str(extra);
-    home.write_config(&config).unwrap();
-    let d = Daemon::start(&home, &["--no-settings"], &[]).unwrap();
-    (home, d)
+    proxy_with_keys(&fake.url(), keys, extra, &["--no-settings"]).unwrap()
 }
 
 fn first_event_error() -> Behavior {
