@@ -1,5 +1,5 @@
 //! NeuroLink's account files: the multi-account `tokens.json` and the legacy single-account
-//! `anthropic-credentials.json` (`../shared/protocols/neurolink-files.md` §1-2).
+//! `anthropic-credentials.json` (NeuroLink's formats; the obfuscation test vector is in the tests below).
 //!
 //! `tokens.json` is normally obfuscated: `base64(xor(json, hex(sha256(home + "-neurolink-token-store"))))`,
 //! where the XOR runs over UTF-16 code units of which only the low byte is kept. We decode both that
