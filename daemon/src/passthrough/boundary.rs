@@ -198,3 +198,68 @@ mod tests {
         assert!(!f.inside_event());
     }
 }
+
+/// Any valid stream, cut anywhere, relays byte for byte in whole events.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid SSE stream: events of `event:`/`data:` lines, any line ending, optional comments.
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        let ending = prop_oneof![Just("\n"), Just("\r\n"), Just("\r")];
+        let event = (
+            "[a-z_]{1,12}",
+            "[ -~]{0,40}".prop_filter("no line breaks", |s| !s.contains(['\n', '\r'])),
+            any::<bool>(),
+            ending,
+        )
+            .prop_map(|(name, data, comment, end)| {
+                let mut e = String::new();
+                if comment {
+                    e.push_str(&format!(": keep-alive{end}"));
+                }
+                e.push_str(&format!("event: {name}{end}data: {data}{end}{end}"));
+                e
+            });
+        proptest::collection::vec(event, 1..12).prop_map(|events| events.concat().into_bytes())
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_relays_the_same_bytes_in_whole_events(
+            bytes in stream(),
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
+        ) {
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+            points.sort_unstable();
+            points.dedup();
+            let mut framer = EventFramer::default();
+            let mut out = Vec::new();
+            let mut from = 0;
+            for p in points.into_iter().chain([bytes.len()]) {
+                if let Some(b) = framer.push(Bytes::copy_from_slice(&bytes[from..p])) {
+                    // Whatever goes out ends on an event boundary.
+                    prop_assert_eq!(last_event_end(&b), Some(b.len()));
+                    out.extend_from_slice(&b);
+                }
+                from = p;
+            }
+            out.extend_from_slice(&framer.take_rest());
+            prop_assert_eq!(out, bytes);
+        }
+
+        #[test]
+        fn a_cut_anywhere_leaves_only_whole_events_out(bytes in stream(), at in any::<proptest::sample::Index>()) {
+            let cut = at.index(bytes.len());
+            let mut framer = EventFramer::default();
+            let out = framer.push(Bytes::copy_from_slice(&bytes[..cut])).unwrap_or_default();
+            // What went out is a prefix made of whole events; what is held is the rest of the cut
+            // one (dropped on failure, then one `error` event follows).
+            prop_assert!(bytes.starts_with(&out));
+            if !out.is_empty() {
+                prop_assert_eq!(last_event_end(&out), Some(out.len()));
+            }
+        }
+    }
+}

@@ -222,3 +222,59 @@ mod tests {
         }
     }
 }
+
+/// The peek agrees with a full JSON parse on every valid object, duplicate keys included.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i32>().prop_map(serde_json::Value::from),
+            "[ -~]{0,12}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::from("\"model\": \"x\"")),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::vec(("[a-z]{1,6}|model", inner), 0..4)
+                    .prop_map(|kv| { serde_json::Value::Object(kv.into_iter().collect()) }),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_full_parse(
+            keys in proptest::collection::vec(("[a-z]{1,8}|model", value()), 0..6),
+            model in proptest::option::of("claude-[a-z0-9-]{1,12}"),
+            at in any::<proptest::sample::Index>(),
+        ) {
+            // Build the object text by hand, so duplicate keys stay duplicate.
+            let mut members: Vec<String> = keys
+                .iter()
+                .filter(|(k, _)| k != "model")
+                .map(|(k, v)| format!("{}:{}", serde_json::Value::from(k.as_str()), v))
+                .collect();
+            if let Some(m) = &model {
+                members.insert(at.index(members.len() + 1), format!("\"model\":{}", serde_json::Value::from(m.as_str())));
+            }
+            let duplicates = keys.iter().filter(|(k, _)| k == "model").count();
+            for _ in 0..duplicates {
+                members.push("\"model\":\"claude-other\"".into());
+            }
+            let body = format!("{{{}}}", members.join(","));
+            let got = super::model(body.as_bytes());
+            let top_level_models = usize::from(model.is_some()) + duplicates;
+            if top_level_models > 1 {
+                prop_assert!(got.is_err(), "{body}");
+            } else {
+                let parsed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let expected = parsed.get("model").and_then(|m| m.as_str()).map(str::to_string);
+                prop_assert_eq!(got, Ok(expected), "{}", body);
+            }
+        }
+    }
+}
