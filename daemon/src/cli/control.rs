@@ -124,7 +124,8 @@ pub fn status(format: OutputFormat) -> ExitCode {
                 } else {
                     println!("not running (start it with `neurolink proxy start`)");
                 }
-                return ExitCode::FAILURE;
+                // As LSB `status` does: 3 = not running.
+                return ExitCode::from(3);
             }
         };
         let answer = tokio::time::timeout(Duration::from_secs(5), async {

@@ -137,6 +137,9 @@ Secrets referenced as ${VAR} in the config can go in $NEUROLINK_HOME/.env (read 
         poll_interval_ms: u64,
     },
     /// Show what the running proxy reports: accounts, cooldowns, counters.
+    #[command(
+        after_help = "Exit status: 0 running, 3 not running (as LSB status), 1 on an error."
+    )]
     Status {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,

@@ -2,8 +2,8 @@
 //!
 //! A temporary `NEUROLINK_HOME` gets a config and a token store with three simulated accounts
 //! (two Claude logins whose quotas move, one API key); a simulated Anthropic runs in this process
-//! on 127.0.0.1 ([`upstream`]); a real daemon runs against it (`proxy start --no-settings`, so
-//! Claude Code's settings are never touched); steady traffic flows through it ([`traffic`]); and
+//! on 127.0.0.1 (`upstream.rs`); a real daemon runs against it (`proxy start --no-settings`, so
+//! Claude Code's settings are never touched); steady traffic flows through it (`traffic.rs`); and
 //! the dashboard opens on it. Quitting stops the daemon and removes the folder.
 
 mod traffic;

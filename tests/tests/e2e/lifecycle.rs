@@ -48,7 +48,7 @@ async fn a_second_start_is_refused_and_stop_cleans_up() {
         .args(["proxy", "status", "--format", "json"])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3), "LSB: program is not running");
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["running"],
         false

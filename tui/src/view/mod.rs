@@ -98,10 +98,10 @@ fn header(frame: &mut Frame, area: Rect, state: &State) {
     frame.render_widget(tabs, tabs_area);
     let link = match &state.link {
         Link::Connected => {
-            let (addr, up) = state.status.as_ref().map_or((String::new(), 0.0), |s| {
-                (format!("{}:{}", s.host, s.port), s.uptime)
-            });
-            let _ = up;
+            let addr = state
+                .status
+                .as_ref()
+                .map_or(String::new(), |s| format!("{}:{}", s.host, s.port));
             Span::styled(format!("● {addr}"), fg(state, Color::Green))
         }
         Link::Connecting => Span::styled("◌ connecting", fg(state, Color::Yellow)),
