@@ -247,3 +247,73 @@ fn secrets_serialize_masked() {
     assert!(!json.contains("0123456789abcdef"), "{json}");
     assert!(json.contains("sk-ant-api03-…mnop"), "{json}");
 }
+
+/// The loader never panics: a valid config with bytes inserted or removed anywhere (YAML and
+/// JSON) either loads or is an error that names the file.
+mod properties {
+    use super::{env, parse, yaml, ConfigError, Format, Path, ProxyConfig};
+    use proptest::prelude::*;
+
+    const SAMPLE: &str = "accounts:\n  anthropic:\n    - name: work\n      apiKey: \"${KEY:-sk-x}\"\n      weight: 2\n      excludedModels: [\"claude-opus-*\"]\nrouting:\n  strategy: fill-first\n  quota-threshold: 0.5\n  max-wait: 3\nserver:\n  port: 8080\n  authKey: \"${PROXY_KEY:-k}\"\n";
+    const SAMPLE_JSON: &str = r#"{"accounts":{"anthropic":[{"name":"work","apiKey":"${KEY:-sk-x}","weight":2}]},"routing":{"strategy":"round-robin","max-wait":0},"server":{"port":8080}}"#;
+
+    fn mutated(base: &'static str) -> impl Strategy<Value = String> {
+        (proptest::collection::vec(
+            (
+                any::<proptest::sample::Index>(),
+                prop_oneof![
+                    Just(None),
+                    "[\\n :,{}\\[\\]\"'#&*!|>%@`$\\-a-z0-9.]".prop_map(Some),
+                ],
+            ),
+            1..6,
+        ),)
+            .prop_map(move |(edits,)| {
+                let mut text: Vec<char> = base.chars().collect();
+                for (at, insert) in edits {
+                    let i = at.index(text.len() + 1);
+                    match insert {
+                        Some(s) => {
+                            for (k, c) in s.chars().enumerate() {
+                                text.insert(i + k, c);
+                            }
+                        }
+                        None if i < text.len() => {
+                            text.remove(i);
+                        }
+                        None => {}
+                    }
+                }
+                text.into_iter().collect()
+            })
+    }
+
+    fn check(
+        result: Result<(ProxyConfig, Vec<String>), ConfigError>,
+        file: &str,
+    ) -> Result<(), TestCaseError> {
+        if let Err(e) = result {
+            let shown = e.to_string();
+            prop_assert!(shown.contains(file), "{shown}");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn yaml_edits_never_panic(text in mutated(SAMPLE)) {
+            check(yaml(&text, &env(&[])), "proxy-config.yaml")?;
+        }
+
+        #[test]
+        fn json_edits_never_panic(text in mutated(SAMPLE_JSON)) {
+            let r = parse(&text, Format::Json, Path::new("/cfg/proxy-config.json"), &env(&[]));
+            check(r, "proxy-config.json")?;
+        }
+
+        #[test]
+        fn any_text_never_panics(text in "[ -~\\n]{0,200}") {
+            check(yaml(&text, &env(&[])), "proxy-config.yaml")?;
+        }
+    }
+}

@@ -380,3 +380,46 @@ mod documented_session {
         }
     }
 }
+
+/// Whatever a client sends as method and params, parsing answers a call or a JSON-RPC error,
+/// never a panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[ -~]{0,10}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::vec(
+                    ("label|limit|topics|client|code|loginId|[a-z]{1,5}", inner),
+                    0..4
+                )
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(
+            method in prop_oneof![proptest::sample::select(METHODS.to_vec()).prop_map(str::to_string), "[a-z.]{0,20}"],
+            params in proptest::option::of(json()),
+        ) {
+            match Call::parse(&method, params) {
+                Ok(call) => prop_assert_eq!(call.name(), method.as_str()),
+                Err(e) => prop_assert!(
+                    e.code == codes::INVALID_PARAMS || e.code == codes::METHOD_NOT_FOUND,
+                    "{e:?}"
+                ),
+            }
+        }
+    }
+}
