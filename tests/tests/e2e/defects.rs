@@ -56,19 +56,18 @@ async fn debug_mode_answers_requests_no_account_can_take_and_keeps_serving() {
 
     // Every account cooling, then tried and failing.
     let fake = FakeAnthropic::start().await.unwrap();
-    let home = TestHome::new().unwrap();
-    home.write_config(&config_with_keys(
+    let (home, mut d) = proxy_with_keys(
         &fake.url(),
-        "fill-first",
         &[("a", "key-a")],
-    ))
+        "",
+        &["--debug", "--no-settings"],
+    )
     .unwrap();
     fake.script(
         "key-a",
         1,
         Behavior::error(429, "rate_limit_error", "slow down").with_header("retry-after", "60"),
     );
-    let mut d = Daemon::start(&home, &["--debug", "--no-settings"], &[]).unwrap();
     assert_eq!(
         post_message(&d.url).await.status(),
         429,
