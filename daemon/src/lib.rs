@@ -18,6 +18,8 @@
 //! - [`config_watch`]: reloads the config file when it is saved.
 //! - [`reload`]: applying a changed config without a restart.
 //! - [`clock`]: time, injected.
+//! - [`providers`]: OpenAI, Gemini and OpenAI-compatible providers; model routing; the fallback chain.
+//! - [`translate`]: Claude requests and answers to and from other providers' formats (pure).
 //! - [`demo`]: `neurolink demo`: simulated accounts and upstream, a real daemon, the dashboard.
 
 pub mod accounts;
@@ -35,7 +37,9 @@ pub mod logs;
 pub mod outcome;
 pub mod passthrough;
 pub mod pool;
+pub mod providers;
 pub mod reload;
 pub mod server;
 pub mod service;
 pub mod store_watch;
+pub mod translate;

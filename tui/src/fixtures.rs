@@ -90,6 +90,7 @@ pub fn status(accounts: usize) -> StatusView {
             output_tokens: 8_400,
             ..CountersView::default()
         },
+        providers: Vec::new(),
     }
 }
 

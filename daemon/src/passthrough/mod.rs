@@ -25,6 +25,7 @@ use crate::auth;
 use crate::auth::refresh::Refreshed;
 use crate::outcome::{self, NetworkKind, NextStep, Outcome};
 use crate::pool::{AccountId, AccountSpec, Credential, Pick, State};
+use crate::providers::{self, Plan};
 use crate::server::{errors, App, Runtime};
 use neurolink_shared::ipc::AttemptRecord;
 use record::Draft;
@@ -51,6 +52,20 @@ pub struct Inbound {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub model: Option<String>,
+}
+
+impl Inbound {
+    /// Send the request under another model name (a `model-mappings` entry to Anthropic).
+    fn rename_model(&mut self, to: &str) {
+        let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&self.body) else {
+            return;
+        };
+        v["model"] = serde_json::Value::String(to.to_string());
+        if let Ok(body) = serde_json::to_vec(&v) {
+            self.body = Bytes::from(body);
+            self.model = Some(to.to_string());
+        }
+    }
 }
 
 /// What one attempt leaves for [`forward`] to do, next to the [`Outcome`] it reports.
@@ -114,7 +129,26 @@ impl Failure {
 
 /// Serve `req` from the pool, under the runtime `rt` the request started with; `draft` is its
 /// record so far.
-pub async fn forward(app: Arc<App>, rt: Arc<Runtime>, mut draft: Draft, req: Inbound) -> Response {
+pub async fn forward(
+    app: Arc<App>,
+    rt: Arc<Runtime>,
+    mut draft: Draft,
+    mut req: Inbound,
+) -> Response {
+    let fallback = match rt.routes.plan(req.model.as_deref()) {
+        Plan::Direct(link) => return serve_direct(&app, &rt, draft, &req, link).await,
+        Plan::Anthropic { rename, fallback } => {
+            if let Some(to) = rename {
+                req.rename_model(to);
+            }
+            // Only the Messages endpoint is translated; token counts stay with Anthropic.
+            if req.route == Route::Messages {
+                fallback
+            } else {
+                &[]
+            }
+        }
+    };
     let mut tried: Vec<AccountId> = Vec::new();
     let mut last: Option<(Failure, &'static str)> = None;
     let mut waited = 0u64;
@@ -133,10 +167,23 @@ pub async fn forward(app: Arc<App>, rt: Arc<Runtime>, mut draft: Draft, req: Inb
                 continue;
             }
             Chosen::Refuse(refusal) => {
+                if !fallback.is_empty() && !matches!(refusal, errors::Refusal::Excluded { .. }) {
+                    // No account can serve: the chain does, if any link can.
+                    match providers::fallback::serve(&app, &rt, draft, &req, fallback).await {
+                        Ok(response) => return response,
+                        Err((d, _)) => draft = d,
+                    }
+                }
                 let response = refusal.response(&draft.request_id, &app.settings.paths);
                 return draft.finish(&app, response, None, Some(refusal.class()));
             }
             Chosen::Exhausted => {
+                if !fallback.is_empty() {
+                    match providers::fallback::serve(&app, &rt, draft, &req, fallback).await {
+                        Ok(response) => return response,
+                        Err((d, _)) => draft = d,
+                    }
+                }
                 let (response, class) = match last.take() {
                     Some((failure, class)) => (failure.into_response(&draft.request_id), class),
                     None => (
@@ -169,6 +216,43 @@ pub async fn forward(app: Arc<App>, rt: Arc<Runtime>, mut draft: Draft, req: Inb
                 tracing::info!(account = %spec.label, outcome = outcome.class(), "attempt failed; trying the next account");
                 last = Some((failure, outcome.class()));
             }
+        }
+    }
+}
+
+/// A model a mapping sends to a provider: only that provider serves it.
+async fn serve_direct(
+    app: &Arc<App>,
+    rt: &Arc<Runtime>,
+    draft: Draft,
+    req: &Inbound,
+    link: &providers::Link,
+) -> Response {
+    if req.route != Route::Messages {
+        let response = errors::anthropic(
+            &draft.request_id,
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            &format!(
+                "{} is mapped to {}, which does not serve {}",
+                req.model.as_deref().unwrap_or_default(),
+                link.label(),
+                req.path_and_query.split('?').next().unwrap_or_default()
+            ),
+        );
+        return draft.finish(app, response, None, Some("unsupported_route"));
+    }
+    match providers::fallback::serve(app, rt, draft, req, std::slice::from_ref(link)).await {
+        Ok(response) => response,
+        Err((draft, error)) => {
+            let error = error.unwrap_or_else(|| crate::translate::ProviderError {
+                status: 429,
+                kind: "rate_limit_error",
+                message: format!("{} asked to wait; try again later", link.label()),
+                retry_after: None,
+            });
+            let response = providers::fallback::error_response(&draft.request_id, &error);
+            draft.finish(app, response, None, Some("provider_failed"))
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct Draft {
     path: String,
     model: Option<String>,
     pub attempts: Vec<AttemptRecord>,
+    /// The provider that answered, when it was not Anthropic.
+    pub fallback_provider: Option<String>,
 }
 
 impl Draft {
@@ -48,6 +50,7 @@ impl Draft {
                 .to_string(),
             model: model.map(str::to_string),
             attempts: Vec::new(),
+            fallback_provider: None,
         }
     }
 
@@ -81,7 +84,7 @@ impl Draft {
             account,
             status,
             attempts: self.attempts,
-            fallback_provider: None,
+            fallback_provider: self.fallback_provider,
             ttfb_ms,
             total_ms,
             input_tokens: usage.input_tokens,

@@ -69,6 +69,10 @@ pub struct App {
     pub logs: crate::logs::LogSender,
     /// Browser logins started over IPC, by login id.
     pub logins: Mutex<std::collections::HashMap<String, crate::auth::login::PendingLogin>>,
+    /// How each provider link has served, and which ones asked to wait.
+    pub provider_stats: crate::providers::stats::ProviderStats,
+    /// Gemini's thought signatures of the calls it made, for the next turn.
+    pub signatures: crate::translate::gemini::Signatures,
 }
 
 /// How many finished requests `logs.tail` can return.
@@ -95,6 +99,8 @@ impl App {
             recent: Mutex::new(VecDeque::with_capacity(RECENT_REQUESTS)),
             shutdown: tokio_util::sync::CancellationToken::new(),
             logins: Mutex::new(std::collections::HashMap::new()),
+            provider_stats: Default::default(),
+            signatures: Default::default(),
             logs,
             runtime: RwLock::new(Arc::new(runtime)),
             credentials: RwLock::new(Arc::new(credentials)),

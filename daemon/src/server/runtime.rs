@@ -47,6 +47,10 @@ pub struct Runtime {
     /// How often idle OAuth accounts are checked for a token nearing expiry.
     pub token_check: Duration,
     pub strategy: Strategy,
+    /// Who serves which model: passthrough models, mappings, the fallback chain.
+    pub routes: crate::providers::Routes,
+    /// A translated stream silent this long gets a keep-alive comment.
+    pub stream_keepalive: Duration,
     /// The upstream client. Rebuilt only when the connect timeout changes, so a reload keeps the
     /// pooled upstream connections.
     pub client: reqwest::Client,
@@ -80,6 +84,8 @@ impl Runtime {
                 .or(config.routing.strategy)
                 .unwrap_or_default(),
             client,
+            routes: crate::providers::Routes::from_config(&config),
+            stream_keepalive: Duration::from_secs(config.server.stream_keep_alive_secs.0.max(1)),
             config: Arc::new(config),
         })
     }

@@ -114,6 +114,7 @@ pub fn summary(app: &App) -> StatusView {
         account_count: count,
         usable_accounts: usable,
         totals: counters_view(&totals),
+        providers: app.provider_stats.views(app.now_ms()),
     }
 }
 

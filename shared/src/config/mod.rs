@@ -281,10 +281,18 @@ fn validate(c: &ProxyConfig, origin: &Path, warnings: &mut Vec<String>) -> Resul
         "providers.anthropic.baseUrl",
         &c.providers.anthropic.base_url,
     )?;
+    let compatible = c
+        .providers
+        .openai_compatible
+        .iter()
+        .map(|(name, p)| (format!("openai-compatible.{name}"), Some(p)));
     for (name, p) in [
-        ("openai", &c.providers.openai),
-        ("google-ai", &c.providers.google_ai),
-    ] {
+        ("openai".to_string(), c.providers.openai.as_ref()),
+        ("google-ai".to_string(), c.providers.google_ai.as_ref()),
+    ]
+    .into_iter()
+    .chain(compatible)
+    {
         let Some(p) = p else { continue };
         if let Some(url) = &p.base_url {
             check_url(origin, &format!("providers.{name}.baseUrl"), url)?;
@@ -320,11 +328,44 @@ fn validate(c: &ProxyConfig, origin: &Path, warnings: &mut Vec<String>) -> Resul
             format!("{w} is outside 0..=600 seconds"),
         ));
     }
+    for name in c.providers.openai_compatible.keys() {
+        if model::BUILTIN_PROVIDERS.contains(&name.as_str()) {
+            return Err(semantic(
+                origin,
+                format!("providers.openai-compatible.{name}"),
+                format!("`{name}` is a built-in provider's name; choose another"),
+            ));
+        }
+        if c.providers.openai_compatible[name].base_url.is_none() {
+            return Err(semantic(
+                origin,
+                format!("providers.openai-compatible.{name}.baseUrl"),
+                "is required (e.g. http://127.0.0.1:11434/v1 for Ollama)",
+            ));
+        }
+    }
+    let known = |p: &str| {
+        model::BUILTIN_PROVIDERS.contains(&p) || c.providers.openai_compatible.contains_key(p)
+    };
+    let unknown = |key: String, p: &str, warnings: &mut Vec<String>| {
+        let mut names: Vec<&str> = model::BUILTIN_PROVIDERS.to_vec();
+        names.extend(c.providers.openai_compatible.keys().map(String::as_str));
+        warnings.push(format!(
+            "{file}: `{key}` names provider `{p}`, which is not configured (known: {}); it is skipped",
+            names.join(", ")
+        ));
+    };
     for (i, m) in c.routing.model_mappings.iter().enumerate() {
         if m.from.value.is_empty() || m.to.value.is_empty() {
             warnings.push(format!(
                 "{file}: `routing.model-mappings[{i}]` has an empty from/to and is skipped"
             ));
+        } else if !known(&m.provider.value) {
+            unknown(
+                format!("routing.model-mappings[{i}].provider"),
+                &m.provider.value,
+                warnings,
+            );
         }
     }
     for (i, f) in c.routing.fallback_chain.iter().enumerate() {
@@ -332,6 +373,16 @@ fn validate(c: &ProxyConfig, origin: &Path, warnings: &mut Vec<String>) -> Resul
             warnings.push(format!(
                 "{file}: `routing.fallback-chain[{i}]` has an empty provider/model and is skipped"
             ));
+        } else if f.provider.value == "anthropic" {
+            warnings.push(format!(
+                "{file}: `routing.fallback-chain[{i}]` names anthropic, whose accounts were already tried; it is skipped"
+            ));
+        } else if !known(&f.provider.value) {
+            unknown(
+                format!("routing.fallback-chain[{i}].provider"),
+                &f.provider.value,
+                warnings,
+            );
         }
     }
     if c.server.host.value.is_empty() {

@@ -174,6 +174,10 @@ fn quota_threshold() -> Num<f64> {
     Num(DEFAULT_QUOTA_THRESHOLD)
 }
 
+fn stream_keepalive() -> Num<u64> {
+    Num(DEFAULT_STREAM_KEEPALIVE_SECS)
+}
+
 fn max_wait() -> Num<f64> {
     Num(DEFAULT_MAX_WAIT_SECS)
 }
@@ -222,7 +226,29 @@ pub struct Providers {
     pub openai: Option<ApiProvider>,
     #[serde(rename = "google-ai", default, skip_serializing_if = "Option::is_none")]
     pub google_ai: Option<ApiProvider>,
+    /// Any number of OpenAI-compatible servers (OpenRouter, Ollama, vLLM, LM Studio, ...), by the
+    /// name routing uses for them.
+    #[serde(
+        rename = "openai-compatible",
+        alias = "openaiCompatible",
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub openai_compatible: std::collections::BTreeMap<String, ApiProvider>,
 }
+
+/// Where OpenAI lives unless `providers.openai.baseUrl` says otherwise.
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// Where Gemini lives unless `providers.google-ai.baseUrl` says otherwise.
+pub const DEFAULT_GOOGLE_AI_BASE_URL: &str = "https://generativelanguage.googleapis.com";
+/// The environment variables a provider's key is read from when the config names none.
+pub const OPENAI_KEY_ENV: &str = "OPENAI_API_KEY";
+pub const GOOGLE_AI_KEY_ENVS: &[&str] = &["GOOGLE_AI_API_KEY", "GEMINI_API_KEY"];
+/// The provider names routing knows besides the `openai-compatible` ones.
+pub const BUILTIN_PROVIDERS: &[&str] = &["anthropic", "openai", "google-ai"];
+/// `server.streamKeepAliveSecs`: a translated stream silent this long gets a `: keep-alive`
+/// comment, so clients and middleboxes do not time it out.
+pub const DEFAULT_STREAM_KEEPALIVE_SECS: u64 = 15;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -296,6 +322,9 @@ pub struct ServerConfig {
     /// How often idle OAuth accounts are checked for tokens expiring within the hour.
     #[serde(default = "token_check")]
     pub token_check_secs: Num<u64>,
+    /// A translated (fallback) stream silent this long gets a `: keep-alive` comment.
+    #[serde(default = "stream_keepalive")]
+    pub stream_keep_alive_secs: Num<u64>,
     /// A client must send a request's headers within this; an idle keep-alive connection is
     /// closed after it too.
     #[serde(default = "client_header_timeout")]
@@ -318,6 +347,7 @@ impl Default for ServerConfig {
             headers_timeout_secs: headers_timeout(),
             idle_timeout_secs: idle_timeout(),
             token_check_secs: token_check(),
+            stream_keep_alive_secs: stream_keepalive(),
             client_header_timeout_secs: client_header_timeout(),
             client_body_timeout_secs: client_body_timeout(),
             max_connections: max_connections(),

@@ -260,6 +260,27 @@ pub struct StatusView {
     pub usable_accounts: usize,
     /// Every account's counters added up.
     pub totals: CountersView,
+    /// Each provider link used since the start (fallback chain and model mappings).
+    #[serde(default)]
+    pub providers: Vec<ProviderView>,
+}
+
+/// One provider link (`provider/model`) and how it has served.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderView {
+    /// `provider/model`.
+    pub link: String,
+    pub requests: u64,
+    pub successes: u64,
+    pub failures: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// RFC 3339: the provider asked to wait until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooling_until: Option<String>,
 }
 
 #[cfg(test)]
