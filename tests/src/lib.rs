@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`fake_anthropic`]: an Anthropic API on 127.0.0.1, scripted per credential, recording what
 //!   it receives.
+//! - [`fake_providers`]: OpenAI Chat Completions and Gemini, for the fallback chain.
 //! - [`fake_oauth`]: a token endpoint that rotates refresh tokens and counts reuses.
 //! - [`harness`]: temp homes, starting and stopping the daemon, small HTTP helpers.
 //! - [`pty`]: a program in a pseudo-terminal, its screen read by a terminal emulator.
@@ -14,6 +15,7 @@
 
 pub mod fake_anthropic;
 pub mod fake_oauth;
+pub mod fake_providers;
 pub mod harness;
 pub mod pty;
 pub mod serve;

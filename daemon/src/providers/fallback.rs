@@ -154,6 +154,13 @@ impl Converter {
         }
     }
 
+    fn complete(&self) -> bool {
+        match self {
+            Converter::OpenAi(c) => c.complete(),
+            Converter::Gemini(c) => c.complete(),
+        }
+    }
+
     fn events(&mut self) -> &mut ClaudeEvents {
         match self {
             Converter::OpenAi(c) => &mut c.events,
@@ -288,6 +295,13 @@ async fn attempt(
             s.converter.data(app, &p)?;
         }
         if chunk.is_none() {
+            if !s.converter.complete() {
+                return Err(network(
+                    name,
+                    502,
+                    "ended its stream before the answer was complete".into(),
+                ));
+            }
             s.converter.end();
         }
         if s.converter.events().has_output() {
@@ -409,6 +423,7 @@ fn respond(app: &Arc<App>, rt: &Runtime, draft: Draft, link: &Link, answer: Answ
                     app: app.clone(),
                     draft: Some(draft),
                     link: label,
+                    provider: link.provider.name.clone(),
                     ttfb,
                     usage: TokenUsage::default(),
                     error: None,
@@ -442,6 +457,8 @@ struct Recorder {
     app: Arc<App>,
     draft: Option<Draft>,
     link: String,
+    /// The provider's name, which every error message starts with.
+    provider: String,
     ttfb: u64,
     usage: TokenUsage,
     error: Option<String>,
@@ -500,13 +517,11 @@ impl StreamState {
                 Err(_) => {
                     if self.last_data.elapsed() >= self.idle {
                         let secs = self.idle.as_secs();
-                        return Some(self.fail(format!("the provider sent nothing for {secs} s")));
+                        return Some(self.fail(format!("sent nothing for {secs} s")));
                     }
                     return Some(Bytes::from_static(KEEP_ALIVE));
                 }
-                Ok(Err(e)) => {
-                    return Some(self.fail(format!("the provider's stream failed: {}", chain(&e))))
-                }
+                Ok(Err(e)) => return Some(self.fail(format!("the stream failed: {}", chain(&e)))),
                 Ok(Ok(None)) => {
                     self.reader.finish(&mut payloads);
                     for p in payloads.drain(..) {
@@ -514,6 +529,11 @@ impl StreamState {
                         if let Err(e) = self.converter.data(&app, &p) {
                             return Some(self.fail(e.message));
                         }
+                    }
+                    if !self.converter.complete() {
+                        return Some(
+                            self.fail("the stream ended before the answer was complete".into()),
+                        );
                     }
                     self.converter.end();
                     self.done = true;
@@ -548,6 +568,12 @@ impl StreamState {
     /// End the stream with a Claude `error` event.
     fn fail(&mut self, message: String) -> Bytes {
         tracing::warn!(link = %self.recorder.link, "translated stream failed: {message}");
+        // Name the provider, as every error of a translated answer does.
+        let message = if message.starts_with(&self.recorder.provider) {
+            message
+        } else {
+            format!("{}: {message}", self.recorder.provider)
+        };
         self.done = true;
         self.recorder.usage = self.converter.usage();
         self.recorder.error = Some(message.clone());

@@ -430,6 +430,12 @@ impl StreamConverter {
         Ok(())
     }
 
+    /// Whether a chunk carried the finish reason (Gemini streams have no end marker: a body that
+    /// ends before it was cut).
+    pub fn complete(&self) -> bool {
+        self.finish.is_some() || self.blocked.is_some()
+    }
+
     /// The body ended (Gemini streams have no end marker): end the message.
     pub fn end(&mut self) {
         if self.events.ended() {

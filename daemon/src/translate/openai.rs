@@ -498,9 +498,10 @@ impl StreamConverter {
         self.events.finish(stop, self.usage);
     }
 
-    /// Whether a call's block is open and started: the stream then holds a partial tool call.
-    pub fn started(&self) -> bool {
-        self.events.started()
+    /// Whether the provider said the answer is complete (`[DONE]` or a finish reason); a body
+    /// that ends before that was cut.
+    pub fn complete(&self) -> bool {
+        self.events.ended() || self.finish.is_some()
     }
 }
 

@@ -12,6 +12,7 @@ mod defects;
 mod demo;
 mod doctor;
 mod failover;
+mod fallback;
 mod ipc;
 mod lifecycle;
 mod login;
