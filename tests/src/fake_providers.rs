@@ -42,6 +42,8 @@ pub enum Which {
 /// What a scripted request gets.
 #[derive(Debug, Clone)]
 pub enum Behavior {
+    /// The normal answer (to queue one before other behaviors).
+    Normal,
     /// This status and body.
     Error { status: u16, body: String },
     /// The normal stream, with this pause after the first chunk.

@@ -317,3 +317,60 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn providers_named_by_routing_must_be_configured() {
+    let e = env(&[("LOCAL_KEY", "k")]);
+    let text = "routing:\n  fallback-chain:\n    - {provider: opnai, model: gpt-4o}\n    - {provider: anthropic, model: x}\n    - {provider: local, model: qwen}\n  model-mappings:\n    - {from: a, to: b, provider: vertex}\nproviders:\n  openai-compatible:\n    local: {baseUrl: 'http://127.0.0.1:11434/v1', apiKey: '${LOCAL_KEY}'}\n";
+    let (c, warnings) = yaml(text, &e).unwrap();
+    assert_eq!(
+        c.providers.openai_compatible["local"]
+            .base_url
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        "http://127.0.0.1:11434/v1"
+    );
+    let all = warnings.join("\n");
+    assert!(
+        all.contains("`routing.fallback-chain[0].provider` names provider `opnai`, which is not configured (known: anthropic, openai, google-ai, local)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("`routing.fallback-chain[1]` names anthropic"),
+        "{all}"
+    );
+    assert!(
+        all.contains("`routing.model-mappings[0].provider` names provider `vertex`"),
+        "{all}"
+    );
+    assert!(!all.contains("fallback-chain[2]"), "{all}");
+
+    let err = yaml(
+        "providers:\n  openai-compatible:\n    openai: {baseUrl: 'http://x'}\n",
+        &e,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("providers.openai-compatible.openai"), "{err}");
+    let err = yaml(
+        "providers:\n  openai-compatible:\n    local: {apiKey: k}\n",
+        &e,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("providers.openai-compatible.local.baseUrl"),
+        "{err}"
+    );
+    let err = yaml(
+        "providers:\n  openai-compatible:\n    local: {baseUrl: 'ftp://x'}\n",
+        &e,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("providers.openai-compatible.local.baseUrl"),
+        "{err}"
+    );
+}

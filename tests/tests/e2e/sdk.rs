@@ -138,3 +138,89 @@ async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
     }
     assert_eq!(d.account("a").await.unwrap()["counters"]["successes"], 4);
 }
+
+/// The SDK assembles streamed tool calls that came through the fallback chain: from OpenAI,
+/// then (OpenAI failing) from Gemini.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_assembles_tool_calls_from_openai_and_gemini_fallbacks() {
+    use neurolink_tests::fake_anthropic::Behavior;
+    use neurolink_tests::fake_providers::{self, FakeProviders, Which};
+
+    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let fake = FakeAnthropic::start().await.unwrap();
+    let providers = FakeProviders::start().await.unwrap();
+    let home = TestHome::new().unwrap();
+    home.write_config(&format!(
+        "routing:\n  max-wait: 0\n  fallback-chain:\n    - {{provider: openai, model: gpt-4o}}\n    - {{provider: google-ai, model: gemini-2.5-pro}}\nproviders:\n  anthropic:\n    baseUrl: {}\n  openai:\n    baseUrl: {}\n    apiKey: sk-test\n  google-ai:\n    baseUrl: {}\n    apiKey: g-test\naccounts:\n  anthropic:\n    - name: a\n      apiKey: key-a\n",
+        fake.url(),
+        providers.openai_url(),
+        providers.gemini_url()
+    ))
+    .unwrap();
+    fake.script(
+        "key-a",
+        1,
+        Behavior::error(429, "rate_limit_error", "slow down").with_header("retry-after", "300"),
+    );
+    providers.script(Which::OpenAi, 1, fake_providers::Behavior::Normal);
+    providers.script(
+        Which::OpenAi,
+        1,
+        fake_providers::Behavior::Error {
+            status: 503,
+            body: r#"{"error":{"message":"busy"}}"#.into(),
+        },
+    );
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+
+    let script = workspace().join("tests/python/fallback_check.py");
+    let url = d.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .env("ANTHROPIC_BASE_URL", url)
+            .env("ANTHROPIC_API_KEY", "sdk-client-key")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for which in ["openai", "gemini"] {
+        let t = &v[which];
+        assert_eq!(t["model"], "claude-sonnet-4-5", "{which}: {t}");
+        assert_eq!(t["stop_reason"], "tool_use", "{which}: {t}");
+        assert_eq!(t["tool_name"], "Bash", "{which}: {t}");
+        assert_eq!(
+            t["tool_input"],
+            serde_json::json!({"command": "ls -la"}),
+            "{which}: {t}"
+        );
+        assert_eq!(
+            t["text"],
+            serde_json::json!(["Let me check."]),
+            "{which}: {t}"
+        );
+        assert_eq!(
+            t["output_tokens"],
+            fake_providers::COMPLETION_TOKENS,
+            "{which}: {t}"
+        );
+    }
+    assert_eq!(v["openai"]["tool_id"], "call_fake1");
+    assert!(v["gemini"]["tool_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("toolu_"));
+    assert_eq!(providers.count(Which::Gemini), 1);
+    assert_eq!(fake.count("key-a"), 1, "the cooling account is not retried");
+}

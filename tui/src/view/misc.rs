@@ -11,12 +11,46 @@ use neurolink_shared::time::relative;
 use super::{block, bold, fg};
 use crate::input::HELP;
 use crate::model::{Level, Link, State};
+use neurolink_shared::ipc::methods::ProviderView;
+
+/// One provider link: its counters since the daemon started, and whether it asked to wait.
+fn link_line(name: &str, view: Option<&ProviderView>, state: &State) -> Line<'static> {
+    let now = state.now;
+    let Some(v) = view else {
+        return Line::from(vec![
+            Span::raw(format!("{name:<37}")),
+            Span::styled("not used yet", fg(state, Color::DarkGray)),
+        ]);
+    };
+    let numbers = format!(
+        "{name:<37} {:>6} {:>6} {:>6} {:>9} {:>9}  ",
+        v.requests, v.successes, v.failures, v.input_tokens, v.output_tokens
+    );
+    let state = match (&v.cooling_until, &v.last_error) {
+        (Some(until), _) => {
+            let when = neurolink_shared::time::parse_rfc3339(until)
+                .map(|ms| relative(ms, now))
+                .unwrap_or_else(|| until.clone());
+            Span::styled(format!("waiting, free {when}"), fg(state, Color::Yellow))
+        }
+        (None, Some(e)) if v.failures > 0 && v.successes == 0 => {
+            Span::styled(format!("failing: {e}"), fg(state, Color::Red))
+        }
+        _ => Span::styled("ready", fg(state, Color::Green)),
+    };
+    Line::from(vec![Span::raw(numbers), state])
+}
 
 pub fn fallbacks(frame: &mut Frame, area: Rect, state: &State) {
     let chain = state
         .status
         .as_ref()
         .map(|s| s.fallback_chain.clone())
+        .unwrap_or_default();
+    let providers = state
+        .status
+        .as_ref()
+        .map(|s| s.providers.clone())
         .unwrap_or_default();
     let mut lines = Vec::new();
     if chain.is_empty() {
@@ -33,15 +67,43 @@ pub fn fallbacks(frame: &mut Frame, area: Rect, state: &State) {
             Line::from("    openai: { apiKey: \"${OPENAI_API_KEY}\" }"),
         ]);
     } else {
-        lines.push(Line::from(Span::styled("chain, in order", bold())));
+        lines.push(Line::from(Span::styled(
+            format!(
+                "   {:<34} {:>6} {:>6} {:>6} {:>9} {:>9}  state",
+                "chain, in order", "reqs", "ok", "failed", "tokens in", "out"
+            ),
+            bold(),
+        )));
         for (i, link) in chain.iter().enumerate() {
             let provider = link["provider"].as_str().unwrap_or("?");
             let model = link["model"].as_str().unwrap_or("?");
-            let used = state.fallback_use.get(provider).copied().unwrap_or(0);
-            lines.push(Line::from(format!(
-                "{}. {provider:<16} {model:<28} used {used}",
-                i + 1
-            )));
+            lines.push(link_line(
+                &format!("{}. {provider}/{model}", i + 1),
+                providers
+                    .iter()
+                    .find(|p| p.link == format!("{provider}/{model}")),
+                state,
+            ));
+        }
+    }
+    // Links used through model mappings (not in the chain).
+    let mapped: Vec<_> = providers
+        .iter()
+        .filter(|p| {
+            !chain.iter().any(|l| {
+                format!(
+                    "{}/{}",
+                    l["provider"].as_str().unwrap_or_default(),
+                    l["model"].as_str().unwrap_or_default()
+                ) == p.link
+            })
+        })
+        .collect();
+    if !mapped.is_empty() {
+        lines.push(Line::from(""));
+        lines.push(Line::from(Span::styled("   model mappings used", bold())));
+        for p in mapped {
+            lines.push(link_line(&format!("   {}", p.link), Some(p), state));
         }
     }
     frame.render_widget(

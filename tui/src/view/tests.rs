@@ -109,6 +109,29 @@ snapshots! {
         s
     };
     fallbacks_unconfigured => on(busy(), Screen::Fallbacks);
+    fallbacks_in_use => {
+        use neurolink_shared::ipc::methods::ProviderView;
+        let mut s = on(busy(), Screen::Fallbacks);
+        if let Some(st) = &mut s.status {
+            st.fallback_chain = vec![
+                serde_json::json!({"provider": "openai", "model": "gpt-4o"}),
+                serde_json::json!({"provider": "google-ai", "model": "gemini-2.5-pro"}),
+                serde_json::json!({"provider": "ollama", "model": "qwen3"}),
+            ];
+            st.providers = vec![
+                ProviderView { link: "google-ai/gemini-2.5-pro".into(), requests: 3, successes: 0, failures: 3,
+                    last_error: Some("google-ai: Resource has been exhausted".into()),
+                    cooling_until: Some(neurolink_shared::time::rfc3339(crate::fixtures::NOW + 31_000)),
+                    ..ProviderView::default() },
+                ProviderView { link: "google-ai/gemini-2.5-flash".into(), requests: 2, successes: 2,
+                    input_tokens: 800, output_tokens: 120, ..ProviderView::default() },
+                ProviderView { link: "openai/gpt-4o".into(), requests: 14, successes: 12, failures: 2,
+                    input_tokens: 52_000, output_tokens: 3_100,
+                    last_error: Some("openai: boom".into()), ..ProviderView::default() },
+            ];
+        }
+        s
+    };
     events => {
         let mut s = on(busy(), Screen::Events);
         update(&mut s, Msg::Event(neurolink_shared::ipc::Event::account(
