@@ -229,8 +229,9 @@ impl ClaudeEvents {
 /// Check that `bytes` is a complete, valid Claude stream: one `message_start` first, blocks
 /// started and stopped in order with consecutive indexes, deltas only inside their open block
 /// and of its kind, tool arguments that parse as JSON, one `message_delta` and exactly one
-/// `message_stop` at the end (or an `error` event ending it). Used by the tests of every
-/// translation.
+/// `message_stop` at the end (or an `error` event ending it), and no text block without text
+/// (clients show an empty one; some proxies open one before every tool call). Used by the tests
+/// of every translation.
 #[cfg(test)]
 pub fn validate(bytes: &[u8]) -> Result<Vec<Value>, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
@@ -293,9 +294,8 @@ pub fn validate(bytes: &[u8]) -> Result<Vec<Value>, String> {
                 }
                 let d = &e["delta"];
                 match (kind.as_str(), d["type"].as_str().unwrap_or_default()) {
-                    ("text", "text_delta")
-                    | ("thinking", "thinking_delta")
-                    | ("thinking", "signature_delta") => {}
+                    ("text", "text_delta") => args.push_str(d["text"].as_str().unwrap_or_default()),
+                    ("thinking", "thinking_delta") | ("thinking", "signature_delta") => {}
                     ("tool_use", "input_json_delta") => {
                         args.push_str(d["partial_json"].as_str().unwrap_or_default())
                     }
@@ -308,6 +308,9 @@ pub fn validate(bytes: &[u8]) -> Result<Vec<Value>, String> {
                 };
                 if e["index"] != index {
                     return Err("stop for another block".into());
+                }
+                if kind == "text" && args.is_empty() {
+                    return Err(format!("empty text block {index}"));
                 }
                 if kind == "tool_use" {
                     let args = if args.is_empty() { "{}" } else { &args };
