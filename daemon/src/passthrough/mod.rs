@@ -740,7 +740,7 @@ fn kind_of(e: &reqwest::Error) -> NetworkKind {
 }
 
 /// reqwest's top-level message is vague ("error sending request"); the causes say what happened.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

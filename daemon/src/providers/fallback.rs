@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::{Kind, Link};
 use crate::passthrough::record::Draft;
-use crate::passthrough::Inbound;
+use crate::passthrough::{error_chain, Inbound};
 use crate::pool::Usage;
 use crate::server::{errors, App, Runtime};
 use crate::translate::claude_events::ClaudeEvents;
@@ -214,7 +214,13 @@ async fn attempt(
                 ),
             ))
         }
-        Ok(Err(e)) => return Err(network(name, 502, format!("request failed: {}", chain(&e)))),
+        Ok(Err(e)) => {
+            return Err(network(
+                name,
+                502,
+                format!("request failed: {}", error_chain(&e)),
+            ))
+        }
         Ok(Ok(r)) => r,
     };
     let status = response.status();
@@ -276,7 +282,7 @@ async fn attempt(
                 return Err(network(
                     name,
                     502,
-                    format!("stream failed before its first event: {}", chain(&e)),
+                    format!("stream failed before its first event: {}", error_chain(&e)),
                 ))
             }
             Ok(Ok(None)) => {
@@ -324,17 +330,6 @@ fn network(provider: &str, status: u16, message: String) -> ProviderError {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
 async fn read_whole(
     mut response: reqwest::Response,
     idle: Duration,
@@ -359,7 +354,7 @@ async fn read_whole(
                 return Err(network(
                     provider,
                     502,
-                    format!("answer failed: {}", chain(&e)),
+                    format!("answer failed: {}", error_chain(&e)),
                 ))
             }
             Err(_) => {
@@ -521,7 +516,9 @@ impl StreamState {
                     }
                     return Some(Bytes::from_static(KEEP_ALIVE));
                 }
-                Ok(Err(e)) => return Some(self.fail(format!("the stream failed: {}", chain(&e)))),
+                Ok(Err(e)) => {
+                    return Some(self.fail(format!("the stream failed: {}", error_chain(&e))))
+                }
                 Ok(Ok(None)) => {
                     self.reader.finish(&mut payloads);
                     for p in payloads.drain(..) {

@@ -373,12 +373,8 @@ impl StreamConverter {
 
     /// One `data:` payload.
     pub fn data(&mut self, data: &str) -> Result<(), ProviderError> {
-        let chunk: Value = serde_json::from_str(data).map_err(|e| ProviderError {
-            status: 502,
-            kind: "api_error",
-            message: format!("{}: a stream chunk is not JSON ({e})", self.provider),
-            retry_after: None,
-        })?;
+        let chunk: Value =
+            serde_json::from_str(data).map_err(|e| ProviderError::bad_chunk(&self.provider, &e))?;
         if chunk.get("error").is_some_and(|e| !e.is_null()) {
             let status = chunk["error"]["code"].as_u64().unwrap_or(500);
             return Err(error(

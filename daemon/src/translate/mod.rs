@@ -82,6 +82,18 @@ pub struct ProviderError {
     pub retry_after: Option<u64>,
 }
 
+impl ProviderError {
+    /// A stream chunk of `provider`'s that is not the JSON it should be.
+    pub fn bad_chunk(provider: &str, e: &serde_json::Error) -> Self {
+        Self {
+            status: 502,
+            kind: "api_error",
+            message: format!("{provider}: a stream chunk is not JSON ({e})"),
+            retry_after: None,
+        }
+    }
+}
+
 /// Anthropic's error type and status for a provider's HTTP status, the same for every provider.
 pub fn anthropic_error_kind(status: u16) -> (u16, &'static str) {
     match status {

@@ -365,12 +365,8 @@ impl StreamConverter {
             self.end();
             return Ok(());
         }
-        let chunk: Value = serde_json::from_str(data).map_err(|e| ProviderError {
-            status: 502,
-            kind: "api_error",
-            message: format!("{}: a stream chunk is not JSON ({e})", self.provider),
-            retry_after: None,
-        })?;
+        let chunk: Value =
+            serde_json::from_str(data).map_err(|e| ProviderError::bad_chunk(&self.provider, &e))?;
         if chunk.get("error").is_some_and(|e| !e.is_null()) {
             let status = chunk["error"]["code"].as_u64().unwrap_or(500);
             let body = chunk.to_string();

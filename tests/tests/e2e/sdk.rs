@@ -54,21 +54,9 @@ fn sdk_python() -> PathBuf {
     python
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
-    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
-    let fake = FakeAnthropic::start().await.unwrap();
-    let home = TestHome::new().unwrap();
-    home.write_config(&config_with_keys(
-        &fake.url(),
-        "fill-first",
-        &[("a", "key-a")],
-    ))
-    .unwrap();
-    let d = Daemon::start(&home, &[], &[]).unwrap();
-
-    let script = workspace().join("tests/python/sdk_check.py");
-    let url = d.url.clone();
+/// Run `script` with the venv's `python` against the proxy at `url`; what it printed, as JSON.
+async fn run_script(python: PathBuf, script: PathBuf, url: &str) -> serde_json::Value {
+    let url = url.to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
@@ -88,7 +76,24 @@ async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
         "SDK script failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
+    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let fake = FakeAnthropic::start().await.unwrap();
+    let home = TestHome::new().unwrap();
+    home.write_config(&config_with_keys(
+        &fake.url(),
+        "fill-first",
+        &[("a", "key-a")],
+    ))
+    .unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+
+    let script = workspace().join("tests/python/sdk_check.py");
+    let v = run_script(python, script, &d.url).await;
 
     assert_eq!(v["plain"]["text"], "Hello from the fake upstream.");
     assert_eq!(v["plain"]["stop_reason"], "end_turn");
@@ -174,27 +179,7 @@ async fn official_python_sdk_assembles_tool_calls_from_openai_and_gemini_fallbac
     let d = Daemon::start(&home, &[], &[]).unwrap();
 
     let script = workspace().join("tests/python/fallback_check.py");
-    let url = d.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .env("ANTHROPIC_BASE_URL", url)
-            .env("ANTHROPIC_API_KEY", "sdk-client-key")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_script(python, script, &d.url).await;
     for which in ["openai", "gemini"] {
         let t = &v[which];
         assert_eq!(t["model"], "claude-sonnet-4-5", "{which}: {t}");
