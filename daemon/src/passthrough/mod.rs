@@ -52,6 +52,9 @@ pub struct Inbound {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub model: Option<String>,
+    /// Serve with API-key accounts only (the OpenAI-compatible endpoint: Anthropic allows
+    /// subscription logins for Claude Code only).
+    pub api_keys_only: bool,
 }
 
 impl Inbound {
@@ -150,6 +153,34 @@ pub async fn forward(
         }
     };
     let mut tried: Vec<AccountId> = Vec::new();
+    if req.api_keys_only {
+        let (oauth, total) = {
+            let pool = app.pool();
+            let oauth: Vec<AccountId> = (0..pool.accounts().len())
+                .filter(|&id| {
+                    pool.account(id)
+                        .is_some_and(|a| matches!(a.spec.credential, Credential::OAuth(_)))
+                })
+                .collect();
+            (oauth, pool.accounts().len())
+        };
+        if total > 0 && oauth.len() == total {
+            if !fallback.is_empty() {
+                match providers::fallback::serve(&app, &rt, draft, &req, fallback).await {
+                    Ok(response) => return response,
+                    Err((d, _)) => draft = d,
+                }
+            }
+            let response = errors::anthropic(
+                &draft.request_id,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "OpenAI-compatible requests are served by API-key accounts and providers only: Anthropic allows Claude subscription (OAuth) logins for Claude Code alone. Add an API key (`neurolink auth login anthropic --method api-key`) or a fallback-chain.",
+            );
+            return draft.finish(&app, response, None, Some("no_api_key_accounts"));
+        }
+        tried = oauth;
+    }
     let mut last: Option<(Failure, &'static str)> = None;
     let mut waited = 0u64;
     loop {

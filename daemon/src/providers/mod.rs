@@ -177,6 +177,21 @@ impl Routes {
         }
     }
 
+    /// The model names a mapping serves (those without wildcards), with who serves them.
+    pub fn reachable(&self) -> Vec<(String, String)> {
+        self.mappings
+            .iter()
+            .filter(|(from, _)| !from.contains(['*', '?']))
+            .map(|(from, target)| {
+                let owner = match target {
+                    Target::Anthropic(_) => "anthropic".to_string(),
+                    Target::Provider(link) => link.provider.name.clone(),
+                };
+                (from.clone(), owner)
+            })
+            .collect()
+    }
+
     /// The fallback chain, as `status` shows it.
     pub fn chain(&self) -> &[Link] {
         &self.chain

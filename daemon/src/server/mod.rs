@@ -1,6 +1,7 @@
 //! The HTTP side of the daemon: shared state ([`App`]), routes, and a serve loop that stops on a
 //! signal and gives in-flight answers a bounded time to finish.
 
+mod chat;
 pub mod errors;
 mod routes;
 pub mod runtime;

@@ -18,6 +18,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/chat/completions", post(super::chat::completions))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(models))
         .route("/health", get(health))
@@ -35,17 +36,51 @@ async fn count_tokens(State(app): State<Arc<App>>, req: Request) -> Response {
 }
 
 async fn models(State(app): State<Arc<App>>, req: Request) -> Response {
+    // OpenAI clients send no `anthropic-version`: they get OpenAI's shape.
+    if !req.headers().contains_key("anthropic-version") && req.uri().path() == "/v1/models" {
+        return super::chat::models(app, req).await;
+    }
     proxied(app, req, Route::Models).await
 }
 
 async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
+    match read(&app, req).await {
+        Ok(r) => {
+            let inbound = Inbound {
+                route,
+                method: r.parts.method,
+                path_and_query: r.path_and_query,
+                headers: r.parts.headers,
+                body: r.body,
+                model: r.model,
+                api_keys_only: false,
+            };
+            passthrough::forward(app, r.rt, r.draft, inbound).await
+        }
+        Err(response) => response,
+    }
+}
+
+/// A client request read whole and checked, ready to be served.
+pub struct Received {
+    pub draft: Draft,
+    pub rt: Arc<Runtime>,
+    pub parts: http::request::Parts,
+    pub path_and_query: String,
+    pub body: bytes::Bytes,
+    pub model: Option<String>,
+}
+
+/// Check the client's key, read the body (bounded in size and time) and find its `model`. A
+/// request refused here is answered (and logged) at once.
+pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
     // One id per request, from here on: the request-log line and any answer of the proxy's own
     // carry the same one. Requests refused here get a log line too (who knocked with the wrong
     // key, what was too big).
-    let mut draft = Draft::new(&app, req.method().as_str(), req.uri().path(), None);
+    let mut draft = Draft::new(app, req.method().as_str(), req.uri().path(), None);
     let rt = app.runtime();
     if let Some(denied) = check_client_key(&rt, &draft.request_id, req.headers()) {
-        return draft.finish(&app, denied, None, Some("proxy_auth"));
+        return Err(draft.finish(app, denied, None, Some("proxy_auth")));
     }
     let declared = req
         .headers()
@@ -55,7 +90,7 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
     if declared.is_some_and(|n| n > MAX_REQUEST_BODY as u64) {
         // Said up front: answer before the client uploads any of it.
         let response = too_large(&draft.request_id);
-        return draft.finish(&app, response, None, Some("request_too_large"));
+        return Err(draft.finish(app, response, None, Some("request_too_large")));
     }
     let (parts, body) = req.into_parts();
     let read = tokio::time::timeout(
@@ -73,7 +108,7 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
                 rt.client_body_timeout.as_secs()
             ),
         );
-        return draft.finish(&app, response, None, Some("client_body_timeout"));
+        return Err(draft.finish(app, response, None, Some("client_body_timeout")));
     };
     let body = match read {
         Ok(b) => b,
@@ -93,7 +128,7 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
                     "unreadable_body",
                 )
             };
-            return draft.finish(&app, response, None, Some(class));
+            return Err(draft.finish(app, response, None, Some(class)));
         }
     };
     let model = if parts.method == Method::POST {
@@ -106,7 +141,7 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
                     "invalid_request_error",
                     &msg,
                 );
-                return draft.finish(&app, response, None, Some("invalid_json"));
+                return Err(draft.finish(app, response, None, Some("invalid_json")));
             }
         }
     } else {
@@ -123,15 +158,14 @@ async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
             body: body.clone(),
         })
     });
-    let inbound = Inbound {
-        route,
-        method: parts.method,
+    Ok(Received {
+        draft,
+        rt,
+        parts,
         path_and_query,
-        headers: parts.headers,
         body,
         model,
-    };
-    passthrough::forward(app, rt, draft, inbound).await
+    })
 }
 
 fn too_large(request_id: &str) -> Response {
@@ -147,7 +181,11 @@ fn too_large(request_id: &str) -> Response {
 }
 
 /// With `server.authKey` set, clients must present it; otherwise anything is accepted (loopback).
-fn check_client_key(rt: &Runtime, request_id: &str, h: &http::HeaderMap) -> Option<Response> {
+pub(crate) fn check_client_key(
+    rt: &Runtime,
+    request_id: &str,
+    h: &http::HeaderMap,
+) -> Option<Response> {
     let expected = rt.auth_key.as_ref()?;
     match headers::client_key(h) {
         Some(k) if constant_time_eq(k.as_bytes(), expected.expose().as_bytes()) => None,

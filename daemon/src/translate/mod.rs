@@ -11,8 +11,10 @@
 //! - [`openai`]: Chat Completions (OpenAI and OpenAI-compatible servers).
 //! - [`gemini`]: Gemini `generateContent` / `streamGenerateContent`.
 //! - [`schema`]: JSON Schema cleaning for providers that accept only a subset.
+//! - [`chat`]: the other way round, for the proxy's own OpenAI-compatible endpoint.
 //! - [`claude`]: reading the parts of a Claude request every translation needs.
 
+pub mod chat;
 pub mod claude;
 pub mod claude_events;
 #[cfg(test)]

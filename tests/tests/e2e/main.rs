@@ -18,6 +18,7 @@ mod lifecycle;
 mod login;
 mod logs;
 mod oauth_refresh;
+mod openai_endpoint;
 mod passthrough;
 mod quotas;
 mod reliability;

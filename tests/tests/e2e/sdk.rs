@@ -1,5 +1,7 @@
 //! The official `anthropic` Python SDK through the proxy (`tests/python/sdk_check.py`): a plain
-//! message, a streamed message and a streamed tool call, checked as the SDK assembled them.
+//! message, a streamed message and a streamed tool call, checked as the SDK assembled them; and
+//! streamed tool calls that came from the OpenAI and Gemini fallbacks (`fallback_check.py`). The
+//! `openai` SDK's test is in `openai_endpoint.rs`.
 //!
 //! The SDK lives in a venv under `target/sdk-venv`, created on first run from
 //! `tests/python/requirements.txt` and reused afterwards.
@@ -10,19 +12,22 @@ use std::process::Command;
 use neurolink_tests::fake_anthropic::FakeAnthropic;
 use neurolink_tests::harness::{config_with_keys, Daemon, TestHome};
 
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The venv's python, creating the venv and installing the SDK when needed.
-fn sdk_python() -> PathBuf {
+/// The venv's python, creating the venv and installing the SDKs when needed.
+pub fn sdk_python() -> PathBuf {
+    // Several tests want the venv at once: one creates it while the others wait.
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CREATING.lock().unwrap_or_else(|p| p.into_inner());
     let venv = workspace().join("target").join("sdk-venv");
     let python = venv.join("bin").join("python");
     let ready = python.is_file()
         && Command::new(&python)
             .args([
                 "-c",
-                "import anthropic, sys; sys.exit(0 if anthropic.__version__ == '2.14.0' else 1)",
+                "import anthropic, openai, sys; sys.exit(0 if (anthropic.__version__, openai.__version__) == ('2.14.0', '3.57.0') else 1)",
             ])
             .status()
             .is_ok_and(|s| s.success());
