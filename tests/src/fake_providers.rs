@@ -167,6 +167,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             r#"{"error":{"message":"no such route"}}"#.into(),
         ));
     };
+    let counting = path.contains(":countTokens");
     shared
         .recorded
         .lock()
@@ -177,6 +178,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             headers,
             body: body.clone(),
         });
+    if which == Which::Gemini && counting {
+        return Ok(full(
+            200,
+            "application/json",
+            json!({"totalTokens": gemini_words(&body["generateContentRequest"])}).to_string(),
+        ));
+    }
     let behavior = next_behavior(&shared, which);
     if let Some(Behavior::Error { status, body }) = &behavior {
         return Ok(full(*status, "application/json", body.clone()));
@@ -220,6 +228,20 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         http::HeaderValue::from_static("text/event-stream"),
     );
     Ok(r)
+}
+
+/// The fake's token count: whitespace-separated words of every text part, system included.
+pub fn gemini_words(request: &Value) -> usize {
+    let mut n = 0;
+    let contents = request["contents"].as_array().into_iter().flatten();
+    for content in contents.chain(std::iter::once(&request["systemInstruction"])) {
+        for part in content["parts"].as_array().into_iter().flatten() {
+            n += part["text"]
+                .as_str()
+                .map_or(0, |t| t.split_whitespace().count());
+        }
+    }
+    n
 }
 
 /// Tools declared, and the conversation does not end with a tool's answer.

@@ -144,11 +144,11 @@ pub async fn forward(
             if let Some(to) = rename {
                 req.rename_model(to);
             }
-            // Only the Messages endpoint is translated; token counts stay with Anthropic.
-            if req.route == Route::Messages {
-                fallback
-            } else {
+            // Messages are translated and tokens counted by the chain; model lists stay.
+            if req.route == Route::Models {
                 &[]
+            } else {
+                fallback
             }
         }
     };
@@ -166,7 +166,7 @@ pub async fn forward(
         };
         if total > 0 && oauth.len() == total {
             if !fallback.is_empty() {
-                match providers::fallback::serve(&app, &rt, draft, &req, fallback).await {
+                match providers::serve(&app, &rt, draft, &req, fallback).await {
                     Ok(response) => return response,
                     Err((d, _)) => draft = d,
                 }
@@ -200,7 +200,7 @@ pub async fn forward(
             Chosen::Refuse(refusal) => {
                 if !fallback.is_empty() && !matches!(refusal, errors::Refusal::Excluded { .. }) {
                     // No account can serve: the chain does, if any link can.
-                    match providers::fallback::serve(&app, &rt, draft, &req, fallback).await {
+                    match providers::serve(&app, &rt, draft, &req, fallback).await {
                         Ok(response) => return response,
                         Err((d, _)) => draft = d,
                     }
@@ -210,7 +210,7 @@ pub async fn forward(
             }
             Chosen::Exhausted => {
                 if !fallback.is_empty() {
-                    match providers::fallback::serve(&app, &rt, draft, &req, fallback).await {
+                    match providers::serve(&app, &rt, draft, &req, fallback).await {
                         Ok(response) => return response,
                         Err((d, _)) => draft = d,
                     }
@@ -251,7 +251,8 @@ pub async fn forward(
     }
 }
 
-/// A model a mapping sends to a provider: only that provider serves it.
+/// A model a mapping sends to a provider: only that provider serves it (messages and token
+/// counts).
 async fn serve_direct(
     app: &Arc<App>,
     rt: &Arc<Runtime>,
@@ -259,21 +260,7 @@ async fn serve_direct(
     req: &Inbound,
     link: &providers::Link,
 ) -> Response {
-    if req.route != Route::Messages {
-        let response = errors::anthropic(
-            &draft.request_id,
-            StatusCode::NOT_FOUND,
-            "not_found_error",
-            &format!(
-                "{} is mapped to {}, which does not serve {}",
-                req.model.as_deref().unwrap_or_default(),
-                link.label(),
-                req.path_and_query.split('?').next().unwrap_or_default()
-            ),
-        );
-        return draft.finish(app, response, None, Some("unsupported_route"));
-    }
-    match providers::fallback::serve(app, rt, draft, req, std::slice::from_ref(link)).await {
+    match providers::serve(app, rt, draft, req, std::slice::from_ref(link)).await {
         Ok(response) => response,
         Err((draft, error)) => {
             let error = error.unwrap_or_else(|| crate::translate::ProviderError {

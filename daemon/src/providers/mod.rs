@@ -10,6 +10,7 @@
 //! The [`Routes`] are built from the config with the rest of the runtime, so a reload changes
 //! them as a whole. The attempt on a provider is in [`fallback`].
 
+pub mod count;
 pub mod fallback;
 pub mod stats;
 
@@ -22,6 +23,27 @@ use neurolink_shared::config::model::{
 use neurolink_shared::Secret;
 
 use crate::pool::glob_match;
+
+/// Serve `req` on `links` in order: a message through [`fallback`], a token count through
+/// [`count`]. The answer, or the draft back with the last link's failure.
+pub async fn serve(
+    app: &Arc<crate::server::App>,
+    rt: &Arc<crate::server::Runtime>,
+    draft: crate::passthrough::record::Draft,
+    req: &crate::passthrough::Inbound,
+    links: &[Link],
+) -> Result<
+    axum::response::Response,
+    (
+        crate::passthrough::record::Draft,
+        Option<crate::translate::ProviderError>,
+    ),
+> {
+    match req.route {
+        crate::passthrough::Route::CountTokens => count::serve(app, rt, draft, req, links).await,
+        _ => fallback::serve(app, rt, draft, req, links).await,
+    }
+}
 
 /// The wire format a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,10 +46,12 @@ pub fn request(req: &Value) -> Result<Value, String> {
                                    "content": text_of(&m["content"])});
                 push(&mut out, "user", vec![block]);
             }
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "`messages[{i}].role` is {}; expected system, developer, user, assistant or tool",
                 other.map_or_else(|| "missing".to_string(), |r| format!("`{r}`"))
-            )),
+            ))
+            }
         }
     }
     let mut claude = Map::new();

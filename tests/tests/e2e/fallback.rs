@@ -491,3 +491,57 @@ async fn a_mapped_model_goes_straight_to_its_provider() {
     assert_eq!(e["error"]["type"], "invalid_request_error");
     assert_eq!(e["error"]["message"], "google-ai: bad schema");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_tokens_of_mapped_models_is_a_real_count() {
+    let s = setup(
+        "  model-mappings:\n    - {from: claude-3-5-haiku*, to: gemini-2.5-flash, provider: google-ai}\n    - {from: gpt-alias, to: gpt-4o, provider: openai}\n    - {from: local-alias, to: qwen3, provider: local}\n  fallback-chain:\n    - {provider: google-ai, model: gemini-2.5-pro}\n",
+        "",
+    )
+    .await;
+    let count = |model: &str| {
+        let url = format!("{}/v1/messages/count_tokens", s.d.url);
+        let body = json!({"model": model, "system": "Be brief please.",
+                          "messages": [{"role": "user", "content": "Hello, world! How are you today?"}]});
+        async move { http().post(url).json(&body).send().await.unwrap() }
+    };
+    // Gemini counts itself: the fake counts words (3 system + 6 user).
+    let r = count("claude-3-5-haiku-20241022").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-neurolink-token-count"],
+        "gemini-count-tokens"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["input_tokens"], 9);
+    let sent = s.providers.recorded().pop().unwrap();
+    assert_eq!(sent.path, "/v1beta/models/gemini-2.5-flash:countTokens");
+    assert_eq!(sent.headers["x-goog-api-key"], "gemini-test-key");
+
+    // OpenAI's tokenizer, counted locally: nothing is sent to OpenAI.
+    let r = count("gpt-alias").await;
+    assert_eq!(
+        r.headers()["x-neurolink-token-count"],
+        "tiktoken-o200k_base"
+    );
+    let v: Value = r.json().await.unwrap();
+    let n = v["input_tokens"].as_u64().unwrap();
+    // system (1 + 4) + user (1 + 9) + 3 per message + 3: far from bytes / 4 either way.
+    assert!((20..=30).contains(&n), "{n}");
+    assert_eq!(s.providers.count(Which::OpenAi), 0);
+    let r = count("local-alias").await;
+    assert_eq!(
+        r.headers()["x-neurolink-token-count"],
+        "tiktoken-o200k_base-approximate"
+    );
+
+    // Every account cooling: the chain counts.
+    all_rate_limited(&s);
+    let r = count("claude-sonnet-4-5").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-neurolink-provider"], "google-ai");
+    assert_eq!(
+        r.headers()["x-neurolink-token-count"],
+        "gemini-count-tokens"
+    );
+}
