@@ -663,22 +663,31 @@ async fn commit(
     let expected_len = if sse { None } else { response.content_length() };
     let stream = Box::pin(response.bytes_stream());
     draft.log_debug(app, status.as_u16(), &headers);
-    let finish = relay::Finish {
-        expected_len,
+    let sink = relay::AccountSink {
+        app: app.clone(),
         account_id: id,
         ttfb_ms: draft.elapsed_ms(),
         draft,
         account: label.to_string(),
         status: status.as_u16(),
     };
+    let adapter = relay::Passthrough {
+        inspector,
+        sse,
+        framer,
+    };
+    let timing = relay::Timing {
+        idle,
+        keep_alive: None,
+    };
     let body = Relay::new(
         first,
         stream,
-        idle,
-        inspector,
-        relay::Framing { sse, framer },
-        app.clone(),
-        finish,
+        timing,
+        adapter,
+        sse,
+        expected_len,
+        Box::new(sink),
     );
     let mut out = Response::new(Body::new(body));
     *out.status_mut() = status;

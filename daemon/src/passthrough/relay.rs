@@ -1,15 +1,17 @@
 //! The body of a committed answer: upstream frames go to the client as they arrive, never
-//! collected. Usage is read on the side; an upstream failure after the first byte ends an SSE
-//! stream with an Anthropic `error` event (there is no retry once bytes went out). An SSE answer
-//! goes out in whole events only ([`super::boundary`]), so that error event always follows a
-//! complete one.
+//! collected. What the bytes become is the [`Adapter`]'s business: the Anthropic passthrough
+//! ([`Passthrough`]) relays them as they are (in whole SSE events, usage read on the side); a
+//! translated provider ([`crate::providers::fallback`]) turns them into Claude events. What
+//! happens when the answer ends is the [`Sink`]'s: the pool's counters and the request log for an
+//! account, the provider's counters for a link. The relay itself owns the timing: the idle
+//! timeout, keep-alive comments, and ending a failed SSE stream with an `error` event after whole
+//! events (there is no retry once bytes went out).
 //!
 //! Dropping the relay (the client went away) drops the upstream response, which closes that
-//! upstream connection at once: the cancel reaches Anthropic immediately.
+//! upstream connection at once: the cancel reaches the provider immediately.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,7 +28,38 @@ use crate::server::App;
 pub type UpstreamStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How the answer's usage is read.
+/// What an answer's bytes become on their way to the client.
+pub trait Adapter: Send + Unpin + 'static {
+    /// Upstream bytes in; what goes to the client now (`None`: nothing whole yet), or why the
+    /// answer failed.
+    fn chunk(&mut self, chunk: Bytes) -> Result<Option<Bytes>, String>;
+    /// The upstream body ended: the last bytes, or why ending here is a failure.
+    fn end(&mut self) -> Result<Option<Bytes>, String>;
+    /// The event that ends a failed stream; `None` when the answer is not a stream (the
+    /// connection is aborted instead).
+    fn error_event(&mut self, message: &str) -> Option<Bytes>;
+    /// The tokens read so far.
+    fn usage(&self) -> Usage;
+}
+
+/// How the answer ended, for the [`Sink`].
+#[derive(Debug)]
+pub struct Ending {
+    pub usage: Usage,
+    /// Why the stream failed after its first byte.
+    pub failure: Option<String>,
+    /// Whether the whole answer went out (`false` with no failure: the client left).
+    pub complete: bool,
+    /// Whether the answer was an SSE stream.
+    pub sse: bool,
+}
+
+/// Told once when the answer ends, however it ends.
+pub trait Sink: Send + 'static {
+    fn ended(self: Box<Self>, ending: Ending);
+}
+
+/// How the Anthropic passthrough reads usage from an answer.
 #[derive(Debug)]
 pub enum Inspector {
     None,
@@ -52,20 +85,50 @@ impl Inspector {
     }
 }
 
-/// How the answer is cut for the client.
-pub struct Framing {
+/// The identity adapter: Anthropic's bytes as they are. An uncompressed SSE answer goes out in
+/// whole events only ([`EventFramer`]), so an error event always follows a complete one; other
+/// answers go chunk by chunk, without a copy.
+pub struct Passthrough {
+    pub inspector: Inspector,
     /// The answer is an SSE stream: a failure ends it with an `error` event.
     pub sse: bool,
     /// Whole events only (an uncompressed SSE stream), with what is held of the next event.
     pub framer: Option<EventFramer>,
 }
 
-/// What the relay needs to record the request when the answer ends.
-pub struct Finish {
-    /// `content-length` of the answer, when known: the body is complete once that much went out
-    /// (hyper stops polling a body at its length, so its end is never seen otherwise).
-    pub expected_len: Option<u64>,
-    /// The pool id of the account that answered.
+impl Adapter for Passthrough {
+    fn chunk(&mut self, chunk: Bytes) -> Result<Option<Bytes>, String> {
+        self.inspector.feed(&chunk);
+        Ok(match &mut self.framer {
+            Some(framer) => framer.push(chunk),
+            None => Some(chunk),
+        })
+    }
+
+    fn end(&mut self) -> Result<Option<Bytes>, String> {
+        let Some(framer) = &mut self.framer else {
+            return Ok(None);
+        };
+        if framer.inside_event() {
+            return Err("upstream stream ended inside an event".to_string());
+        }
+        let rest = framer.take_rest();
+        Ok((!rest.is_empty()).then_some(rest))
+    }
+
+    fn error_event(&mut self, message: &str) -> Option<Bytes> {
+        // Whatever is held is part of an event that never completed: it is dropped.
+        self.sse.then(|| error_event(message))
+    }
+
+    fn usage(&self) -> Usage {
+        self.inspector.usage()
+    }
+}
+
+/// Where an Anthropic answer's end goes: the account's usage and health, and the request log.
+pub struct AccountSink {
+    pub app: std::sync::Arc<App>,
     pub account_id: AccountId,
     pub draft: super::record::Draft,
     pub account: String,
@@ -73,59 +136,106 @@ pub struct Finish {
     pub ttfb_ms: u64,
 }
 
-pub struct Relay {
-    finish: Option<Finish>,
+impl Sink for AccountSink {
+    fn ended(self: Box<Self>, e: Ending) {
+        {
+            let mut pool = self.app.pool();
+            if !e.usage.is_empty() {
+                pool.add_usage(self.account_id, e.usage);
+            }
+            if let Some(f) = &e.failure {
+                pool.report_stream_error(self.account_id, f.clone());
+            }
+        }
+        let record = self.draft.into_record(
+            self.status,
+            e.sse,
+            Some(self.account),
+            Some(self.ttfb_ms),
+            e.usage,
+            error_class(&e),
+        );
+        self.app.record(record);
+    }
+}
+
+/// The request log's `errorClass` for how an answer ended.
+pub fn error_class(e: &Ending) -> Option<String> {
+    match (&e.failure, e.complete) {
+        (Some(_), _) => Some("stream_error".to_string()),
+        (None, false) => Some("client_disconnected".to_string()),
+        (None, true) => None,
+    }
+}
+
+/// The SSE event that tells a client the stream broke (Anthropic's error event shape).
+pub fn error_event(message: &str) -> Bytes {
+    let data =
+        serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+    Bytes::from(format!("event: error\ndata: {data}\n\n"))
+}
+
+/// The relay's timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Upstream silent this long: the stream failed.
+    pub idle: Duration,
+    /// Output silent this long: a keep-alive comment goes out (translated streams).
+    pub keep_alive: Option<Duration>,
+}
+
+/// A comment line: ignored by SSE clients, it keeps idle connections from being timed out.
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+pub struct Relay<A: Adapter> {
+    sink: Option<Box<dyn Sink>>,
     first: Option<Bytes>,
     upstream: UpstreamStream,
-    idle: Duration,
-    /// Fires at most `idle` after the last chunk. Re-armed lazily: a chunk only records the time,
-    /// and the timer is moved when it fires early, which keeps timer work off the per-chunk path.
+    timing: Timing,
+    /// Fires at the next idle or keep-alive due time. Re-armed lazily: a chunk only records the
+    /// time, and the timer is moved when it fires early, which keeps timer work off the
+    /// per-chunk path.
     deadline: Pin<Box<Sleep>>,
     last_chunk: Instant,
-    inspector: Inspector,
-    /// SSE answers end a failure with an `error` event; others abort the connection.
+    last_out: Instant,
+    adapter: A,
     sse: bool,
-    /// Uncompressed SSE answers go out in whole events; the rest chunk by chunk.
-    framer: Option<EventFramer>,
     done: bool,
-    app: Arc<App>,
-    account: AccountId,
     failure: Option<String>,
-    reported: bool,
+    /// `content-length` of the answer, when known: the body is complete once that much went
+    /// out (hyper stops polling a body at its length, so its end is never seen otherwise).
     expected_len: Option<u64>,
     sent: u64,
     /// Set after the first chunk: the next poll yields once so it is flushed.
     flush_first: bool,
 }
 
-impl Relay {
-    /// `first` is what the commit read (whole events, for SSE), already fed to `inspector`.
+impl<A: Adapter> Relay<A> {
+    /// `first` is what the commit produced (whole events, for SSE), already through the adapter.
     pub fn new(
         first: Bytes,
         upstream: UpstreamStream,
-        idle: Duration,
-        inspector: Inspector,
-        framing: Framing,
-        app: Arc<App>,
-        finish: Finish,
+        timing: Timing,
+        adapter: A,
+        sse: bool,
+        expected_len: Option<u64>,
+        sink: Box<dyn Sink>,
     ) -> Self {
-        let account = finish.account_id;
-        let expected_len = finish.expected_len;
+        let first_due = timing
+            .keep_alive
+            .map_or(timing.idle, |k| k.min(timing.idle));
         Self {
-            finish: Some(finish),
+            sink: Some(sink),
             first: Some(first),
             upstream,
-            idle,
-            deadline: Box::pin(tokio::time::sleep(idle)),
+            timing,
+            deadline: Box::pin(tokio::time::sleep(first_due)),
             last_chunk: Instant::now(),
-            inspector,
-            sse: framing.sse,
-            framer: framing.framer,
+            last_out: Instant::now(),
+            adapter,
+            sse,
             done: false,
-            app,
-            account,
             failure: None,
-            reported: false,
             expected_len,
             sent: 0,
             flush_first: false,
@@ -141,65 +251,81 @@ impl Relay {
         }
     }
 
+    fn out(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.count(bytes.len());
+        self.last_out = Instant::now();
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+
     fn fail(&mut self, message: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
-        tracing::warn!(
-            account = self.account,
-            "stream failed after the first byte: {message}"
-        );
+        tracing::warn!("stream failed after the first byte: {message}");
+        let event = self.adapter.error_event(&message);
         self.failure = Some(message.clone());
         self.report();
-        if self.sse {
-            // Whatever is held is part of an event that never completed: it is dropped.
-            Poll::Ready(Some(Ok(Frame::data(error_event(&message)))))
-        } else {
-            Poll::Ready(Some(Err(message.into())))
+        match event {
+            Some(e) => Poll::Ready(Some(Ok(Frame::data(e)))),
+            None => Poll::Ready(Some(Err(message.into()))),
         }
     }
 
     fn report(&mut self) {
-        if self.reported {
+        let Some(sink) = self.sink.take() else {
             return;
-        }
-        self.reported = true;
-        let usage = self.inspector.usage();
-        let failure = self.failure.take();
-        {
-            let mut pool = self.app.pool();
-            if !usage.is_empty() {
-                pool.add_usage(self.account, usage);
+        };
+        sink.ended(Ending {
+            usage: self.adapter.usage(),
+            failure: self.failure.take(),
+            complete: self.done,
+            sse: self.sse,
+        });
+    }
+
+    /// The upstream body ended.
+    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.adapter.end() {
+            Err(message) => self.fail(message),
+            Ok(rest) => {
+                self.done = true;
+                self.report();
+                match rest {
+                    Some(rest) if !rest.is_empty() => {
+                        self.sent += rest.len() as u64;
+                        Poll::Ready(Some(Ok(Frame::data(rest))))
+                    }
+                    _ => Poll::Ready(None),
+                }
             }
-            if let Some(f) = &failure {
-                pool.report_stream_error(self.account, f.clone());
-            }
         }
-        if let Some(f) = self.finish.take() {
-            let error = match (&failure, self.done) {
-                (Some(_), _) => Some("stream_error".to_string()),
-                (None, false) => Some("client_disconnected".to_string()),
-                (None, true) => None,
-            };
-            let record = f.draft.into_record(
-                f.status,
-                self.sse,
-                Some(f.account),
-                Some(f.ttfb_ms),
-                usage,
-                error,
-            );
-            self.app.record(record);
+    }
+
+    /// Upstream has nothing now: a keep-alive when output has been silent long enough, a
+    /// failure once upstream has been silent for `idle`.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if self.deadline.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            let idle_due = self.last_chunk + self.timing.idle;
+            if now >= idle_due {
+                let secs = self.timing.idle.as_secs();
+                return self.fail(format!("upstream stream sent nothing for {secs} s"));
+            }
+            let mut next = idle_due;
+            if let Some(k) = self.timing.keep_alive {
+                if now >= self.last_out + k {
+                    self.deadline.as_mut().reset((now + k).min(idle_due));
+                    return self.out(Bytes::from_static(KEEP_ALIVE));
+                }
+                next = next.min(self.last_out + k);
+            }
+            self.deadline.as_mut().reset(next);
         }
     }
 }
 
-/// The SSE event that tells a client the stream broke (`anthropic-messages.md` §7).
-pub fn error_event(message: &str) -> Bytes {
-    let data =
-        serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
-    Bytes::from(format!("event: error\ndata: {data}\n\n"))
-}
-
-impl http_body::Body for Relay {
+impl<A: Adapter> http_body::Body for Relay<A> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -210,8 +336,7 @@ impl http_body::Body for Relay {
         let this = &mut *self;
         if let Some(first) = this.first.take() {
             this.flush_first = true;
-            this.count(first.len());
-            return Poll::Ready(Some(Ok(Frame::data(first))));
+            return this.out(first);
         }
         if std::mem::take(&mut this.flush_first) {
             // hyper writes out what it has buffered when the body is not ready. Saying so once,
@@ -227,22 +352,19 @@ impl http_body::Body for Relay {
             match this.upstream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     this.last_chunk = Instant::now();
-                    this.inspector.feed(&chunk);
-                    let ready = match &mut this.framer {
-                        Some(framer) => framer.push(chunk),
-                        None => Some(chunk),
-                    };
-                    // Nothing whole yet: read on (the held bytes wait for the rest).
-                    if let Some(chunk) = ready {
-                        this.count(chunk.len());
-                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    match this.adapter.chunk(chunk) {
+                        // Nothing whole yet: read on (the held bytes wait for the rest).
+                        Ok(None) => {}
+                        Ok(Some(out)) if out.is_empty() => {}
+                        Ok(Some(out)) => return this.out(out),
+                        Err(message) => return this.fail(message),
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     return this.fail(format!("upstream stream failed: {e}"))
                 }
                 Poll::Ready(None) => return this.end(),
-                Poll::Pending => return this.wait_idle(cx),
+                Poll::Pending => return this.wait(cx),
             }
         }
     }
@@ -256,43 +378,7 @@ impl http_body::Body for Relay {
     }
 }
 
-impl Relay {
-    /// The upstream body ended. A stream that ends inside an event was cut: that is a failure.
-    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(framer) = &mut self.framer {
-            if framer.inside_event() {
-                return self.fail("upstream stream ended inside an event".to_string());
-            }
-            let rest = framer.take_rest();
-            if !rest.is_empty() {
-                self.count(rest.len());
-                self.done = true;
-                self.report();
-                return Poll::Ready(Some(Ok(Frame::data(rest))));
-            }
-        }
-        self.done = true;
-        self.report();
-        Poll::Ready(None)
-    }
-
-    /// Upstream has nothing now: fail once it has been silent for `idle`.
-    fn wait_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        loop {
-            if self.deadline.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            let due = self.last_chunk + self.idle;
-            if Instant::now() >= due {
-                let secs = self.idle.as_secs();
-                return self.fail(format!("upstream stream sent nothing for {secs} s"));
-            }
-            self.deadline.as_mut().reset(due);
-        }
-    }
-}
-
-impl Drop for Relay {
+impl<A: Adapter> Drop for Relay<A> {
     fn drop(&mut self) {
         // A client that leaves early is not the account's fault: only its usage so far counts.
         self.report();

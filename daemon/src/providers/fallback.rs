@@ -7,7 +7,7 @@
 //! silent gets `: keep-alive` comments (between whole events, as everything here is written).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
@@ -18,10 +18,12 @@ use serde_json::Value;
 
 use super::{Kind, Link};
 use crate::passthrough::record::Draft;
+use crate::passthrough::relay::{error_class, Adapter, Ending, Relay, Sink, Timing};
 use crate::passthrough::{error_chain, Inbound};
 use crate::pool::Usage;
 use crate::server::{errors, App, Runtime};
 use crate::translate::claude_events::ClaudeEvents;
+use crate::translate::gemini::Signatures;
 use crate::translate::sse::SseReader;
 use crate::translate::{gemini, openai, ProviderError, TokenUsage};
 
@@ -134,13 +136,13 @@ impl Converter {
         }
     }
 
-    fn data(&mut self, app: &App, data: &str) -> Result<(), ProviderError> {
+    fn data(&mut self, signatures: &Signatures, data: &str) -> Result<(), ProviderError> {
         match self {
             Converter::OpenAi(c) => c.data(data),
             Converter::Gemini(c) => {
                 let r = c.data(data);
                 for (id, sig) in c.signed_calls.drain(..) {
-                    app.signatures.insert(&id, &sig);
+                    signatures.insert(&id, &sig);
                 }
                 r
             }
@@ -298,7 +300,7 @@ async fn attempt(
             s.reader.feed(c, &mut payloads);
         }
         for p in payloads.drain(..) {
-            s.converter.data(app, &p)?;
+            s.converter.data(&app.signatures, &p)?;
         }
         if chunk.is_none() {
             if !s.converter.complete() {
@@ -405,31 +407,33 @@ fn respond(app: &Arc<App>, rt: &Runtime, draft: Draft, link: &Link, answer: Answ
                 HeaderValue::from_static("no-cache"),
             );
             draft.log_debug(app, 200, &headers);
-            let state = StreamState {
-                first: Some(s.first),
-                response: s.response,
+            let adapter = Translate {
                 reader: s.reader,
                 converter: s.converter,
-                keepalive: rt.stream_keepalive,
-                idle: rt.idle_timeout,
-                last_data: Instant::now(),
-                done: false,
-                recorder: Recorder {
-                    app: app.clone(),
-                    draft: Some(draft),
-                    link: label,
-                    provider: link.provider.name.clone(),
-                    ttfb,
-                    usage: TokenUsage::default(),
-                    error: None,
-                    ended: false,
-                },
+                signatures: app.signatures.clone(),
+                provider: link.provider.name.clone(),
             };
-            let body = futures_util::stream::unfold(state, |mut st| async move {
-                let item = st.next().await?;
-                Some((Ok::<Bytes, std::io::Error>(item), st))
-            });
-            let mut r = Response::new(Body::from_stream(body));
+            let sink = LinkSink {
+                app: app.clone(),
+                link: label,
+                draft,
+                ttfb,
+            };
+            let timing = Timing {
+                idle: rt.idle_timeout,
+                keep_alive: Some(rt.stream_keepalive),
+            };
+            let upstream = Box::pin(s.response.bytes_stream());
+            let body = Relay::new(
+                s.first,
+                upstream,
+                timing,
+                adapter,
+                true,
+                None,
+                Box::new(sink),
+            );
+            let mut r = Response::new(Body::new(body));
             *r.headers_mut() = headers;
             r
         }
@@ -447,135 +451,87 @@ impl From<TokenUsage> for Usage {
     }
 }
 
-/// Records the request once, when its stream ends or the client leaves.
-struct Recorder {
-    app: Arc<App>,
-    draft: Option<Draft>,
-    link: String,
-    /// The provider's name, which every error message starts with.
-    provider: String,
-    ttfb: u64,
-    usage: TokenUsage,
-    error: Option<String>,
-    ended: bool,
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        let Some(draft) = self.draft.take() else {
-            return;
-        };
-        let error = match (&self.error, self.ended) {
-            (Some(e), _) => {
-                self.app.provider_stats.failure(&self.link, e, None);
-                Some("stream_error".to_string())
-            }
-            (None, false) => Some("client_disconnected".to_string()),
-            (None, true) => {
-                self.app.provider_stats.success(&self.link, self.usage);
-                None
-            }
-        };
-        let record = draft.into_record(200, true, None, Some(self.ttfb), self.usage.into(), error);
-        self.app.record(record);
-    }
-}
-
-struct StreamState {
-    first: Option<Bytes>,
-    response: reqwest::Response,
+/// A provider's stream, translated into Claude events as it arrives.
+struct Translate {
     reader: SseReader,
     converter: Converter,
-    keepalive: Duration,
-    idle: Duration,
-    last_data: Instant,
-    done: bool,
-    recorder: Recorder,
+    signatures: Arc<Signatures>,
+    provider: String,
 }
 
-/// Sent when the provider has been silent for the keep-alive interval.
-const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
-
-impl StreamState {
-    /// The next bytes for the client: translated events, a keep-alive comment, or the end.
-    async fn next(&mut self) -> Option<Bytes> {
-        if let Some(first) = self.first.take() {
-            return Some(first);
-        }
-        if self.done {
-            return None;
-        }
+impl Adapter for Translate {
+    fn chunk(&mut self, chunk: Bytes) -> Result<Option<Bytes>, String> {
         let mut payloads = Vec::new();
-        loop {
-            let waited = tokio::time::timeout(self.keepalive, self.response.chunk()).await;
-            match waited {
-                Err(_) => {
-                    if self.last_data.elapsed() >= self.idle {
-                        let secs = self.idle.as_secs();
-                        return Some(self.fail(format!("sent nothing for {secs} s")));
-                    }
-                    return Some(Bytes::from_static(KEEP_ALIVE));
-                }
-                Ok(Err(e)) => {
-                    return Some(self.fail(format!("the stream failed: {}", error_chain(&e))))
-                }
-                Ok(Ok(None)) => {
-                    self.reader.finish(&mut payloads);
-                    for p in payloads.drain(..) {
-                        let app = self.recorder.app.clone();
-                        if let Err(e) = self.converter.data(&app, &p) {
-                            return Some(self.fail(e.message));
-                        }
-                    }
-                    if !self.converter.complete() {
-                        return Some(
-                            self.fail("the stream ended before the answer was complete".into()),
-                        );
-                    }
-                    self.converter.end();
-                    self.done = true;
-                    self.recorder.ended = true;
-                    self.recorder.usage = self.converter.usage();
-                    return Some(self.converter.events().take());
-                }
-                Ok(Ok(Some(chunk))) => {
-                    self.last_data = Instant::now();
-                    self.reader.feed(&chunk, &mut payloads);
-                    let app = self.recorder.app.clone();
-                    for p in payloads.drain(..) {
-                        if let Err(e) = self.converter.data(&app, &p) {
-                            return Some(self.fail(e.message));
-                        }
-                    }
-                    self.recorder.usage = self.converter.usage();
-                    if self.converter.events().ended() {
-                        // `[DONE]`: nothing more will come that matters.
-                        self.done = true;
-                        self.recorder.ended = true;
-                    }
-                    let out = self.converter.events().take();
-                    if !out.is_empty() {
-                        return Some(out);
-                    }
-                }
-            }
+        self.reader.feed(&chunk, &mut payloads);
+        for p in payloads {
+            self.converter
+                .data(&self.signatures, &p)
+                .map_err(|e| e.message)?;
         }
+        Ok(Some(self.converter.events().take()))
     }
 
-    /// End the stream with a Claude `error` event.
-    fn fail(&mut self, message: String) -> Bytes {
-        tracing::warn!(link = %self.recorder.link, "translated stream failed: {message}");
+    fn end(&mut self) -> Result<Option<Bytes>, String> {
+        let mut payloads = Vec::new();
+        self.reader.finish(&mut payloads);
+        for p in payloads {
+            self.converter
+                .data(&self.signatures, &p)
+                .map_err(|e| e.message)?;
+        }
+        if !self.converter.complete() {
+            return Err("the stream ended before the answer was complete".into());
+        }
+        self.converter.end();
+        Ok(Some(self.converter.events().take()))
+    }
+
+    fn error_event(&mut self, message: &str) -> Option<Bytes> {
         // Name the provider, as every error of a translated answer does.
-        let message = if message.starts_with(&self.recorder.provider) {
-            message
+        let message = if message.starts_with(&self.provider) {
+            message.to_string()
         } else {
-            format!("{}: {message}", self.recorder.provider)
+            format!("{}: {message}", self.provider)
         };
-        self.done = true;
-        self.recorder.usage = self.converter.usage();
-        self.recorder.error = Some(message.clone());
         let events = self.converter.events();
         events.fail("api_error", &message);
-        events.take()
+        Some(events.take())
+    }
+
+    fn usage(&self) -> Usage {
+        self.converter.usage().into()
+    }
+}
+
+/// Where a translated answer's end goes: the link's counters and the request log.
+struct LinkSink {
+    app: Arc<App>,
+    link: String,
+    draft: Draft,
+    ttfb: u64,
+}
+
+impl Sink for LinkSink {
+    fn ended(self: Box<Self>, e: Ending) {
+        match &e.failure {
+            Some(f) => self.app.provider_stats.failure(&self.link, f, None),
+            None if e.complete => {
+                let u = e.usage;
+                self.app.provider_stats.success(
+                    &self.link,
+                    TokenUsage {
+                        input: u.input_tokens,
+                        output: u.output_tokens,
+                        cache_read: u.cache_read_input_tokens,
+                    },
+                );
+            }
+            None => {}
+        }
+        let class = error_class(&e);
+        let record = self
+            .draft
+            .into_record(200, true, None, Some(self.ttfb), e.usage, class);
+        self.app.record(record);
     }
 }

@@ -186,7 +186,7 @@ pub async fn models(app: Arc<App>, req: Request) -> Response {
     let inbound = Inbound {
         route: Route::Models,
         method: http::Method::GET,
-        path_and_query: "/v1/models?limit=1000".into(),
+        path_and_query: r.path_and_query,
         headers: HeaderMap::new(),
         body: Bytes::new(),
         model: None,

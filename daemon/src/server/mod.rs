@@ -73,7 +73,7 @@ pub struct App {
     /// How each provider link has served, and which ones asked to wait.
     pub provider_stats: crate::providers::stats::ProviderStats,
     /// Gemini's thought signatures of the calls it made, for the next turn.
-    pub signatures: crate::translate::gemini::Signatures,
+    pub signatures: Arc<crate::translate::gemini::Signatures>,
 }
 
 /// How many finished requests `logs.tail` can return.
