@@ -123,7 +123,8 @@ pub async fn serve(
                 }
                 return Ok(draft.finish(app, r, None, None));
             }
-            Err(e) => {
+            Err(mut e) => {
+                e.message = link.masked(e.message);
                 tracing::info!(link = %label, "count_tokens failed: {}", e.message);
                 draft.attempts.push(AttemptRecord {
                     account: label,

@@ -72,7 +72,8 @@ pub async fn serve(
                 draft.fallback_provider = Some(link.provider.name.clone());
                 return Ok(respond(app, rt, draft, link, answer));
             }
-            Err(e) => {
+            Err(mut e) => {
+                e.message = link.masked(e.message);
                 tracing::info!(link = %label, "provider failed: {}", e.message);
                 let wait_until = e.retry_after.map(|s| app.now_ms() + s.saturating_mul(1000));
                 app.provider_stats.failure(&label, &e.message, wait_until);
@@ -412,6 +413,11 @@ fn respond(app: &Arc<App>, rt: &Runtime, draft: Draft, link: &Link, answer: Answ
                 converter: s.converter,
                 signatures: app.signatures.clone(),
                 provider: link.provider.name.clone(),
+                key: link
+                    .provider
+                    .api_key
+                    .as_ref()
+                    .map(|k| k.expose().to_string()),
             };
             let sink = LinkSink {
                 app: app.clone(),
@@ -457,6 +463,8 @@ struct Translate {
     converter: Converter,
     signatures: Arc<Signatures>,
     provider: String,
+    /// The provider's key, masked in any error message (a provider may echo it).
+    key: Option<String>,
 }
 
 impl Adapter for Translate {
@@ -492,6 +500,10 @@ impl Adapter for Translate {
             message.to_string()
         } else {
             format!("{}: {message}", self.provider)
+        };
+        let message = match &self.key {
+            Some(k) => crate::logs::redact::Redactor::new([k.clone()]).text(&message),
+            None => message,
         };
         let events = self.converter.events();
         events.fail("api_error", &message);

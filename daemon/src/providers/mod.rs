@@ -72,6 +72,14 @@ pub struct Link {
 }
 
 impl Link {
+    /// `message` with this provider's key masked (a provider may echo it in an error).
+    pub fn masked(&self, message: String) -> String {
+        match &self.provider.api_key {
+            Some(k) => crate::logs::redact::Redactor::new([k.expose().to_string()]).text(&message),
+            None => message,
+        }
+    }
+
     /// `provider/model`, as records and attempts name it.
     pub fn label(&self) -> String {
         format!("{}/{}", self.provider.name, self.model)
@@ -211,6 +219,21 @@ impl Routes {
                 };
                 (from.clone(), owner)
             })
+            .collect()
+    }
+
+    /// Every provider key in use, for masking logs and messages.
+    pub fn secrets(&self) -> Vec<String> {
+        let links = self
+            .chain
+            .iter()
+            .chain(self.mappings.iter().filter_map(|(_, t)| match t {
+                Target::Provider(link) => Some(link),
+                Target::Anthropic(_) => None,
+            }));
+        links
+            .filter_map(|l| l.provider.api_key.as_ref())
+            .map(|k| k.expose().to_string())
             .collect()
     }
 

@@ -168,9 +168,11 @@ impl App {
                 }
             }
         }
-        if let Some(k) = &self.runtime().auth_key {
+        let rt = self.runtime();
+        if let Some(k) = &rt.auth_key {
             known.push(k.expose().to_string());
         }
+        known.extend(rt.routes.secrets());
         crate::logs::redact::Redactor::new(known)
     }
 

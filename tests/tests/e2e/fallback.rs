@@ -545,3 +545,45 @@ async fn count_tokens_of_mapped_models_is_a_real_count() {
         "gemini-count-tokens"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_echoing_its_key_never_shows_it() {
+    let s = setup(
+        "  model-mappings:\n    - {from: gpt-alias, to: gpt-4o, provider: openai}\n",
+        "",
+    )
+    .await;
+    s.providers.script(
+        Which::OpenAi,
+        1,
+        fake_providers::Behavior::Error {
+            status: 401,
+            body: r#"{"error":{"message":"Incorrect API key provided: sk-openai-test","type":"invalid_request_error"}}"#.into(),
+        },
+    );
+    let r = post(
+        &s,
+        &json!({"model": "gpt-alias", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("sk-openai-test"), "{text}");
+    assert!(text.contains("Incorrect API key provided"), "{text}");
+    let status = s.d.status().await.unwrap().to_string();
+    assert!(!status.contains("sk-openai-test"), "{status}");
+    // The request log has the request, and nothing of the key.
+    let _ = last_record(&s.home);
+    let logs: Vec<_> = std::fs::read_dir(s.home.neurolink_home().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!logs.is_empty());
+    for path in logs {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("sk-openai-test"), "{}", path.display());
+    }
+    for line in s.d.drain_output() {
+        assert!(!line.contains("sk-openai-test"), "{line}");
+    }
+}
