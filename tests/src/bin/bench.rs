@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use neurolink_tests::fake_anthropic::FakeAnthropic;
-use neurolink_tests::harness::{build_release, config_with_keys, neurolink_bin, Daemon, TestHome};
+use neurolink_tests::harness::{build_release, neurolink_bin, Daemon, TestHome};
 use serde_json::json;
 use tokio::net::TcpStream;
 
@@ -81,7 +81,16 @@ async fn connect(authority: &str) -> anyhow::Result<Conn> {
 }
 
 fn request(authority: &str, body: &Bytes, headers: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
-    let mut b = http::Request::post("/v1/messages")
+    request_to(authority, "/v1/messages", body, headers)
+}
+
+fn request_to(
+    authority: &str,
+    path: &str,
+    body: &Bytes,
+    headers: &[(&str, &str)],
+) -> http::Request<Full<Bytes>> {
+    let mut b = http::Request::post(path)
         .header("host", authority)
         .header("content-type", "application/json")
         .header("x-api-key", "bench-client-key");
@@ -158,18 +167,34 @@ async fn latency_pair(
     headers: &[(&str, &str)],
     n: usize,
 ) -> anyhow::Result<(Lat, Lat)> {
+    let make = |authority: &str| request(authority, body, headers);
+    latency_pair_with(direct, proxy, [&make, &make], n).await
+}
+
+/// [`latency_pair`] with each side's own request (`make[0]` direct, `make[1]` via the proxy).
+async fn latency_pair_with(
+    direct: &str,
+    proxy: &str,
+    make: [&dyn Fn(&str) -> http::Request<Full<Bytes>>; 2],
+    n: usize,
+) -> anyhow::Result<(Lat, Lat)> {
     let mut conns = [connect(direct).await?, connect(proxy).await?];
     let authorities = [direct, proxy];
     let mut samples = [Samples::default(), Samples::default()];
-    for (conn, authority) in conns.iter_mut().zip(authorities) {
+    for ((conn, authority), make) in conns.iter_mut().zip(authorities).zip(make) {
         for _ in 0..(n / 10).max(1) {
-            once(conn, request(authority, body, headers)).await?;
+            once(conn, make(authority)).await?;
         }
     }
     for _ in 0..ROUNDS {
-        for ((conn, authority), s) in conns.iter_mut().zip(authorities).zip(samples.iter_mut()) {
+        for (((conn, authority), s), make) in conns
+            .iter_mut()
+            .zip(authorities)
+            .zip(samples.iter_mut())
+            .zip(make)
+        {
             for _ in 0..n / ROUNDS {
-                let (f, t) = once(conn, request(authority, body, headers)).await?;
+                let (f, t) = once(conn, make(authority)).await?;
                 s.firsts.push(f);
                 s.totals.push(t);
             }
@@ -284,7 +309,9 @@ fn serve_fake() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let fake = FakeAnthropic::start_with(false).await?;
+        let providers = neurolink_tests::fake_providers::FakeProviders::start().await?;
         println!("fake listening on {}", fake.addr);
+        println!("providers listening on {}", providers.addr);
         let _ = tokio::task::spawn_blocking(|| {
             std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
         })
@@ -297,6 +324,8 @@ fn serve_fake() -> anyhow::Result<()> {
 struct FakeProcess {
     child: std::process::Child,
     addr: String,
+    /// The fake OpenAI and Gemini.
+    providers: String,
 }
 
 impl FakeProcess {
@@ -308,14 +337,26 @@ impl FakeProcess {
             .stdout(std::process::Stdio::piped())
             .spawn()?;
         let stdout = child.stdout.take().context("fake stdout")?;
+        let mut reader = std::io::BufReader::new(stdout);
         let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        reader.read_line(&mut line)?;
         let addr = line
             .trim()
             .strip_prefix("fake listening on ")
             .context("fake did not start")?
             .to_string();
-        Ok(Self { child, addr })
+        line.clear();
+        reader.read_line(&mut line)?;
+        let providers = line
+            .trim()
+            .strip_prefix("providers listening on ")
+            .context("fake providers did not start")?
+            .to_string();
+        Ok(Self {
+            child,
+            addr,
+            providers,
+        })
     }
 }
 
@@ -329,10 +370,10 @@ impl Drop for FakeProcess {
 async fn run(o: Opts) -> anyhow::Result<()> {
     let fake = FakeProcess::start()?;
     let home = TestHome::new()?;
-    home.write_config(&config_with_keys(
-        &format!("http://{}", fake.addr),
-        "fill-first",
-        &[("bench", "bench-upstream-key")],
+    // `bench-translated` is served by the fake OpenAI, translated both ways.
+    home.write_config(&format!(
+        "routing:\n  model-mappings:\n    - {{from: bench-translated, to: gpt-4o, provider: openai}}\nproviders:\n  anthropic:\n    baseUrl: http://{}\n  openai:\n    baseUrl: http://{}/v1\n    apiKey: bench-openai-key\naccounts:\n  anthropic:\n    - {{name: bench, apiKey: bench-upstream-key}}\n",
+        fake.addr, fake.providers
     ))?;
     let mut daemon = Daemon::start(&home, &["-q"], &[])?;
     let pid = daemon.child.id();
@@ -368,6 +409,13 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     let (body_d, body_p) = latency_pair(&direct, &proxy, &big, &[], n_body).await?;
     eprintln!("SSE, 1,000 events ({n_sse} streams each)...");
     let (sse_d, sse_p) = latency_pair(&direct, &proxy, &sse_body, &sse_headers, n_sse).await?;
+    eprintln!("translated SSE through the OpenAI fake ({n_sse} streams each)...");
+    let translated_body = Bytes::from(json!({"model":"bench-translated","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"say hi"}]}).to_string());
+    let openai_body = Bytes::from(json!({"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"say hi"}]}).to_string());
+    let to_openai = |a: &str| request_to(a, "/v1/chat/completions", &openai_body, &[]);
+    let to_proxy = |a: &str| request(a, &translated_body, &[]);
+    let (tr_d, tr_p) =
+        latency_pair_with(&fake.providers, &proxy, [&to_openai, &to_proxy], n_sse).await?;
     let rss_after = rss_mb(pid)?;
     eprintln!("1,000 open streams...");
     let rss_streams = rss_with_open_streams(&proxy, pid, 1000).await?;
@@ -380,6 +428,16 @@ async fn run(o: Opts) -> anyhow::Result<()> {
         ("128 KB body p50 (ms)", body_d.p50, body_p.p50),
         ("SSE first byte p50 (ms)", sse_d.ttfb_p50, sse_p.ttfb_p50),
         ("SSE last byte p50, 1,000 events (ms)", sse_d.p50, sse_p.p50),
+        (
+            "translated SSE first byte p50, vs OpenAI direct (ms)",
+            tr_d.ttfb_p50,
+            tr_p.ttfb_p50,
+        ),
+        (
+            "translated SSE last byte p50, vs OpenAI direct (ms)",
+            tr_d.p50,
+            tr_p.p50,
+        ),
     ];
     println!();
     println!("| measure | direct | via proxy | added | ratio |");
