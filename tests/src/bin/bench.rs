@@ -171,11 +171,14 @@ async fn latency_pair(
     latency_pair_with(direct, proxy, [&make, &make], n).await
 }
 
+/// Builds a request for an authority.
+type MakeRequest<'a> = dyn Fn(&str) -> http::Request<Full<Bytes>> + 'a;
+
 /// [`latency_pair`] with each side's own request (`make[0]` direct, `make[1]` via the proxy).
 async fn latency_pair_with(
     direct: &str,
     proxy: &str,
-    make: [&dyn Fn(&str) -> http::Request<Full<Bytes>>; 2],
+    make: [&MakeRequest<'_>; 2],
     n: usize,
 ) -> anyhow::Result<(Lat, Lat)> {
     let mut conns = [connect(direct).await?, connect(proxy).await?];
