@@ -132,12 +132,7 @@ impl Failure {
 
 /// Serve `req` from the pool, under the runtime `rt` the request started with; `draft` is its
 /// record so far.
-pub async fn forward(
-    app: Arc<App>,
-    rt: Arc<Runtime>,
-    mut draft: Draft,
-    mut req: Inbound,
-) -> Response {
+pub async fn forward(app: Arc<App>, rt: Arc<Runtime>, draft: Draft, mut req: Inbound) -> Response {
     let fallback = match rt.routes.plan(req.model.as_deref()) {
         Plan::Direct(link) => return serve_direct(&app, &rt, draft, &req, link).await,
         Plan::Anthropic { rename, fallback } => {
@@ -152,8 +147,78 @@ pub async fn forward(
             }
         }
     };
+    // The candidates, in order: the accounts, then (when none could serve) the chain's links.
+    let (mut draft, end) = match serve_accounts(&app, &rt, draft, &req).await {
+        Ok(response) => return response,
+        Err(no_account) => no_account,
+    };
+    if !fallback.is_empty() && end.allows_fallback() {
+        match providers::serve(&app, &rt, draft, &req, fallback).await {
+            Ok(response) => return response,
+            Err((d, _)) => draft = d,
+        }
+    }
+    // The chain could not serve either: the answer is what it would be without one.
+    let (response, class) = end.answer(&app, &draft.request_id);
+    draft.finish(&app, response, None, Some(class))
+}
+
+/// Why no account served a request.
+enum NoAccount {
+    /// The pool refused before any attempt (or after waiting up to `routing.max-wait`).
+    Refused(errors::Refusal),
+    /// Every account that could serve was tried; the last failure, if any.
+    Failed(Option<(Failure, &'static str)>),
+    /// The OpenAI-compatible endpoint, and every account is a subscription login.
+    OnlyOAuth,
+}
+
+impl NoAccount {
+    /// Whether the fallback chain may answer: not for a model excluded on purpose.
+    fn allows_fallback(&self) -> bool {
+        !matches!(self, NoAccount::Refused(errors::Refusal::Excluded { .. }))
+    }
+
+    /// The client's answer and the request log's `errorClass`.
+    fn answer(self, app: &App, request_id: &str) -> (Response, &'static str) {
+        match self {
+            NoAccount::Refused(refusal) => (
+                refusal.response(request_id, &app.settings.paths),
+                refusal.class(),
+            ),
+            NoAccount::Failed(Some((failure, class))) => (failure.into_response(request_id), class),
+            NoAccount::Failed(None) => (
+                errors::anthropic(
+                    request_id,
+                    StatusCode::BAD_GATEWAY,
+                    "api_error",
+                    "no account could serve the request",
+                ),
+                "exhausted",
+            ),
+            NoAccount::OnlyOAuth => (
+                errors::anthropic(
+                    request_id,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "api_error",
+                    "OpenAI-compatible requests are served by API-key accounts and providers only: Anthropic allows Claude subscription (OAuth) logins for Claude Code alone. Add an API key (`neurolink auth login anthropic --method api-key`) or a fallback-chain.",
+                ),
+                "no_api_key_accounts",
+            ),
+        }
+    }
+}
+
+/// Try the pool's accounts in turn: the answer, or the draft back with why none served.
+async fn serve_accounts(
+    app: &Arc<App>,
+    rt: &Arc<Runtime>,
+    mut draft: Draft,
+    req: &Inbound,
+) -> Result<Response, (Draft, NoAccount)> {
     let mut tried: Vec<AccountId> = Vec::new();
     if req.api_keys_only {
+        // Subscription logins count as tried: they never serve this endpoint.
         let (oauth, total) = {
             let pool = app.pool();
             let oauth: Vec<AccountId> = (0..pool.accounts().len())
@@ -165,19 +230,7 @@ pub async fn forward(
             (oauth, pool.accounts().len())
         };
         if total > 0 && oauth.len() == total {
-            if !fallback.is_empty() {
-                match providers::serve(&app, &rt, draft, &req, fallback).await {
-                    Ok(response) => return response,
-                    Err((d, _)) => draft = d,
-                }
-            }
-            let response = errors::anthropic(
-                &draft.request_id,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "api_error",
-                "OpenAI-compatible requests are served by API-key accounts and providers only: Anthropic allows Claude subscription (OAuth) logins for Claude Code alone. Add an API key (`neurolink auth login anthropic --method api-key`) or a fallback-chain.",
-            );
-            return draft.finish(&app, response, None, Some("no_api_key_accounts"));
+            return Err((draft, NoAccount::OnlyOAuth));
         }
         tried = oauth;
     }
@@ -186,10 +239,10 @@ pub async fn forward(
     loop {
         // The pool lock lives only inside `choose`: nothing below runs under it (finishing a
         // draft logs, and the log may need locks of its own).
-        let (id, spec) = match choose(&app, req.model.as_deref(), &tried) {
+        let (id, spec) = match choose(app, req.model.as_deref(), &tried) {
             Chosen::Account(id, spec) => (id, spec),
             Chosen::Refuse(errors::Refusal::AllCooling { retry_after_ms })
-                if waited + retry_after_ms <= max_wait_ms(&rt) =>
+                if waited + retry_after_ms <= max_wait_ms(rt) =>
             {
                 // The soonest account is back within `routing.max-wait`: hold the request (a
                 // client that gives up drops this future) rather than answer a 429.
@@ -197,51 +250,21 @@ pub async fn forward(
                 waited += retry_after_ms;
                 continue;
             }
-            Chosen::Refuse(refusal) => {
-                if !fallback.is_empty() && !matches!(refusal, errors::Refusal::Excluded { .. }) {
-                    // No account can serve: the chain does, if any link can.
-                    match providers::serve(&app, &rt, draft, &req, fallback).await {
-                        Ok(response) => return response,
-                        Err((d, _)) => draft = d,
-                    }
-                }
-                let response = refusal.response(&draft.request_id, &app.settings.paths);
-                return draft.finish(&app, response, None, Some(refusal.class()));
-            }
-            Chosen::Exhausted => {
-                if !fallback.is_empty() {
-                    match providers::serve(&app, &rt, draft, &req, fallback).await {
-                        Ok(response) => return response,
-                        Err((d, _)) => draft = d,
-                    }
-                }
-                let (response, class) = match last.take() {
-                    Some((failure, class)) => (failure.into_response(&draft.request_id), class),
-                    None => (
-                        errors::anthropic(
-                            &draft.request_id,
-                            StatusCode::BAD_GATEWAY,
-                            "api_error",
-                            "no account could serve the request",
-                        ),
-                        "exhausted",
-                    ),
-                };
-                return draft.finish(&app, response, None, Some(class));
-            }
+            Chosen::Refuse(refusal) => return Err((draft, NoAccount::Refused(refusal))),
+            Chosen::Exhausted => return Err((draft, NoAccount::Failed(last))),
         };
         tried.push(id);
-        let (outcome, reply) = attempt(&app, &rt, id, &spec, &req, &draft).await;
-        report(&app, id, &spec.label, &outcome);
+        let (outcome, reply) = attempt(app, rt, id, &spec, req, &draft).await;
+        report(app, id, &spec.label, &outcome);
         draft.attempts.push(AttemptRecord {
             account: spec.label.clone(),
             outcome: outcome.class().to_string(),
         });
         match reply {
-            Reply::Relayed(response) => return response,
+            Reply::Relayed(response) => return Ok(response),
             Reply::Client(response) => {
                 let class = (outcome != Outcome::Success).then(|| outcome.class());
-                return draft.finish(&app, response, Some(spec.label.clone()), class);
+                return Ok(draft.finish(app, response, Some(spec.label.clone()), class));
             }
             Reply::Retry(failure) => {
                 tracing::info!(account = %spec.label, outcome = outcome.class(), "attempt failed; trying the next account");
