@@ -19,6 +19,7 @@
 //! - [`reload`]: applying a changed config without a restart.
 //! - [`clock`]: time, injected.
 //! - [`providers`]: OpenAI, Gemini and OpenAI-compatible providers; model routing; the fallback chain.
+//! - [`upstream`]: the seam every provider implements: prepare, observe, classify, adapt.
 //! - [`translate`]: Claude requests and answers to and from other providers' formats (pure).
 //! - [`demo`]: `neurolink demo`: simulated accounts and upstream, a real daemon, the dashboard.
 
@@ -43,3 +44,4 @@ pub mod server;
 pub mod service;
 pub mod store_watch;
 pub mod translate;
+pub mod upstream;

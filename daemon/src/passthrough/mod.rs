@@ -1,8 +1,11 @@
-//! Anthropic passthrough: one client request, tried on accounts in turn until one answers.
+//! One client request, tried on candidates in turn until one answers: the Anthropic accounts,
+//! then (when none could serve) the fallback chain's links ([`forward`]).
 //!
-//! The body bytes go upstream untouched; only headers change ([`headers`]). A 2xx answer is
-//! committed to the client only once its first non-empty chunk arrived, so an empty body or an
-//! early failure still moves to the next account; after that the answer is relayed as it comes
+//! An account is an [`Upstream`] (see [`crate::upstream`] for the phases every candidate goes
+//! through): the body bytes go upstream untouched, only headers change ([`headers`]), and the
+//! answer comes back through the identity adapter ([`relay::Passthrough`]). A 2xx answer is
+//! committed to the client only once its first whole event arrived, so an empty body or an early
+//! failure still moves to the next account; after that the answer is relayed as it comes
 //! ([`relay`]). Error answers are small: they are read whole, classified once
 //! ([`crate::outcome`]), and either returned or retried elsewhere.
 
@@ -16,23 +19,20 @@ pub mod usage;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::body::Body;
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::auth;
 use crate::auth::refresh::Refreshed;
-use crate::outcome::{self, NetworkKind, NextStep, Outcome};
+use crate::outcome::{self, Outcome};
 use crate::pool::{AccountId, AccountSpec, Credential, Pick, State};
 use crate::providers::{self, Plan};
 use crate::server::{errors, App, Runtime};
+use crate::upstream::{self, Adapting, Failure, Prepared, Reply, Upstream};
 use neurolink_shared::ipc::AttemptRecord;
 use record::Draft;
-use relay::{Inspector, Relay};
-
-/// The largest error body read to classify an upstream failure.
-const MAX_ERROR_BODY: usize = 1024 * 1024;
+use relay::Inspector;
 
 /// Which endpoint a request is for; decides how usage is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,65 +67,6 @@ impl Inbound {
         if let Ok(body) = serde_json::to_vec(&v) {
             self.body = Bytes::from(body);
             self.model = Some(to.to_string());
-        }
-    }
-}
-
-/// What one attempt leaves for [`forward`] to do, next to the [`Outcome`] it reports.
-enum Reply {
-    /// Give this to the client: an error no other account would change.
-    Client(Response),
-    /// A committed answer whose body is relayed; the relay records the request when it ends.
-    Relayed(Response),
-    /// Try the next account; this failure is what the client gets if none does better.
-    Retry(Failure),
-}
-
-/// A failed attempt whose answer may still be what the client gets, if no account does better.
-enum Failure {
-    Upstream {
-        status: StatusCode,
-        headers: HeaderMap,
-        body: Bytes,
-    },
-    Network {
-        kind: NetworkKind,
-        message: String,
-    },
-    /// A failure the proxy itself describes (e.g. a token that could not be refreshed).
-    Proxy {
-        status: StatusCode,
-        kind: &'static str,
-        message: String,
-    },
-}
-
-impl Failure {
-    /// The client's answer; the proxy's own errors carry the request's id.
-    fn into_response(self, request_id: &str) -> Response {
-        match self {
-            Failure::Upstream {
-                status,
-                headers,
-                body,
-            } => buffered(status, &headers, body),
-            Failure::Network {
-                kind: NetworkKind::Timeout,
-                message,
-            } => errors::anthropic(
-                request_id,
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout_error",
-                &message,
-            ),
-            Failure::Network { message, .. } => {
-                errors::anthropic(request_id, StatusCode::BAD_GATEWAY, "api_error", &message)
-            }
-            Failure::Proxy {
-                status,
-                kind,
-                message,
-            } => errors::anthropic(request_id, status, kind, &message),
         }
     }
 }
@@ -285,14 +226,16 @@ async fn serve_direct(
 ) -> Response {
     match providers::serve(app, rt, draft, req, std::slice::from_ref(link)).await {
         Ok(response) => response,
-        Err((draft, error)) => {
-            let error = error.unwrap_or_else(|| crate::translate::ProviderError {
-                status: 429,
-                kind: "rate_limit_error",
-                message: format!("{} asked to wait; try again later", link.label()),
-                retry_after: None,
+        Err((draft, failure)) => {
+            let failure = failure.unwrap_or_else(|| {
+                Failure::Provider(crate::translate::ProviderError {
+                    status: 429,
+                    kind: "rate_limit_error",
+                    message: format!("{} asked to wait; try again later", link.label()),
+                    retry_after: None,
+                })
             });
-            let response = providers::fallback::error_response(&draft.request_id, &error);
+            let response = failure.into_response(&draft.request_id);
             draft.finish(app, response, None, Some("provider_failed"))
         }
     }
@@ -526,143 +469,81 @@ async fn send_once(
     req: &Inbound,
     draft: &Draft,
 ) -> (Outcome, Reply) {
-    let base = spec.base_url.as_deref().unwrap_or(&rt.base_url);
-    let url = upstream_url(base, &req.path_and_query, req.route);
-    let headers = headers::upstream(&req.headers, &spec.credential);
-    let send = rt
-        .client
-        .request(req.method.clone(), url)
-        .headers(headers)
-        .body(req.body.clone())
-        .send();
-    let response = match tokio::time::timeout(rt.headers_timeout, send).await {
-        Err(_) => {
-            let secs = rt.headers_timeout.as_secs();
-            return network(
-                NetworkKind::Timeout,
-                format!("upstream sent no response headers within {secs} s"),
-            );
-        }
-        Ok(Err(e)) => {
-            return network(
-                kind_of(&e),
-                format!("upstream request failed: {}", error_chain(&e)),
-            )
-        }
-        Ok(Ok(r)) => r,
+    let account = AccountUpstream {
+        id,
+        spec,
+        route: req.route,
     };
-    if matches!(spec.credential, Credential::OAuth(_)) {
-        record_quota(app, id, response.headers());
-    }
-    let status = response.status();
-    if status.is_success() {
-        let mut draft = draft.clone();
-        draft.attempts.push(AttemptRecord {
-            account: spec.label.clone(),
-            outcome: Outcome::Success.class().into(),
-        });
-        return commit(app, rt, id, response, req.route, draft, &spec.label).await;
-    }
-    let headers = response.headers().clone();
-    let body = match read_capped(response, rt.idle_timeout).await {
-        Ok(b) => b,
-        Err(failure) => {
-            let kind = match &failure {
-                Failure::Network { kind, .. } => *kind,
-                Failure::Upstream { .. } | Failure::Proxy { .. } => NetworkKind::Io,
-            };
-            return (Outcome::Network { kind }, Reply::Retry(failure));
-        }
-    };
-    let outcome = outcome::classify_error(status, &headers, &body, SystemTime::now());
-    match outcome.next_step() {
-        NextStep::Answer => (outcome, Reply::Client(buffered(status, &headers, body))),
-        NextStep::NextAccount => (
-            outcome,
-            Reply::Retry(Failure::Upstream {
-                status,
-                headers,
-                body,
-            }),
-        ),
-    }
+    upstream::send(app, rt, &account, req, draft).await
 }
 
-/// Wait for the first non-empty chunk, then hand the rest to a [`Relay`].
-async fn commit(
-    app: &Arc<App>,
-    rt: &Runtime,
+/// An Anthropic account as an [`Upstream`]: the body goes as it is, the answer comes back as it
+/// is (the identity adapter), only headers change.
+struct AccountUpstream<'a> {
     id: AccountId,
-    mut response: reqwest::Response,
+    spec: &'a AccountSpec,
     route: Route,
-    draft: Draft,
-    label: &str,
-) -> (Outcome, Reply) {
-    let idle = rt.idle_timeout;
-    let status = response.status();
-    let mut headers = headers::downstream(response.headers());
-    let content_type = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let sse = content_type.starts_with("text/event-stream");
-    let encoded = headers
-        .get(http::header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes() != b"identity");
-    let mut inspector = match (route, sse, encoded) {
-        (_, _, true) | (Route::Models | Route::CountTokens, _, _) => Inspector::None,
-        (Route::Messages, true, false) => Inspector::Sse(usage::SseUsage::default()),
-        (Route::Messages, false, false) => Inspector::Json(usage::JsonUsage::default()),
-    };
-    // A compressed stream cannot be cut at event boundaries; it is relayed chunk by chunk.
-    let mut framer = (sse && !encoded).then(boundary::EventFramer::default);
-    // Commit on the first whole event (SSE) or the first non-empty chunk: until then, a failure
-    // still moves to the next account.
-    let first = loop {
-        match tokio::time::timeout(idle, response.chunk()).await {
-            Err(_) => {
-                return network(
-                    NetworkKind::Timeout,
-                    format!("upstream sent headers but no body for {} s", idle.as_secs()),
-                )
-            }
-            Ok(Err(e)) => {
-                return network(
-                    kind_of(&e),
-                    format!(
-                        "upstream body failed before the first event: {}",
-                        error_chain(&e)
-                    ),
-                )
-            }
-            Ok(Ok(None)) => {
-                let inside = framer.as_ref().is_some_and(|f| f.inside_event());
-                let failure = Failure::Network {
-                    kind: NetworkKind::Io,
-                    message: if inside {
-                        "upstream ended its answer inside the first event".into()
-                    } else {
-                        "upstream answered with an empty body".into()
-                    },
-                };
-                return (Outcome::EmptyStream, Reply::Retry(failure));
-            }
-            Ok(Ok(Some(chunk))) if chunk.is_empty() => continue,
-            Ok(Ok(Some(chunk))) => {
-                inspector.feed(&chunk);
-                match &mut framer {
-                    None => break chunk,
-                    Some(f) => {
-                        if let Some(events) = f.push(chunk) {
-                            break events;
-                        }
-                    }
-                }
-            }
+}
+
+impl Upstream for AccountUpstream<'_> {
+    type Adapter = relay::Passthrough;
+
+    fn prepare(&self, rt: &Runtime, req: &Inbound) -> Prepared {
+        let base = self.spec.base_url.as_deref().unwrap_or(&rt.base_url);
+        Prepared {
+            method: req.method.clone(),
+            url: upstream_url(base, &req.path_and_query, req.route),
+            headers: headers::upstream(&req.headers, &self.spec.credential),
+            body: req.body.clone(),
         }
-    };
-    if let Some(data) = framer.as_ref().and_then(|_| first_event_error(&first)) {
-        // Nothing went out yet: this is a failed attempt, not an answer.
+    }
+
+    fn observe(&self, app: &App, headers: &HeaderMap) {
+        if matches!(self.spec.credential, Credential::OAuth(_)) {
+            record_quota(app, self.id, headers);
+        }
+    }
+
+    fn classify(&self, status: StatusCode, headers: &HeaderMap, body: Bytes) -> (Outcome, Failure) {
+        let outcome = outcome::classify_error(status, headers, &body, SystemTime::now());
+        let failure = Failure::Upstream {
+            status,
+            headers: headers.clone(),
+            body,
+        };
+        (outcome, failure)
+    }
+
+    fn adapter(&self, _rt: &Runtime, headers: &HeaderMap) -> Adapting<relay::Passthrough> {
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let sse = content_type.starts_with("text/event-stream");
+        let encoded = headers
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes() != b"identity");
+        let inspector = match (self.route, sse, encoded) {
+            (_, _, true) | (Route::Models | Route::CountTokens, _, _) => Inspector::None,
+            (Route::Messages, true, false) => Inspector::Sse(usage::SseUsage::default()),
+            (Route::Messages, false, false) => Inspector::Json(usage::JsonUsage::default()),
+        };
+        // A compressed stream cannot be cut at event boundaries; it is relayed chunk by chunk.
+        let framer = (sse && !encoded).then(boundary::EventFramer::default);
+        Adapting {
+            adapter: relay::Passthrough {
+                inspector,
+                sse,
+                framer,
+            },
+            sse,
+            keeps_length: true,
+            keep_alive: None,
+        }
+    }
+
+    fn first_failure(&self, first: &Bytes) -> Option<(Outcome, Failure)> {
+        let data = first_event_error(first)?;
         let (outcome, status) = outcome::classify_first_event_error(&data);
         let mut json = HeaderMap::new();
         json.insert(
@@ -674,48 +555,30 @@ async fn commit(
             headers: json,
             body: data,
         };
-        return match outcome.next_step() {
-            NextStep::Answer => (outcome, Reply::Client(failure.into_response(""))),
-            NextStep::NextAccount => (outcome, Reply::Retry(failure)),
+        Some((outcome, failure))
+    }
+
+    fn respond(
+        &self,
+        app: &Arc<App>,
+        status: StatusCode,
+        headers: &HeaderMap,
+        draft: Draft,
+    ) -> (HeaderMap, Box<dyn relay::Sink>) {
+        let sink = relay::AccountSink {
+            app: app.clone(),
+            account_id: self.id,
+            ttfb_ms: draft.elapsed_ms(),
+            draft,
+            account: self.spec.label.clone(),
+            status: status.as_u16(),
         };
+        (headers::downstream(headers), Box::new(sink))
     }
-    if sse {
-        // A failure may append an error event, so the length is not known in advance.
-        headers.remove(http::header::CONTENT_LENGTH);
+
+    fn label(&self) -> String {
+        self.spec.label.clone()
     }
-    let expected_len = if sse { None } else { response.content_length() };
-    let stream = Box::pin(response.bytes_stream());
-    draft.log_debug(app, status.as_u16(), &headers);
-    let sink = relay::AccountSink {
-        app: app.clone(),
-        account_id: id,
-        ttfb_ms: draft.elapsed_ms(),
-        draft,
-        account: label.to_string(),
-        status: status.as_u16(),
-    };
-    let adapter = relay::Passthrough {
-        inspector,
-        sse,
-        framer,
-    };
-    let timing = relay::Timing {
-        idle,
-        keep_alive: None,
-    };
-    let body = Relay::new(
-        first,
-        stream,
-        timing,
-        adapter,
-        sse,
-        expected_len,
-        Box::new(sink),
-    );
-    let mut out = Response::new(Body::new(body));
-    *out.status_mut() = status;
-    *out.headers_mut() = headers;
-    (Outcome::Success, Reply::Relayed(out))
 }
 
 /// The `data` of the first event when that event is `error` (whole events only: `events` comes
@@ -735,70 +598,6 @@ fn first_event_error(events: &[u8]) -> Option<Bytes> {
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .find_map(|l| l.strip_prefix(b"data:"))?;
     Some(Bytes::copy_from_slice(data.trim_ascii()))
-}
-
-/// Read a (small) error body whole, up to [`MAX_ERROR_BODY`].
-async fn read_capped(mut response: reqwest::Response, idle: Duration) -> Result<Bytes, Failure> {
-    let mut body = BytesMut::new();
-    loop {
-        match tokio::time::timeout(idle, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => {
-                let room = MAX_ERROR_BODY.saturating_sub(body.len());
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if room <= chunk.len() {
-                    break;
-                }
-            }
-            Ok(Ok(None)) => break,
-            Ok(Err(e)) => {
-                return Err(Failure::Network {
-                    kind: kind_of(&e),
-                    message: format!("upstream error body failed: {}", error_chain(&e)),
-                })
-            }
-            Err(_) => {
-                return Err(Failure::Network {
-                    kind: NetworkKind::Timeout,
-                    message: format!("upstream error body stalled for {} s", idle.as_secs()),
-                })
-            }
-        }
-    }
-    Ok(body.freeze())
-}
-
-fn buffered(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
-    let mut out = Response::new(Body::from(body));
-    *out.status_mut() = status;
-    *out.headers_mut() = headers::downstream(headers);
-    out
-}
-
-fn network(kind: NetworkKind, message: String) -> (Outcome, Reply) {
-    let failure = Failure::Network { kind, message };
-    (Outcome::Network { kind }, Reply::Retry(failure))
-}
-
-fn kind_of(e: &reqwest::Error) -> NetworkKind {
-    if e.is_timeout() {
-        NetworkKind::Timeout
-    } else if e.is_connect() {
-        NetworkKind::Connect
-    } else {
-        NetworkKind::Io
-    }
-}
-
-/// reqwest's top-level message is vague ("error sending request"); the causes say what happened.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// `{base}{path}?{query}`, with `beta=true` on the Messages endpoints (DESIGN.md §5).

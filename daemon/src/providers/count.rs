@@ -18,6 +18,7 @@ use tiktoken_rs::CoreBPE;
 
 use crate::passthrough::record::Draft;
 use crate::passthrough::Inbound;
+use crate::upstream::Failure;
 
 use super::{Kind, Link};
 use crate::server::{App, Runtime};
@@ -77,7 +78,7 @@ pub async fn serve(
     mut draft: Draft,
     req: &Inbound,
     links: &[Link],
-) -> Result<Response, (Draft, Option<ProviderError>)> {
+) -> Result<Response, (Draft, Option<Failure>)> {
     let claude: Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
         Err(e) => {
@@ -87,7 +88,7 @@ pub async fn serve(
                 message: format!("the request body is not JSON: {e}"),
                 retry_after: None,
             };
-            return Err((draft, Some(err)));
+            return Err((draft, Some(Failure::Provider(err))));
         }
     };
     let mut last = None;
@@ -130,7 +131,7 @@ pub async fn serve(
                     account: label,
                     outcome: "failed".into(),
                 });
-                last = Some(e);
+                last = Some(Failure::Provider(e));
             }
         }
     }

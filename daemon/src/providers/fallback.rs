@@ -1,15 +1,14 @@
-//! Serving a Claude request on provider links: translate the request, send it, and translate
-//! the answer back, a stream as its chunks arrive.
+//! Serving a Claude request on provider links: each link is an [`Upstream`] whose request is the
+//! translated one and whose adapter translates the answer back, a stream as its chunks arrive.
 //!
-//! The commit rule is the passthrough's: nothing goes to the client until the provider's first
-//! whole event was turned into Claude events. A failure before that moves to the next link; after
-//! it, the stream ends with a well-formed Claude `error` event. A stream the provider leaves
-//! silent gets `: keep-alive` comments (between whole events, as everything here is written).
+//! The commit rule is the passthrough's (it is the same code, [`upstream::send`]): nothing goes
+//! to the client until the provider's first whole event became Claude events. A failure before
+//! that moves to the next link; after it, the stream ends with a well-formed Claude `error` event.
+//! A stream the provider leaves silent gets `: keep-alive` comments between whole events.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -17,17 +16,19 @@ use neurolink_shared::ipc::AttemptRecord;
 use serde_json::Value;
 
 use super::{Kind, Link};
+use crate::outcome::Outcome;
 use crate::passthrough::record::Draft;
-use crate::passthrough::relay::{error_class, Adapter, Ending, Relay, Sink, Timing};
-use crate::passthrough::{error_chain, Inbound};
+use crate::passthrough::relay::{error_class, Adapter, Ending, Sink};
+use crate::passthrough::Inbound;
 use crate::pool::Usage;
-use crate::server::{errors, App, Runtime};
+use crate::server::{App, Runtime};
 use crate::translate::claude_events::ClaudeEvents;
 use crate::translate::gemini::Signatures;
 use crate::translate::sse::SseReader;
 use crate::translate::{gemini, openai, ProviderError, TokenUsage};
+use crate::upstream::{self, Adapting, Failure, Prepared, Reply, Upstream};
 
-/// The largest answer read whole (a non-streamed answer, or an error).
+/// The largest non-streamed answer translated.
 const MAX_ANSWER: usize = 32 * 1024 * 1024;
 
 /// Serve `req` on `links` in order. The committed answer, or the draft back with the last
@@ -38,7 +39,7 @@ pub async fn serve(
     mut draft: Draft,
     req: &Inbound,
     links: &[Link],
-) -> Result<Response, (Draft, Option<ProviderError>)> {
+) -> Result<Response, (Draft, Option<Failure>)> {
     let claude: Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
         Err(e) => {
@@ -48,11 +49,9 @@ pub async fn serve(
                 message: format!("the request body is not JSON: {e}"),
                 retry_after: None,
             };
-            return Err((draft, Some(err)));
+            return Err((draft, Some(Failure::Provider(err))));
         }
     };
-    let model = req.model.clone().unwrap_or_default();
-    let stream = claude["stream"] == true;
     let mut last = None;
     for link in links {
         let label = link.label();
@@ -63,64 +62,215 @@ pub async fn serve(
             });
             continue;
         }
-        match attempt(app, rt, link, &claude, &model, stream).await {
-            Ok(answer) => {
-                draft.attempts.push(AttemptRecord {
-                    account: label.clone(),
-                    outcome: "success".into(),
-                });
-                draft.fallback_provider = Some(link.provider.name.clone());
-                return Ok(respond(app, rt, draft, link, answer));
-            }
-            Err(mut e) => {
-                e.message = link.masked(e.message);
-                tracing::info!(link = %label, "provider failed: {}", e.message);
-                let wait_until = e.retry_after.map(|s| app.now_ms() + s.saturating_mul(1000));
-                app.provider_stats.failure(&label, &e.message, wait_until);
-                draft.attempts.push(AttemptRecord {
-                    account: label,
-                    outcome: outcome_class(&e).into(),
-                });
-                last = Some(e);
+        let u = LinkUpstream {
+            link,
+            claude: &claude,
+            model: req.model.as_deref().unwrap_or_default(),
+            stream: claude["stream"] == true,
+            signatures: &app.signatures,
+        };
+        let (outcome, reply) = upstream::send(app, rt, &u, req, &draft).await;
+        draft.attempts.push(AttemptRecord {
+            account: label.clone(),
+            outcome: outcome.class().into(),
+        });
+        match reply {
+            Reply::Relayed(response) | Reply::Client(response) => return Ok(response),
+            Reply::Retry(failure) => {
+                let failure = link.masked_failure(failure);
+                let message = failure.message();
+                tracing::info!(link = %label, "provider failed: {message}");
+                let wait_until = match &outcome {
+                    Outcome::RateLimited {
+                        retry_after: Some(d),
+                    } => Some(app.now_ms() + u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    _ => None,
+                };
+                app.provider_stats.failure(&label, &message, wait_until);
+                last = Some(failure);
             }
         }
     }
     Err((draft, last))
 }
 
-/// The client's answer when a provider's failure is the last word.
-pub fn error_response(request_id: &str, e: &ProviderError) -> Response {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut r = errors::anthropic(request_id, status, e.kind, &e.message);
-    if let Some(s) = e.retry_after {
-        r.headers_mut().insert("retry-after", HeaderValue::from(s));
-    }
-    r
+/// One provider link as an [`Upstream`].
+struct LinkUpstream<'a> {
+    link: &'a Link,
+    claude: &'a Value,
+    /// The model the client asked for: the answer names it.
+    model: &'a str,
+    stream: bool,
+    signatures: &'a Arc<Signatures>,
 }
 
-fn outcome_class(e: &ProviderError) -> &'static str {
+impl Upstream for LinkUpstream<'_> {
+    type Adapter = Translate;
+
+    fn prepare(&self, _rt: &Runtime, _req: &Inbound) -> Prepared {
+        let provider = &self.link.provider;
+        let translated = match provider.kind {
+            Kind::OpenAi => openai::request(self.claude, &self.link.model, self.stream),
+            Kind::Gemini => {
+                gemini::request(self.claude, &self.link.model, self.stream, self.signatures)
+            }
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(key) = &provider.api_key {
+            let (name, value) = match provider.kind {
+                Kind::OpenAi => ("authorization", format!("Bearer {}", key.expose())),
+                Kind::Gemini => ("x-goog-api-key", key.expose().to_string()),
+            };
+            if let Ok(mut v) = HeaderValue::from_str(&value) {
+                v.set_sensitive(true);
+                headers.insert(name, v);
+            }
+        }
+        Prepared {
+            method: http::Method::POST,
+            url: format!(
+                "{}{}",
+                provider.base_url.trim_end_matches('/'),
+                translated.path
+            ),
+            headers,
+            body: Bytes::from(translated.body.to_string()),
+        }
+    }
+
+    fn classify(&self, status: StatusCode, headers: &HeaderMap, body: Bytes) -> (Outcome, Failure) {
+        let retry_after = headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|s| s.ceil() as u64);
+        let name = &self.link.provider.name;
+        let e = match self.link.provider.kind {
+            Kind::OpenAi => openai::error(status.as_u16(), &body, name, retry_after),
+            Kind::Gemini => gemini::error(status.as_u16(), &body, name, retry_after),
+        };
+        (outcome_of(&e), Failure::Provider(e))
+    }
+
+    fn next_step(&self, _outcome: &Outcome) -> crate::outcome::NextStep {
+        crate::outcome::NextStep::NextAccount
+    }
+
+    fn adapter(&self, rt: &Runtime, _headers: &HeaderMap) -> Adapting<Translate> {
+        let kind = self.link.provider.kind;
+        let name = self.link.provider.name.as_str();
+        let converter = match kind {
+            Kind::OpenAi => Converter::OpenAi(openai::StreamConverter::new(self.model, name)),
+            Kind::Gemini => Converter::Gemini(gemini::StreamConverter::new(self.model, name)),
+        };
+        Adapting {
+            adapter: Translate {
+                reader: SseReader::default(),
+                converter,
+                whole: (!self.stream).then(BytesMut::new),
+                ended: false,
+                model: self.model.to_string(),
+                kind,
+                signatures: self.signatures.clone(),
+                provider: name.to_string(),
+                key: self
+                    .link
+                    .provider
+                    .api_key
+                    .as_ref()
+                    .map(|k| k.expose().to_string()),
+                failure: None,
+                whole_usage: None,
+            },
+            sse: self.stream,
+            keeps_length: false,
+            keep_alive: self.stream.then_some(rt.stream_keepalive),
+        }
+    }
+
+    fn adapter_failure(&self, adapter: &mut Translate) -> Option<(Outcome, Failure)> {
+        let e = adapter.failure.take()?;
+        Some((outcome_of(&e), Failure::Provider(e)))
+    }
+
+    fn respond(
+        &self,
+        app: &Arc<App>,
+        _status: StatusCode,
+        _headers: &HeaderMap,
+        mut draft: Draft,
+    ) -> (HeaderMap, Box<dyn Sink>) {
+        let mut headers = HeaderMap::new();
+        let content_type = if self.stream {
+            "text/event-stream; charset=utf-8"
+        } else {
+            "application/json"
+        };
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type),
+        );
+        if self.stream {
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+        }
+        for (name, value) in [
+            ("request-id", draft.request_id.as_str()),
+            ("x-neurolink-provider", self.link.provider.name.as_str()),
+            ("x-neurolink-model", self.link.model.as_str()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name, v);
+            }
+        }
+        draft.fallback_provider = Some(self.link.provider.name.clone());
+        let sink = LinkSink {
+            app: app.clone(),
+            link: self.link.label(),
+            ttfb: draft.elapsed_ms(),
+            draft,
+        };
+        (headers, Box::new(sink))
+    }
+
+    fn label(&self) -> String {
+        self.link.label()
+    }
+}
+
+/// A provider's failure as the outcome the request log and the link's counters record.
+fn outcome_of(e: &ProviderError) -> Outcome {
     match e.status {
-        429 => "rate_limited",
-        401 | 403 => "auth_rejected",
-        529 => "overloaded",
-        504 => "timeout",
-        400 => "invalid_request",
-        _ => "server_error",
+        429 => Outcome::RateLimited {
+            retry_after: e.retry_after.map(Duration::from_secs),
+        },
+        401..=403 => Outcome::AuthRejected { status: e.status },
+        400 | 404 | 413 | 422 => Outcome::Unretryable { status: e.status },
+        s => Outcome::Transient { status: s },
     }
 }
 
-/// What a successful attempt leaves to send.
-enum Answer {
-    Whole(Value, TokenUsage),
-    Stream(Box<Streaming>),
-}
-
-/// A provider stream, its first events already translated.
-struct Streaming {
-    first: Bytes,
-    response: reqwest::Response,
-    reader: SseReader,
-    converter: Converter,
+impl Link {
+    /// `failure` with this provider's key masked in its message.
+    fn masked_failure(&self, failure: Failure) -> Failure {
+        match failure {
+            Failure::Provider(mut e) => {
+                e.message = self.masked(e.message);
+                Failure::Provider(e)
+            }
+            Failure::Network { kind, message } => Failure::Network {
+                kind,
+                message: self.masked(format!("{}: {message}", self.provider.name)),
+            },
+            other => other,
+        }
+    }
 }
 
 /// The stream converter of the link's provider kind.
@@ -130,13 +280,6 @@ enum Converter {
 }
 
 impl Converter {
-    fn new(kind: Kind, model: &str, provider: &str) -> Self {
-        match kind {
-            Kind::OpenAi => Converter::OpenAi(openai::StreamConverter::new(model, provider)),
-            Kind::Gemini => Converter::Gemini(gemini::StreamConverter::new(model, provider)),
-        }
-    }
-
     fn data(&mut self, signatures: &Signatures, data: &str) -> Result<(), ProviderError> {
         match self {
             Converter::OpenAi(c) => c.data(data),
@@ -179,314 +322,85 @@ impl Converter {
     }
 }
 
-/// One try on one link.
-async fn attempt(
-    app: &Arc<App>,
-    rt: &Runtime,
-    link: &Link,
-    claude: &Value,
-    model: &str,
-    stream: bool,
-) -> Result<Answer, ProviderError> {
-    let provider = &link.provider;
-    let name = provider.name.as_str();
-    let prepared = match provider.kind {
-        Kind::OpenAi => openai::request(claude, &link.model, stream),
-        Kind::Gemini => gemini::request(claude, &link.model, stream, &app.signatures),
-    };
-    let url = format!(
-        "{}{}",
-        provider.base_url.trim_end_matches('/'),
-        prepared.path
-    );
-    let mut builder = rt.client.post(url).json(&prepared.body);
-    if let Some(key) = &provider.api_key {
-        builder = match provider.kind {
-            Kind::OpenAi => builder.bearer_auth(key.expose()),
-            Kind::Gemini => builder.header("x-goog-api-key", key.expose()),
-        };
-    }
-    let response = match tokio::time::timeout(rt.headers_timeout, builder.send()).await {
-        Err(_) => {
-            return Err(network(
-                name,
-                504,
-                format!(
-                    "sent no response headers within {} s",
-                    rt.headers_timeout.as_secs()
-                ),
-            ))
-        }
-        Ok(Err(e)) => {
-            return Err(network(
-                name,
-                502,
-                format!("request failed: {}", error_chain(&e)),
-            ))
-        }
-        Ok(Ok(r)) => r,
-    };
-    let status = response.status();
-    if !status.is_success() {
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|s| s.ceil() as u64);
-        let body = read_whole(response, rt.idle_timeout, name, 1024 * 1024).await?;
-        let e = match provider.kind {
-            Kind::OpenAi => openai::error(status.as_u16(), &body, name, retry_after),
-            Kind::Gemini => gemini::error(status.as_u16(), &body, name, retry_after),
-        };
-        return Err(e);
-    }
-    if !stream {
-        let body = read_whole(response, rt.idle_timeout, name, MAX_ANSWER).await?;
-        let v: Value = serde_json::from_slice(&body).map_err(|e| ProviderError {
-            status: 502,
-            kind: "api_error",
-            message: format!("{name}: the answer is not JSON ({e})"),
-            retry_after: None,
-        })?;
-        let answer = match provider.kind {
-            Kind::OpenAi => openai::response(&v, model),
-            Kind::Gemini => gemini::response(&v, model, &app.signatures),
-        };
-        let u = &answer["usage"];
-        let usage = TokenUsage {
-            input: u["input_tokens"].as_u64().unwrap_or(0),
-            output: u["output_tokens"].as_u64().unwrap_or(0),
-            cache_read: u["cache_read_input_tokens"].as_u64().unwrap_or(0),
-        };
-        return Ok(Answer::Whole(answer, usage));
-    }
-    let mut s = Streaming {
-        first: Bytes::new(),
-        response,
-        reader: SseReader::default(),
-        converter: Converter::new(provider.kind, model, name),
-    };
-    // Commit once the first payload became Claude events.
-    let mut payloads = Vec::new();
-    loop {
-        let chunk = match tokio::time::timeout(rt.idle_timeout, s.response.chunk()).await {
-            Err(_) => {
-                return Err(network(
-                    name,
-                    504,
-                    format!(
-                        "sent headers but no event for {} s",
-                        rt.idle_timeout.as_secs()
-                    ),
-                ))
-            }
-            Ok(Err(e)) => {
-                return Err(network(
-                    name,
-                    502,
-                    format!("stream failed before its first event: {}", error_chain(&e)),
-                ))
-            }
-            Ok(Ok(None)) => {
-                s.reader.finish(&mut payloads);
-                if payloads.is_empty() {
-                    return Err(network(name, 502, "answered with an empty stream".into()));
-                }
-                None
-            }
-            Ok(Ok(Some(c))) => Some(c),
-        };
-        if let Some(c) = &chunk {
-            s.reader.feed(c, &mut payloads);
-        }
-        for p in payloads.drain(..) {
-            s.converter.data(&app.signatures, &p)?;
-        }
-        if chunk.is_none() {
-            if !s.converter.complete() {
-                return Err(network(
-                    name,
-                    502,
-                    "ended its stream before the answer was complete".into(),
-                ));
-            }
-            s.converter.end();
-        }
-        if s.converter.events().has_output() {
-            s.first = s.converter.events().take();
-            return Ok(Answer::Stream(Box::new(s)));
-        }
-    }
-}
-
-fn network(provider: &str, status: u16, message: String) -> ProviderError {
-    ProviderError {
-        status,
-        kind: if status == 504 {
-            "timeout_error"
-        } else {
-            "api_error"
-        },
-        message: format!("{provider}: {message}"),
-        retry_after: None,
-    }
-}
-
-async fn read_whole(
-    mut response: reqwest::Response,
-    idle: Duration,
-    provider: &str,
-    cap: usize,
-) -> Result<Bytes, ProviderError> {
-    let mut body = BytesMut::new();
-    loop {
-        match tokio::time::timeout(idle, response.chunk()).await {
-            Ok(Ok(Some(c))) => {
-                if body.len() + c.len() > cap {
-                    return Err(network(
-                        provider,
-                        502,
-                        format!("answer larger than {} MB", cap / (1024 * 1024)),
-                    ));
-                }
-                body.extend_from_slice(&c);
-            }
-            Ok(Ok(None)) => return Ok(body.freeze()),
-            Ok(Err(e)) => {
-                return Err(network(
-                    provider,
-                    502,
-                    format!("answer failed: {}", error_chain(&e)),
-                ))
-            }
-            Err(_) => {
-                return Err(network(
-                    provider,
-                    504,
-                    format!("answer stalled for {} s", idle.as_secs()),
-                ))
-            }
-        }
-    }
-}
-
-/// The client's response for a committed answer; the request is recorded when it ends.
-fn respond(app: &Arc<App>, rt: &Runtime, draft: Draft, link: &Link, answer: Answer) -> Response {
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&draft.request_id) {
-        headers.insert("request-id", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&link.provider.name) {
-        headers.insert("x-neurolink-provider", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&link.model) {
-        headers.insert("x-neurolink-model", v);
-    }
-    let ttfb = draft.elapsed_ms();
-    let label = link.label();
-    match answer {
-        Answer::Whole(v, usage) => {
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            app.provider_stats.success(&label, usage);
-            let mut r = Response::new(Body::from(v.to_string()));
-            *r.headers_mut() = headers;
-            draft.log_debug(app, 200, r.headers());
-            app.record(draft.into_record(200, false, None, Some(ttfb), usage.into(), None));
-            r
-        }
-        Answer::Stream(s) => {
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream; charset=utf-8"),
-            );
-            headers.insert(
-                http::header::CACHE_CONTROL,
-                HeaderValue::from_static("no-cache"),
-            );
-            draft.log_debug(app, 200, &headers);
-            let adapter = Translate {
-                reader: s.reader,
-                converter: s.converter,
-                signatures: app.signatures.clone(),
-                provider: link.provider.name.clone(),
-                key: link
-                    .provider
-                    .api_key
-                    .as_ref()
-                    .map(|k| k.expose().to_string()),
-            };
-            let sink = LinkSink {
-                app: app.clone(),
-                link: label,
-                draft,
-                ttfb,
-            };
-            let timing = Timing {
-                idle: rt.idle_timeout,
-                keep_alive: Some(rt.stream_keepalive),
-            };
-            let upstream = Box::pin(s.response.bytes_stream());
-            let body = Relay::new(
-                s.first,
-                upstream,
-                timing,
-                adapter,
-                true,
-                None,
-                Box::new(sink),
-            );
-            let mut r = Response::new(Body::new(body));
-            *r.headers_mut() = headers;
-            r
-        }
-    }
-}
-
-impl From<TokenUsage> for Usage {
-    fn from(u: TokenUsage) -> Self {
-        Usage {
-            input_tokens: u.input,
-            output_tokens: u.output,
-            cache_read_input_tokens: u.cache_read,
-            ..Usage::default()
-        }
-    }
-}
-
-/// A provider's stream, translated into Claude events as it arrives.
-struct Translate {
+/// A provider's answer translated into Claude's: a stream event by event as it arrives, or a
+/// whole answer once it is read.
+pub struct Translate {
     reader: SseReader,
     converter: Converter,
+    /// A non-streamed answer, collected until its end.
+    whole: Option<BytesMut>,
+    ended: bool,
+    model: String,
+    kind: Kind,
     signatures: Arc<Signatures>,
     provider: String,
     /// The provider's key, masked in any error message (a provider may echo it).
     key: Option<String>,
+    /// The provider's own error, when it sent one in the stream.
+    failure: Option<ProviderError>,
+    /// Usage of a whole (non-streamed) answer.
+    whole_usage: Option<TokenUsage>,
+}
+
+impl Translate {
+    fn feed_payloads(&mut self, payloads: Vec<String>) -> Result<(), String> {
+        for p in payloads {
+            if let Err(e) = self.converter.data(&self.signatures, &p) {
+                let message = e.message.clone();
+                self.failure = Some(e);
+                return Err(message);
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole answer in Claude's shape.
+    fn translate_whole(&mut self, body: &[u8]) -> Result<Bytes, String> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("{}: the answer is not JSON ({e})", self.provider))?;
+        let answer = match self.kind {
+            Kind::OpenAi => openai::response(&v, &self.model),
+            Kind::Gemini => gemini::response(&v, &self.model, &self.signatures),
+        };
+        let u = &answer["usage"];
+        self.whole_usage = Some(TokenUsage {
+            input: u["input_tokens"].as_u64().unwrap_or(0),
+            output: u["output_tokens"].as_u64().unwrap_or(0),
+            cache_read: u["cache_read_input_tokens"].as_u64().unwrap_or(0),
+        });
+        Ok(Bytes::from(answer.to_string()))
+    }
 }
 
 impl Adapter for Translate {
     fn chunk(&mut self, chunk: Bytes) -> Result<Option<Bytes>, String> {
+        if let Some(whole) = &mut self.whole {
+            if whole.len() + chunk.len() > MAX_ANSWER {
+                return Err(format!(
+                    "{}: answer larger than {} MB",
+                    self.provider,
+                    MAX_ANSWER / (1024 * 1024)
+                ));
+            }
+            whole.extend_from_slice(&chunk);
+            return Ok(None);
+        }
         let mut payloads = Vec::new();
         self.reader.feed(&chunk, &mut payloads);
-        for p in payloads {
-            self.converter
-                .data(&self.signatures, &p)
-                .map_err(|e| e.message)?;
-        }
+        self.feed_payloads(payloads)?;
         Ok(Some(self.converter.events().take()))
     }
 
     fn end(&mut self) -> Result<Option<Bytes>, String> {
+        if std::mem::replace(&mut self.ended, true) {
+            return Ok(None);
+        }
+        if let Some(whole) = self.whole.take() {
+            return self.translate_whole(&whole).map(Some);
+        }
         let mut payloads = Vec::new();
         self.reader.finish(&mut payloads);
-        for p in payloads {
-            self.converter
-                .data(&self.signatures, &p)
-                .map_err(|e| e.message)?;
-        }
+        self.feed_payloads(payloads)?;
         if !self.converter.complete() {
             return Err("the stream ended before the answer was complete".into());
         }
@@ -511,7 +425,20 @@ impl Adapter for Translate {
     }
 
     fn usage(&self) -> Usage {
-        self.converter.usage().into()
+        self.whole_usage
+            .unwrap_or_else(|| self.converter.usage())
+            .into()
+    }
+}
+
+impl From<TokenUsage> for Usage {
+    fn from(u: TokenUsage) -> Self {
+        Usage {
+            input_tokens: u.input,
+            output_tokens: u.output,
+            cache_read_input_tokens: u.cache_read,
+            ..Usage::default()
+        }
     }
 }
 
@@ -543,7 +470,7 @@ impl Sink for LinkSink {
         let class = error_class(&e);
         let record = self
             .draft
-            .into_record(200, true, None, Some(self.ttfb), e.usage, class);
+            .into_record(200, e.sse, None, Some(self.ttfb), e.usage, class);
         self.app.record(record);
     }
 }

@@ -22,26 +22,26 @@ use neurolink_shared::config::model::{
 };
 use neurolink_shared::Secret;
 
+use axum::response::Response;
+
+use crate::passthrough::record::Draft;
+use crate::passthrough::{Inbound, Route};
 use crate::pool::glob_match;
+use crate::server::{App, Runtime};
+use crate::upstream::Failure;
 
 /// Serve `req` on `links` in order: a message through [`fallback`], a token count through
 /// [`count`]. The answer, or the draft back with the last link's failure.
 pub async fn serve(
-    app: &Arc<crate::server::App>,
-    rt: &Arc<crate::server::Runtime>,
-    draft: crate::passthrough::record::Draft,
-    req: &crate::passthrough::Inbound,
+    app: &Arc<App>,
+    rt: &Arc<Runtime>,
+    draft: Draft,
+    req: &Inbound,
     links: &[Link],
-) -> Result<
-    axum::response::Response,
-    (
-        crate::passthrough::record::Draft,
-        Option<crate::translate::ProviderError>,
-    ),
-> {
+) -> Result<Response, (Draft, Option<Failure>)> {
     match req.route {
-        crate::passthrough::Route::CountTokens => count::serve(app, rt, draft, req, links).await,
-        _ => fallback::serve(app, rt, draft, req, links).await,
+        Route::CountTokens => count::serve(app, rt, draft, req, links).await,
+        Route::Messages | Route::Models => fallback::serve(app, rt, draft, req, links).await,
     }
 }
 
