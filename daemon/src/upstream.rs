@@ -6,9 +6,10 @@
 //! 2. [`Upstream::observe`]: every answer's headers (Anthropic's unified quota headers);
 //! 3. [`Upstream::classify`]: an error answer as an [`Outcome`] and the failure the client would
 //!    get;
-//! 4. [`Upstream::answering`]: for a 2xx answer, the body [`Adapter`] (identity for Anthropic,
-//!    zero-copy; a streaming translation for the others), the client's headers and the [`Sink`]
-//!    told when the answer ends.
+//! 4. [`Upstream::adapter`]: for a 2xx answer, the body [`Adapter`] (identity for Anthropic,
+//!    zero-copy; a streaming translation for the others);
+//! 5. [`Upstream::respond`]: once committed, the client's headers and the [`Sink`] told when the
+//!    answer ends.
 //!
 //! [`send`] runs the phases and the commit rule they share: nothing goes to the client until the
 //! adapter produced its first output, so an empty body, a cut before the first event or an
@@ -341,7 +342,7 @@ async fn commit<U: Upstream>(
     (Outcome::Success, Reply::Relayed(out))
 }
 
-/// Read a (small) error body whole, up to [`MAX_ERROR_BODY`].
+/// Read a (small) error body whole, up to 1 MiB.
 pub async fn read_capped(
     mut response: reqwest::Response,
     idle: Duration,
