@@ -131,3 +131,45 @@ async fn subscription_accounts_do_not_serve_the_openai_endpoint() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_provider_serves_openai_clients_too() {
+    use neurolink_tests::fake_providers::{self, FakeProviders, Which};
+    let fake = FakeAnthropic::start().await.unwrap();
+    let providers = FakeProviders::start().await.unwrap();
+    let home = TestHome::new().unwrap();
+    home.write_config(&format!(
+        "routing:\n  model-mappings:\n    - {{from: gemini-alias, to: gemini-2.5-flash, provider: google-ai}}\nproviders:\n  anthropic:\n    baseUrl: {}\n  google-ai:\n    baseUrl: {}\n    apiKey: g-test\n",
+        fake.url(),
+        providers.gemini_url()
+    ))
+    .unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let r = http()
+        .post(format!("{}/v1/chat/completions", d.url))
+        .json(&json!({"model": "gemini-alias", "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-neurolink-provider"], "google-ai");
+    let text = r.text().await.unwrap();
+    let mut content = String::new();
+    for data in text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["object"], "chat.completion.chunk", "{text}");
+        content.push_str(
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or_default(),
+        );
+    }
+    assert_eq!(content, fake_providers::TEXT_PIECES.concat());
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(providers.count(Which::Gemini), 1);
+    assert_eq!(fake.recorded().len(), 0);
+}
