@@ -1,4 +1,4 @@
-//! Where accounts come from (DESIGN.md §3): `tokens.json` compound keys; else the legacy
+//! Where accounts come from (docs/design.md §1): `tokens.json` compound keys; else the legacy
 //! credentials file; else `ANTHROPIC_API_KEY`; plus the config file's `accounts.anthropic[]`.
 //!
 //! Discovery only reads: refreshed tokens are written by `auth::refresh`. A store that does not

@@ -1,5 +1,5 @@
 //! One daemon per NeuroLink home: `proxy-state.json` says who runs (NeuroLink's format,
-//! `neurolink-files.md` §4). Start refuses when it names a live daemon, and takes over a stale
+//! docs/formats.md). Start refuses when it names a live daemon, and takes over a stale
 //! one; stop removes it (and the socket) if they are still ours.
 
 use std::time::Duration;

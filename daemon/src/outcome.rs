@@ -14,7 +14,7 @@ pub enum Outcome {
     /// 429: the account is rate limited. `retry_after` from the header (seconds or HTTP date).
     RateLimited { retry_after: Option<Duration> },
     /// 429 with no rate-limit headers and message `"Error"`: Anthropic refusing this request on
-    /// policy grounds (see `anthropic-oauth.md`). Every account would get the same answer.
+    /// policy grounds (see docs/oauth.md). Every account would get the same answer.
     PolicyRejected,
     /// The account has no credit for this request (`out_of_credits` in the unified overage
     /// headers). Model- or beta-scoped: another account may serve it; this one is not benched.

@@ -1,5 +1,5 @@
 //! `account-quotas.json`: the last unified 5h/7d utilisation seen per account, in NeuroLink's
-//! format (`neurolink-files.md` §3), keyed by account label.
+//! format (docs/formats.md), keyed by account label.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Anthropic SSE streams in the exact event grammar (`anthropic-messages.md` §7).
+//! Anthropic SSE streams in the exact event grammar (docs/translation.md describes it).
 
 use serde_json::{json, Value};
 

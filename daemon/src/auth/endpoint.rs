@@ -1,4 +1,4 @@
-//! The OAuth token endpoint: the `refresh_token` grant (`anthropic-oauth.md` §5).
+//! The OAuth token endpoint: the `refresh_token` grant (docs/oauth.md, "Refreshing").
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Logging in, as library code the CLI and (later) the IPC socket share: PKCE S256 against
-//! Anthropic's OAuth pages (`anthropic-oauth.md` §2-4, §7), and storing the result in
+//! Anthropic's OAuth pages (docs/oauth.md), and storing the result in
 //! `tokens.json`.
 //!
 //! A flow is two calls: [`LoginFlow::start`] gives the URL to open; [`LoginFlow::complete`] takes

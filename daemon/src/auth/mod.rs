@@ -18,7 +18,7 @@ use neurolink_shared::Secret;
 
 use crate::clock::Millis;
 
-/// Refresh before a request when the token expires within this (DESIGN.md §3).
+/// Refresh before a request when the token expires within this (docs/design.md §4).
 pub const REFRESH_BEFORE_MS: u64 = 60 * 60 * 1000;
 /// On 401, refresh and retry the same account up to this many times, then cool it.
 pub const MAX_AUTH_RETRIES: u32 = 5;

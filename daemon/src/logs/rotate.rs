@@ -1,4 +1,4 @@
-//! Log cleanup (DESIGN.md §7): at start and hourly, delete log files older than 7 days, then the
+//! Log cleanup (docs/design.md §8): at start and hourly, delete log files older than 7 days, then the
 //! oldest while the folder is over 500 MB.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Header rules of the passthrough (DESIGN.md §5): what goes upstream, what comes back.
+//! Header rules of the passthrough (docs/design.md §5): what goes upstream, what comes back.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 

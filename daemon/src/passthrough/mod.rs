@@ -600,7 +600,7 @@ fn first_event_error(events: &[u8]) -> Option<Bytes> {
     Some(Bytes::copy_from_slice(data.trim_ascii()))
 }
 
-/// `{base}{path}?{query}`, with `beta=true` on the Messages endpoints (DESIGN.md §5).
+/// `{base}{path}?{query}`, with `beta=true` on the Messages endpoints (docs/design.md §5).
 pub fn upstream_url(base: &str, path_and_query: &str, route: Route) -> String {
     let base = base.trim_end_matches('/');
     let mut url = String::with_capacity(base.len() + path_and_query.len() + 10);

@@ -1,4 +1,4 @@
-//! What an [`Outcome`] costs the account that produced it: the cooldown half of DESIGN.md §3.
+//! What an [`Outcome`] costs the account that produced it: the cooldown half of docs/design.md §3.
 //! The numbers live here and nowhere else.
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The account pool: which account serves the next attempt, and what each answer costs it.
 //!
 //! Pure logic: no I/O, no clock of its own (every call takes `now` in Unix ms), so each rule of
-//! DESIGN.md §3 is unit-tested by moving time by hand. The request path holds the pool behind a
+//! docs/design.md §3 is unit-tested by moving time by hand. The request path holds the pool behind a
 //! mutex for the few microseconds of [`Pool::pick`] and [`Pool::report`].
 
 pub mod cooldown;

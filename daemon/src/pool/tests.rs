@@ -1,4 +1,4 @@
-//! Every row of DESIGN.md §3's table, with time moved by hand.
+//! Every row of docs/design.md §3's table, with time moved by hand.
 
 use std::time::Duration;
 

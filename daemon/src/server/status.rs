@@ -14,7 +14,7 @@ fn uptime_secs(app: &App) -> f64 {
     app.now_ms().saturating_sub(app.settings.started_at_ms) as f64 / 1000.0
 }
 
-/// NeuroLink's `/health` shape (`neurolink-files.md` §9).
+/// NeuroLink's `/health` shape (docs/formats.md lists the files; `/health` keeps NeuroLink's fields).
 pub fn health(app: &App) -> Value {
     json!({
         "status": "ok",

@@ -2,7 +2,7 @@
 //! and the loader, whose every error names the file, the line and column where known, and the key.
 //!
 //! Policy: wrong types and missing required keys are errors; unknown keys, literal secrets and
-//! declined cloaking plugins are warnings (DESIGN.md §4, §8). A missing default config file is not
+//! declined cloaking plugins are warnings (docs/config.md, docs/out-of-scope.md). A missing default config file is not
 //! an error: the defaults apply.
 
 pub mod interpolate;
@@ -241,7 +241,7 @@ fn continue_checks(a: &ConfigAccount, key: &str, origin: &Path) -> Result<(), Co
     Ok(())
 }
 
-/// Checks serde cannot express, and the warnings DESIGN.md §4 and §8 ask for.
+/// Checks serde cannot express, and the warnings docs/config.md and docs/out-of-scope.md describe.
 fn validate(c: &ProxyConfig, origin: &Path, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
     let file = origin.display();
     for (i, a) in c.accounts.anthropic.iter().enumerate() {
@@ -411,7 +411,7 @@ fn check_url(origin: &Path, key: &str, url: &IString) -> Result<(), ConfigError>
 }
 
 /// The seed's cloaking plugins exist to make other clients look like Claude Code; we forward
-/// Claude Code's own traffic instead (DESIGN.md §8). Accept the keys, say plainly what is ignored.
+/// Claude Code's own traffic instead (docs/out-of-scope.md). Accept the keys, say plainly what is ignored.
 fn cloaking_warnings(c: &Cloaking, file: &str, warnings: &mut Vec<String>) {
     if c.mode == CloakMode::Always {
         warnings.push(format!(

@@ -1,4 +1,4 @@
-//! The shape of `proxy-config.yaml` (DESIGN.md §4), with every default filled in, so that
+//! The shape of `proxy-config.yaml` (docs/config.md), with every default filled in, so that
 //! serializing a loaded config prints the effective one. Secrets serialize masked.
 //!
 //! NeuroLink's keys are kept as they are (kebab-case routing keys, with the camelCase aliases it
@@ -208,7 +208,7 @@ pub enum CloakMode {
     Never,
 }
 
-/// Accepted so a NeuroLink config loads unchanged; see DESIGN.md §8 for what we decline.
+/// Accepted so a NeuroLink config loads unchanged; see docs/out-of-scope.md for what we decline.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Cloaking {
     pub mode: CloakMode,

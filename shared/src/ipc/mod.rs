@@ -1,4 +1,4 @@
-//! The daemon's local control socket: JSON-RPC 2.0, one JSON object per line (DESIGN.md §6).
+//! The daemon's local control socket: JSON-RPC 2.0, one JSON object per line (docs/ipc.md).
 //!
 //! # Layout
 //! - [`protocol`]: the wire types (requests, responses, errors, events, account views).

@@ -1,4 +1,4 @@
-//! Every row of DESIGN.md §3's policy table, end to end. The numbers themselves (doubling, caps)
+//! Every row of docs/design.md §3's policy table, end to end. The numbers themselves (doubling, caps)
 //! are pinned with a hand-moved clock in `daemon/src/pool/tests.rs`; here each row's visible
 //! effect is checked: who answered, who was tried, and the account's state in `/status`.
 

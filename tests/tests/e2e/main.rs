@@ -1,5 +1,5 @@
 //! End-to-end suites: the real `neurolink` binary against the fake upstream, over real HTTP on
-//! 127.0.0.1. One test binary (see STYLE.md).
+//! 127.0.0.1. One test binary: one link step, and the suite shares the built daemon.
 
 // An unwrap that fails here is the test failing, with its line: allowed in this suite only.
 #![allow(clippy::unwrap_used)]

@@ -1,4 +1,4 @@
-//! Byte-for-byte forwarding and the header rules of DESIGN.md §5.
+//! Byte-for-byte forwarding and the header rules of docs/design.md §5.
 
 use neurolink_tests::fake_anthropic::{Behavior, FakeAnthropic};
 use neurolink_tests::harness::{
