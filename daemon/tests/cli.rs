@@ -50,3 +50,46 @@ fn bad_strategy_is_rejected_with_choices() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("round-robin"), "{err}");
 }
+
+#[test]
+fn version_completions_and_man_page() {
+    let out = neurolink()
+        .arg("--version")
+        .output()
+        .expect("run neurolink");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.starts_with(concat!("neurolink ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    // Built from this checkout: the commit is named.
+    if std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.git")).exists() {
+        assert!(text.contains("(commit "), "{text}");
+    }
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef neurolink"),
+        ("fish", "complete -c neurolink"),
+    ] {
+        let out = neurolink()
+            .args(["completions", shell])
+            .output()
+            .expect("run neurolink");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        assert!(text.contains(marker), "{shell}: {text}");
+        assert!(text.contains("proxy"), "{shell} completes subcommands");
+    }
+    let out = neurolink().arg("man").output().expect("run neurolink");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains(".TH neurolink 1"), "{text}");
+    assert!(text.contains("completions"), "{text}");
+    let out = neurolink()
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("run neurolink");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bash"));
+}

@@ -17,7 +17,7 @@ mod doctor;
 #[derive(Parser, Debug)]
 #[command(
     name = "neurolink",
-    version,
+    version = env!("NEUROLINK_VERSION"),
     about = "A local proxy that pools Claude accounts for Claude Code",
     long_about = "A local proxy that pools several Anthropic accounts (API keys and Claude Pro/Max logins) \
 behind one address. Point Claude Code at it with ANTHROPIC_BASE_URL; it picks an account per request \
@@ -89,6 +89,20 @@ neurolink rpc logs.tail '{\"limit\":5}'\n  neurolink rpc subscribe '{\"topics\":
         /// The params object, as JSON
         params: Option<String>,
     },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  neurolink completions bash > ~/.local/share/bash-completion/completions/neurolink\n  \
+neurolink completions zsh > \"${fpath[1]}/_neurolink\"\n  neurolink completions fish > ~/.config/fish/completions/neurolink.fish"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), for `man -l -` or a man folder.
+    #[command(
+        after_help = "Example:\n  neurolink man | man -l -\n  neurolink man > ~/.local/share/man/man1/neurolink.1"
+    )]
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -257,6 +271,21 @@ pub fn main() -> ExitCode {
         Command::Demo { headless } => crate::demo::run(crate::demo::DemoOptions {
             headless: headless.map(std::time::Duration::from_secs),
         }),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "neurolink", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the manual page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
