@@ -51,6 +51,10 @@ pub enum LoginError {
     CreateKey(String),
     #[error("the API key was refused: {0}")]
     BadKey(String),
+    #[error("could not check the API key ({0}); store it without the check with --no-verify")]
+    CheckFailed(String),
+    #[error("that is not an API key: {0}")]
+    NotAKey(String),
     #[error("cannot save the account: {0}")]
     Store(String),
     #[error("no secure random source: {0}")]
@@ -296,6 +300,33 @@ async fn create_api_key(
         .map_err(|e| LoginError::CreateKey(format!("unreadable answer: {e}")))
 }
 
+/// Refuse, before anything is sent, text that cannot be an API key (a pasted sentence, a shell
+/// line, a login token).
+pub fn check_key_shape(key: &str) -> Result<(), LoginError> {
+    if key.is_empty() {
+        return Err(LoginError::NotAKey("it is empty".into()));
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
+    {
+        return Err(LoginError::NotAKey(format!(
+            "it contains {c:?}; paste the key alone"
+        )));
+    }
+    if key.starts_with("sk-ant-oat") || key.starts_with("sk-ant-ort") {
+        return Err(LoginError::NotAKey(
+            "it is a Claude login token, not an API key; log in with --method oauth".into(),
+        ));
+    }
+    if key.len() < 6 || key.contains('=') && !key.starts_with("sk-") {
+        return Err(LoginError::NotAKey(
+            "too short, or a shell assignment; keys look like sk-ant-api03-...".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Check an API key with one cheap call (`GET /v1/models?limit=1`).
 pub async fn check_api_key(
     client: &reqwest::Client,
@@ -310,14 +341,16 @@ pub async fn check_api_key(
         .timeout(super::endpoint::REFRESH_TIMEOUT)
         .send()
         .await
-        .map_err(|e| LoginError::BadKey(format!("could not check it: {e}")))?;
+        .map_err(|e| LoginError::CheckFailed(format!("Anthropic could not be reached: {e}")))?;
     match r.status().as_u16() {
         200..=299 => Ok(()),
         401 | 403 => Err(LoginError::BadKey(format!(
             "HTTP {} from Anthropic",
             r.status()
         ))),
-        s => Err(LoginError::BadKey(format!("could not check it: HTTP {s}"))),
+        s => Err(LoginError::CheckFailed(format!(
+            "Anthropic answered HTTP {s}"
+        ))),
     }
 }
 
@@ -331,19 +364,34 @@ pub struct Placement {
     pub add: bool,
 }
 
-/// Write the account; returns its label. Re-login of a label replaces its tokens and clears its
-/// disabled state.
+/// Where an account was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub label: String,
+    /// The account this login replaced (without `--add`), to say so.
+    pub replaced: Option<String>,
+}
+
+/// Write the account. Re-login of a label replaces its tokens and clears its disabled state;
+/// without `--add` the first stored account gives way, and [`Stored::replaced`] names it.
 pub fn store_account(
     store: &Store,
     account: &NewAccount,
     placement: &Placement,
-) -> Result<String, LoginError> {
+) -> Result<Stored, LoginError> {
     let label = placement
         .label
         .clone()
         .filter(|l| !l.trim().is_empty())
         .or_else(|| account.email.clone())
-        .unwrap_or_else(short_id);
+        .unwrap_or_else(|| match &account.credential {
+            // A key's last characters, as the Console shows them: readable, and it tells keys apart.
+            NewCredential::ApiKey(key) => {
+                let k = key.expose();
+                format!("key-{}", &k[k.len().saturating_sub(4)..])
+            }
+            NewCredential::OAuth { .. } => short_id(),
+        });
     let now = now_ms();
     let tokens = match &account.credential {
         NewCredential::OAuth {
@@ -377,8 +425,9 @@ pub fn store_account(
         disabled_reason: None,
         extra: Default::default(),
     };
-    store
+    let replaced = store
         .update(|f| {
+            let mut replaced = None;
             if !placement.add {
                 let key = format!("anthropic:{label}");
                 let default = f
@@ -388,13 +437,15 @@ pub fn store_account(
                     .cloned();
                 if let Some(default) = default.filter(|d| *d != key) {
                     f.providers.remove(&default);
+                    replaced = default.strip_prefix("anthropic:").map(str::to_string);
                 }
             }
-            f.set_entry(&label, &entry).map_err(|e| e.to_string())
+            f.set_entry(&label, &entry).map_err(|e| e.to_string())?;
+            Ok::<_, String>(replaced)
         })
         .map_err(|e| LoginError::Store(e.to_string()))?
         .map_err(LoginError::Store)?;
-    Ok(label)
+    Ok(Stored { label, replaced })
 }
 
 fn with_email(scope: &str, email: Option<&str>) -> String {

@@ -43,8 +43,10 @@ pub enum AuthCommand {
 neurolink auth login anthropic --method oauth --add --label work\n  \
 ANTHROPIC_API_KEY=sk-ant-... neurolink auth login anthropic --method api-key --non-interactive\n\n\
 Browser logins print a URL; after you approve, the page shows a code (code#state) to paste here.\n\
-Without --add the new login replaces the first stored account; logging in again with the same\n\
-label replaces its tokens and clears its disabled state."
+Without --add the new login replaces the first stored account (and says which); logging in again\n\
+with the same label replaces its tokens and clears its disabled state. API keys are checked with\n\
+Anthropic before they are stored (--no-verify skips that); without --label a key is named\n\
+key-<its last 4 characters>."
     )]
     Login {
         provider: Provider,
@@ -59,6 +61,9 @@ label replaces its tokens and clears its disabled state."
         /// Never prompt: API keys come from ANTHROPIC_API_KEY, browser codes from standard input
         #[arg(long)]
         non_interactive: bool,
+        /// Store an API key without checking it with Anthropic first (e.g. offline)
+        #[arg(long)]
+        no_verify: bool,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
@@ -113,6 +118,7 @@ pub fn run(cmd: AuthCommand) -> ExitCode {
             add,
             label,
             non_interactive,
+            no_verify,
             format,
             ..
         } => login(
@@ -120,7 +126,10 @@ pub fn run(cmd: AuthCommand) -> ExitCode {
             &store,
             method,
             Placement { label, add },
-            non_interactive,
+            Prompting {
+                non_interactive,
+                no_verify,
+            },
             format,
         ),
         AuthCommand::List { format } => list(&paths, format),
@@ -584,14 +593,21 @@ fn open_browser(url: &str) {
     }
 }
 
+/// How a login may ask for what it needs.
+struct Prompting {
+    non_interactive: bool,
+    no_verify: bool,
+}
+
 fn login(
     paths: &Paths,
     store: &Store,
     method: Option<LoginMethod>,
     placement: Placement,
-    non_interactive: bool,
+    prompting: Prompting,
     format: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
+    let non_interactive = prompting.non_interactive;
     let method = match method {
         Some(m) => m,
         None if non_interactive => anyhow::bail!(
@@ -615,15 +631,24 @@ fn login(
                     )
                 })?
             } else {
+                use std::io::IsTerminal;
+                anyhow::ensure!(
+                    std::io::stdin().is_terminal(),
+                    "no terminal to type the key in: pass it in ANTHROPIC_API_KEY with --non-interactive"
+                );
                 rpassword::prompt_password("Anthropic API key (input hidden): ")?
             };
             let key = neurolink_shared::Secret::new(key.trim());
-            anyhow::ensure!(!key.is_empty(), "the API key is empty");
-            runtime.block_on(login::check_api_key(
-                &client,
-                &cfg.providers.anthropic.base_url.value,
-                &key,
-            ))?;
+            login::check_key_shape(key.expose())?;
+            if prompting.no_verify {
+                eprintln!("Not checked with Anthropic (--no-verify).");
+            } else {
+                runtime.block_on(login::check_api_key(
+                    &client,
+                    &cfg.providers.anthropic.base_url.value,
+                    &key,
+                ))?;
+            }
             NewAccount {
                 email: None,
                 credential: NewCredential::ApiKey(key),
@@ -649,7 +674,13 @@ fn login(
             runtime.block_on(flow.complete(&client, &pasted))?
         }
     };
-    let label = login::store_account(store, &account, &placement)?;
+    let login::Stored { label, replaced } = login::store_account(store, &account, &placement)?;
+    if let Some(old) = &replaced {
+        eprintln!(
+            "Replaced the account `{old}` (without --add a login takes the first account's place; \
+             add --add to keep both)."
+        );
+    }
     let (kind, expires) = match &account.credential {
         NewCredential::OAuth { expires_at_ms, .. } => ("oauth", Some(*expires_at_ms)),
         NewCredential::ApiKey(_) => ("api_key", None),
@@ -658,7 +689,7 @@ fn login(
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({"label": label, "email": account.email, "kind": kind, "expiresAt": expires})
+                &json!({"label": label, "email": account.email, "kind": kind, "expiresAt": expires, "replaced": replaced})
             )?
         );
     } else {

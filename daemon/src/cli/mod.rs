@@ -441,6 +441,7 @@ fn setup(args: &InstallArgs, no_service: bool, method: auth::LoginMethod) -> Exi
             add: true,
             label: None,
             non_interactive: false,
+            no_verify: false,
             format: OutputFormat::Text,
         });
         if code != ExitCode::SUCCESS {

@@ -243,7 +243,8 @@ async fn login_complete(app: &Arc<App>, p: LoginCompleteParams) -> Result<Accoun
         tokio::task::spawn_blocking(move || login::store_account(&store, &account, &placement))
             .await
             .map_err(|e| RpcError::new(codes::INTERNAL, e.to_string()))?
-            .map_err(|e| RpcError::new(codes::FAILED, e.to_string()))?;
+            .map_err(|e| RpcError::new(codes::FAILED, e.to_string()))?
+            .label;
     let _ = crate::store_watch::reload(app).await;
     let id = find(app, &label)?;
     let state = app.pool().state(id, app.now_ms()).view();

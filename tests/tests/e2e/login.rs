@@ -313,3 +313,111 @@ async fn relogin_replaces_tokens_and_clears_disabled_and_without_add_replaces_th
     assert!(s["providers"].get("anthropic:other").is_some());
     assert_eq!(s["futureTopLevel"], 7, "unknown fields survive");
 }
+
+/// Run `auth login anthropic --method api-key <args>` with `key` in ANTHROPIC_API_KEY and stdin
+/// closed; the output.
+fn key_login(home: &TestHome, key: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut cmd = command(home);
+    cmd.args(["auth", "login", "anthropic", "--method", "api-key"])
+        .args(args)
+        .stdin(Stdio::null());
+    if let Some(k) = key {
+        cmd.env("ANTHROPIC_API_KEY", k);
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_login_is_clear_about_labels_terminals_networks_and_non_keys() {
+    let e = env().await;
+    // No label: the key's last characters name it.
+    let out = key_login(
+        &e.home,
+        Some("sk-ant-api03-abcdWXYZ"),
+        &["--non-interactive", "--add"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stored(&e.home)["providers"]
+        .get("anthropic:key-WXYZ")
+        .is_some());
+
+    // Without --add, the replaced account is named.
+    let out = key_login(
+        &e.home,
+        Some("sk-ant-api03-efgh1234"),
+        &["--non-interactive"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Replaced the account `key-WXYZ`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--add"), "{stderr}");
+
+    // No terminal to type in: say how, not "os error 6".
+    let out = key_login(&e.home, None, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--non-interactive") && stderr.contains("ANTHROPIC_API_KEY"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("os error"), "{stderr}");
+
+    // Not a key: refused locally, nothing sent.
+    let before = e.fake.recorded().len();
+    for (bad, why) in [
+        ("sk-ant-oat01-logintoken", "login token"),
+        ("sk-ant-api03 with spaces", "paste the key alone"),
+        ("ANTHROPIC_API_KEY=x", "shell assignment"),
+    ] {
+        let out = key_login(&e.home, Some(bad), &["--non-interactive", "--add"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}");
+        assert!(
+            stderr.contains("not an API key") && stderr.contains(why),
+            "{bad}: {stderr}"
+        );
+    }
+    assert_eq!(
+        e.fake.recorded().len(),
+        before,
+        "nothing was sent for a non-key"
+    );
+
+    // Anthropic unreachable: that is what the error says, and --no-verify stores the key anyway.
+    let offline = TestHome::new().unwrap();
+    offline
+        .write_config("providers:\n  anthropic: {baseUrl: \"http://127.0.0.1:9\"}\n")
+        .unwrap();
+    let out = key_login(
+        &offline,
+        Some("sk-ant-api03-offline1"),
+        &["--non-interactive", "--add"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("could not check the API key") && stderr.contains("--no-verify"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("refused"), "{stderr}");
+    let out = key_login(
+        &offline,
+        Some("sk-ant-api03-offline1"),
+        &["--non-interactive", "--add", "--no-verify"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stored(&offline)["providers"]
+        .get("anthropic:key-ine1")
+        .is_some());
+}
