@@ -39,10 +39,16 @@ impl Paths {
     /// The config file to use when `--config` is not given: `proxy-config.yaml`, else
     /// `proxy-config.yml`, else `proxy-config.json`, else `None`.
     pub fn default_config(&self) -> Option<PathBuf> {
+        self.config_candidates().into_iter().next()
+    }
+
+    /// Every default config file present, the one used first (`.yaml`, `.yml`, then `.json`).
+    pub fn config_candidates(&self) -> Vec<PathBuf> {
         ["proxy-config.yaml", "proxy-config.yml", "proxy-config.json"]
             .iter()
             .map(|n| self.home.join(n))
-            .find(|p| p.is_file())
+            .filter(|p| p.is_file())
+            .collect()
     }
 
     pub fn tokens(&self) -> PathBuf {

@@ -227,10 +227,17 @@ pub enum ConfigCommand {
     #[command(
         after_help = "Exit status: 0 valid, 1 invalid.\nExample:\n  neurolink config check --format json"
     )]
+    #[command(
+        after_help = "Exit status: 0 when the config is valid, 1 when it is not (or, with --strict, when it \
+has warnings: unknown keys, literal secrets, links to unknown providers)."
+    )]
     Check {
         /// Config file [default: $NEUROLINK_HOME/proxy-config.yaml]
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Fail on warnings too (unknown keys, literal secrets, ...)
+        #[arg(long)]
+        strict: bool,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },
@@ -247,7 +254,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Proxy(ProxyCommand::Start(args)) => proxy_start(args),
-        Command::Config(ConfigCommand::Check { config, format }) => config_check(config, format),
+        Command::Config(ConfigCommand::Check {
+            config,
+            strict,
+            format,
+        }) => config_check(config, strict, format),
         Command::Auth(cmd) => auth::run(cmd),
         Command::Proxy(ProxyCommand::Stop) => control::stop(),
         Command::Proxy(ProxyCommand::Install(args)) => install(&args),
@@ -545,7 +556,7 @@ fn proxy_start(args: StartArgs) -> ExitCode {
     }
 }
 
-fn config_check(path: Option<PathBuf>, format: OutputFormat) -> ExitCode {
+fn config_check(path: Option<PathBuf>, strict: bool, format: OutputFormat) -> ExitCode {
     let paths = Paths::from_env();
     match config::load(path.as_deref(), &paths, &EnvSource::Process) {
         Ok(loaded) => {
@@ -556,7 +567,7 @@ fn config_check(path: Option<PathBuf>, format: OutputFormat) -> ExitCode {
             match format {
                 OutputFormat::Json => {
                     let out = serde_json::json!({
-                        "valid": true,
+                        "valid": !(strict && !loaded.warnings.is_empty()),
                         "path": loaded.path,
                         "warnings": loaded.warnings,
                         "config": loaded.config,
@@ -576,6 +587,15 @@ fn config_check(path: Option<PathBuf>, format: OutputFormat) -> ExitCode {
                         Err(e) => eprintln!("error: cannot print the config: {e}"),
                     }
                 }
+            }
+            if strict && !loaded.warnings.is_empty() {
+                if format == OutputFormat::Text {
+                    eprintln!(
+                        "error: {} warning(s), and --strict fails on warnings",
+                        loaded.warnings.len()
+                    );
+                }
+                return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }

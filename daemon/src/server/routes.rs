@@ -24,6 +24,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/health", get(health))
         .route("/status", get(status_route))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
 }
 
@@ -220,6 +221,25 @@ async fn status_route(State(app): State<Arc<App>>, headers: http::HeaderMap) -> 
         return denied;
     }
     Json(status::status(&app)).into_response()
+}
+
+/// `GET /v1/messages` and the like: Anthropic's error shape, naming the method to use.
+async fn method_not_allowed(req: Request<Body>) -> Response {
+    let path = req.uri().path();
+    let allowed = if matches!(path, "/health" | "/status") || path.starts_with("/v1/models") {
+        "GET"
+    } else {
+        "POST"
+    };
+    let mut r = errors::anthropic(
+        &errors::request_id(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        &format!("{} {path} is not served; use {allowed}", req.method()),
+    );
+    r.headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
+    r
 }
 
 async fn not_found(req: Request<Body>) -> Response {

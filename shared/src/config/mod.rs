@@ -6,6 +6,7 @@
 //! an error: the defaults apply.
 
 pub mod interpolate;
+mod keys;
 pub mod model;
 mod yaml;
 
@@ -105,7 +106,16 @@ pub fn load(
         path: path.clone(),
         cause,
     })?;
-    let (config, warnings) = parse(&text, Format::for_path(&path), &path, env)?;
+    let (config, mut warnings) = parse(&text, Format::for_path(&path), &path, env)?;
+    if explicit.is_none() {
+        for other in paths.config_candidates().iter().skip(1) {
+            warnings.push(format!(
+                "{} is ignored: {} is the config in use (remove one of them)",
+                other.display(),
+                path.display()
+            ));
+        }
+    }
     Ok(Loaded {
         config,
         path: Some(path),
@@ -148,15 +158,14 @@ pub fn parse(
         }
     })?;
     let config = parsed.unwrap_or_default();
+    let known = if ignored.is_empty() {
+        Default::default()
+    } else {
+        keys::known_keys()
+    };
     let mut warnings: Vec<String> = ignored
         .into_iter()
-        .map(|k| {
-            format!(
-                "{}: unknown key `{}` is ignored",
-                origin.display(),
-                key_path(&k)
-            )
-        })
+        .map(|k| unknown_key_warning(&k, &known, text, format, origin))
         .collect();
     validate(&config, origin, &mut warnings)?;
     Ok((config, warnings))
@@ -201,6 +210,82 @@ fn invalid(
         key,
         message,
     }
+}
+
+/// `file:line:column: unknown key `server.prot` is ignored; did you mean `port`?`
+fn unknown_key_warning(
+    raw: &str,
+    known: &std::collections::HashMap<String, Vec<&'static str>>,
+    text: &str,
+    format: Format,
+    origin: &Path,
+) -> String {
+    let segs: Vec<&str> = raw.split('.').filter(|s| *s != "?").collect();
+    let name = segs.last().copied().unwrap_or_default();
+    // The path of the struct that holds the key, as `keys::known_keys` names it.
+    let mut parent = String::new();
+    for seg in &segs[..segs.len().saturating_sub(1)] {
+        let join = |p: &str, s: &str| {
+            if p.is_empty() {
+                s.to_string()
+            } else {
+                format!("{p}.{s}")
+            }
+        };
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            parent.push_str("[]");
+        } else {
+            let candidate = join(&parent, seg);
+            let is_field = known.keys().any(|k| {
+                k == &candidate
+                    || k.starts_with(&format!("{candidate}."))
+                    || k.starts_with(&format!("{candidate}["))
+            });
+            parent = if is_field {
+                candidate
+            } else {
+                join(&parent, "*")
+            };
+        }
+    }
+    let position = key_position(text, name, format)
+        .map(|(l, c)| format!(":{l}:{c}"))
+        .unwrap_or_default();
+    let hint = keys::suggestion(known, &parent, name)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default();
+    format!(
+        "{}{position}: unknown key `{}` is ignored{hint}",
+        origin.display(),
+        key_path(raw)
+    )
+}
+
+/// Where `name` first appears as a key: line and column, 1-based.
+fn key_position(text: &str, name: &str, format: Format) -> Option<(usize, usize)> {
+    for (i, line) in text.lines().enumerate() {
+        let found = match format {
+            Format::Yaml => {
+                let body = line.trim_start();
+                let body = body.strip_prefix("- ").unwrap_or(body).trim_start();
+                let bare = body
+                    .strip_prefix(name)
+                    .is_some_and(|r| r.trim_start().starts_with(':'));
+                let quoted = [format!("\"{name}\""), format!("'{name}'")]
+                    .iter()
+                    .any(|q| {
+                        body.strip_prefix(q.as_str())
+                            .is_some_and(|r| r.trim_start().starts_with(':'))
+                    });
+                (bare || quoted).then(|| line.len() - body.len())
+            }
+            Format::Json => line.find(&format!("\"{name}\"")),
+        };
+        if let Some(col) = found {
+            return Some((i + 1, col + 1));
+        }
+    }
+    None
 }
 
 /// `?.accounts.anthropic.0.colour` (serde_ignored's form) as `accounts.anthropic[0].colour`.

@@ -374,3 +374,42 @@ fn providers_named_by_routing_must_be_configured() {
         "{err}"
     );
 }
+
+#[test]
+fn unknown_keys_say_where_and_what_was_meant() {
+    let text = "server:\n  prot: 8080\naccounts:\n  anthropic:\n    - name: a\n      excludedModel: [x]\nroutnig: {}\nproviders:\n  openai-compatible:\n    local: {baseUrl: 'http://127.0.0.1:1/v1', apikey: k}\n";
+    let (_, w) = yaml(text, &env(&[])).unwrap();
+    let all = w.join("\n");
+    assert!(
+        all.contains(
+            "proxy-config.yaml:2:3: unknown key `server.prot` is ignored; did you mean `port`?"
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains(":6:7: unknown key `accounts.anthropic[0].excludedModel` is ignored; did you mean `excludedModels`?"),
+        "{all}"
+    );
+    assert!(
+        all.contains(":7:1: unknown key `routnig` is ignored; did you mean `routing`?"),
+        "{all}"
+    );
+    assert!(
+        all.contains("unknown key `providers.openai-compatible.local.apikey` is ignored; did you mean `apiKey`?"),
+        "{all}"
+    );
+    let json = r#"{"server": {"hots": "127.0.0.1"}}"#;
+    let (_, w) = parse(
+        json,
+        Format::Json,
+        Path::new("/cfg/proxy-config.json"),
+        &env(&[]),
+    )
+    .unwrap();
+    assert!(
+        w.iter().any(|m| m.contains(
+            "proxy-config.json:1:13: unknown key `server.hots` is ignored; did you mean `host`?"
+        )),
+        "{w:?}"
+    );
+}

@@ -59,9 +59,37 @@ fn warnings_for_unknown_keys_and_literal_keys() {
     let out = command(&home).args(["config", "check"]).output().unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("unknown key `sevrer`"), "{stdout}");
+    assert!(
+        stdout.contains(":5:1: unknown key `sevrer` is ignored; did you mean `server`?"),
+        "{stdout}"
+    );
     assert!(stdout.contains("literal API key"), "{stdout}");
     assert!(!stdout.contains("literal-literal-literal"), "{stdout}");
+
+    // --strict fails on them.
+    let out = command(&home)
+        .args(["config", "check", "--strict"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--strict"));
+    let out = command(&home)
+        .args(["config", "check", "--strict", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+
+    // Two default config files: the one in use is named.
+    home.write("proxy-config.json", "{}").unwrap();
+    let out = command(&home).args(["config", "check"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("proxy-config.json is ignored")
+            && stdout.contains("proxy-config.yaml is the config in use"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -347,6 +347,21 @@ async fn bad_json_and_unknown_paths_get_anthropic_errors() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // The wrong method on a known path: Anthropic's shape, with the method to use.
+    let r = http()
+        .get(format!("{}/v1/messages", d.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+    let e: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        e["error"]["message"],
+        "GET /v1/messages is not served; use POST"
+    );
     assert_eq!(fake.total(), 0);
 }
 
