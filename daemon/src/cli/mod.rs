@@ -567,7 +567,7 @@ fn config_check(path: Option<PathBuf>, strict: bool, format: OutputFormat) -> Ex
             match format {
                 OutputFormat::Json => {
                     let out = serde_json::json!({
-                        "valid": !(strict && !loaded.warnings.is_empty()),
+                        "valid": !strict || loaded.warnings.is_empty(),
                         "path": loaded.path,
                         "warnings": loaded.warnings,
                         "config": loaded.config,
