@@ -12,7 +12,6 @@
 //! `x-fake-cut-inside: K` K whole events, then half of the next, then the connection breaks.
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,6 +51,8 @@ pub enum Behavior {
     CutInside(usize),
     /// A normal stream with this pause before every event.
     Slow(Duration),
+    /// The connection is closed before any response header.
+    CloseBeforeHeaders,
     /// Exactly these headers and bytes.
     Raw {
         status: u16,
@@ -241,7 +242,10 @@ impl Drop for CancelGuard {
     }
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -282,6 +286,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             body,
         } => full(status, &headers, "application/octet-stream", body),
         Behavior::Empty => full(200, &[], "text/event-stream; charset=utf-8", Vec::new()),
+        Behavior::CloseBeforeHeaders => {
+            return Err(std::io::Error::other(
+                "closed by the test before any header",
+            ))
+        }
         Behavior::Hang => {
             let mut guard = CancelGuard {
                 shared: shared.clone(),

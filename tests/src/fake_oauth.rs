@@ -114,6 +114,11 @@ impl FakeOAuth {
         lock(&self.state).expires_in = secs;
     }
 
+    /// Scripted failures not yet served (a refresh attempt consumes one).
+    pub fn failures_left(&self) -> usize {
+        lock(&self.state).fail_next.len()
+    }
+
     /// Successful refreshes so far.
     pub fn refreshes(&self) -> usize {
         lock(&self.state).refreshes

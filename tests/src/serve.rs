@@ -1,6 +1,5 @@
 //! The accept loop every fake server shares: HTTP/1 with keep-alive, one task per connection.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -11,8 +10,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// Serve `handler` on `listener` until the returned task is aborted; `state` is handed to every
-/// request, and `on_accept` sees each new connection.
-pub fn spawn<S, H, F, B>(
+/// request, and `on_accept` sees each new connection. A handler's error closes the connection
+/// without an answer (how a fake plays a server that drops the request).
+pub fn spawn<S, H, F, B, E>(
     listener: TcpListener,
     state: Arc<S>,
     on_accept: fn(&S),
@@ -21,7 +21,8 @@ pub fn spawn<S, H, F, B>(
 where
     S: Send + Sync + 'static,
     H: Fn(Arc<S>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
-    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -79,6 +79,24 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
     // carry the same one. Requests refused here get a log line too (who knocked with the wrong
     // key, what was too big).
     let mut draft = Draft::new(app, req.method().as_str(), req.uri().path(), None);
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        let response = errors::anthropic(
+            &draft.request_id,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request_error",
+            &format!(
+                "the request headers are {} KB; at most {} KB are accepted",
+                header_bytes / 1024,
+                MAX_HEADER_BYTES / 1024
+            ),
+        );
+        return Err(draft.finish(app, response, None, Some("headers_too_large")));
+    }
     let rt = app.runtime();
     if let Some(denied) = check_client_key(&rt, &draft.request_id, req.headers()) {
         return Err(draft.finish(app, denied, None, Some("proxy_auth")));
@@ -168,6 +186,10 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
         model,
     })
 }
+
+/// Request headers larger than this get an Anthropic-shaped 431 (Claude Code sends a few KB;
+/// hyper itself refuses, with a bare 431, past about 400 KB).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 fn too_large(request_id: &str) -> Response {
     errors::anthropic(

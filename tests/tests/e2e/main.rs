@@ -13,6 +13,7 @@ mod demo;
 mod doctor;
 mod failover;
 mod fallback;
+mod fault_matrix;
 mod ipc;
 mod lifecycle;
 mod login;
