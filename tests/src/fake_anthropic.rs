@@ -102,6 +102,8 @@ struct Shared {
     connections: AtomicUsize,
     /// Extra headers on every answer to a credential (e.g. unified quota headers).
     answer_headers: Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// Random faults for unscripted requests: the rate and a seeded generator (the soak).
+    faults: Mutex<Option<(f64, fastrand::Rng)>>,
     next_id: AtomicUsize,
 }
 
@@ -153,6 +155,14 @@ impl FakeAnthropic {
         for _ in 0..times {
             queue.push_back(behavior.clone());
         }
+    }
+
+    /// From now on, each unscripted request fails with probability `rate`, with a fault drawn
+    /// from a generator seeded with `seed`: a 429 (retry after 1 s), a 529, a 500, an empty body,
+    /// a connection closed before headers, a stream whose first event is `overloaded_error`, or
+    /// a stream dropped after two events.
+    pub fn set_fault_rate(&self, rate: f64, seed: u64) {
+        *lock(&self.shared.faults) = Some((rate, fastrand::Rng::with_seed(seed)));
     }
 
     /// Every later answer to `credential` carries these headers too.
@@ -270,6 +280,7 @@ async fn handle(
     let behavior = lock(&shared.scripts)
         .get_mut(&cred)
         .and_then(VecDeque::pop_front)
+        .or_else(|| random_fault(&shared))
         .unwrap_or(Behavior::Normal);
     let n = shared.next_id.fetch_add(1, Ordering::SeqCst);
     let path = parts.uri.path();
@@ -311,6 +322,32 @@ async fn handle(
         }
     }
     Ok(response)
+}
+
+/// A fault drawn for the soak, when fault injection is on and the draw says so.
+fn random_fault(shared: &Shared) -> Option<Behavior> {
+    let mut faults = lock(&shared.faults);
+    let (rate, rng) = faults.as_mut()?;
+    if rng.f64() >= *rate {
+        return None;
+    }
+    let overloaded = sse::event(
+        "error",
+        &serde_json::json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}),
+    );
+    Some(match rng.u8(0..7) {
+        0 => Behavior::error(429, "rate_limit_error", "slow down").with_header("retry-after", "1"),
+        1 => Behavior::error(529, "overloaded_error", "Overloaded"),
+        2 => Behavior::error(500, "api_error", "Internal server error"),
+        3 => Behavior::Empty,
+        4 => Behavior::CloseBeforeHeaders,
+        5 => Behavior::Raw {
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            body: overloaded.into_bytes(),
+        },
+        _ => Behavior::DropAfter(2),
+    })
 }
 
 fn full(

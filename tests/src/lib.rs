@@ -8,6 +8,7 @@
 //! - [`fake_oauth`]: a token endpoint that rotates refresh tokens and counts reuses.
 //! - [`harness`]: temp homes, starting and stopping the daemon, small HTTP helpers.
 //! - [`pty`]: a program in a pseudo-terminal, its screen read by a terminal emulator.
+//! - [`soak`]: the daemon under load with random upstream faults, and what it reports.
 //! - [`serve`]: the accept loop the fakes share.
 //! - [`sse`]: the exact SSE bytes the fake sends, shared by tests that compare them.
 //!
@@ -19,4 +20,5 @@ pub mod fake_providers;
 pub mod harness;
 pub mod pty;
 pub mod serve;
+pub mod soak;
 pub mod sse;

@@ -191,6 +191,9 @@ async fn serve_accounts(
                 waited += retry_after_ms;
                 continue;
             }
+            // Accounts were tried and the rest cool too long: the last failure says more than
+            // "all cooling".
+            Chosen::Refuse(_) if last.is_some() => return Err((draft, NoAccount::Failed(last))),
             Chosen::Refuse(refusal) => return Err((draft, NoAccount::Refused(refusal))),
             Chosen::Exhausted => return Err((draft, NoAccount::Failed(last))),
         };

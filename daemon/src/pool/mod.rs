@@ -290,10 +290,9 @@ impl Pool {
             }
         }
         if eligible.is_empty() {
-            if any_active {
-                return Pick::Exhausted;
-            }
-            // An account this request already tried is not waited for.
+            // An account this request already tried is not waited for; one it has not tried
+            // yet is, even when a tried one is still active (it failed without cooling): the
+            // caller may wait for it (`routing.max-wait`) rather than give up.
             let cooling: Vec<&Account> = self
                 .accounts
                 .iter()
@@ -302,7 +301,7 @@ impl Pool {
                 .filter(|(_, a)| a.health.cooldown_until.is_some_and(|until| until > now))
                 .map(|(_, a)| a)
                 .collect();
-            if cooling.is_empty() && !tried.is_empty() {
+            if cooling.is_empty() && (any_active || !tried.is_empty()) {
                 return Pick::Exhausted;
             }
             let earliest = cooling.iter().filter_map(|a| a.health.cooldown_until).min();

@@ -361,3 +361,24 @@ fn an_account_tried_in_this_request_is_not_waited_for() {
         }
     ));
 }
+
+/// Found by the soak: `a` failed without cooling (a 500) while `b` cooled for a second; the
+/// request must be offered `b`'s wait, not end with `a`'s 500.
+#[test]
+fn an_untried_cooling_account_is_offered_even_when_a_tried_one_is_still_active() {
+    let mut p = pool(&["a", "b"], Strategy::FillFirst);
+    p.report(1, &rate_limited(Some(1)), T0);
+    p.report(0, &Outcome::Transient { status: 500 }, T0);
+    assert_eq!(p.state(0, T0), State::Active);
+    assert_eq!(
+        p.pick(T0 + 10, None, &[0]),
+        Pick::Unavailable {
+            retry_after_ms: Some(990),
+            auth_only: false
+        }
+    );
+    // Once b is back, it serves.
+    assert_eq!(p.pick(T0 + 1000, None, &[0]), Pick::Use(1));
+    // With nothing left to wait for, the request has tried everything.
+    assert_eq!(p.pick(T0 + 1000, None, &[0, 1]), Pick::Exhausted);
+}

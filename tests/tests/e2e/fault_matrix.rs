@@ -297,3 +297,27 @@ fn the_matrix_names_only_tests_that_exist() {
     }
     assert!(named >= 25, "{named}");
 }
+
+/// The soak's 30-second version: concurrency 32, 5 % upstream faults, two logins refreshing under
+/// load. Nothing a retry could have saved reaches a client; no refresh token is used twice; the
+/// process does not leak files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_second_soak() {
+    let o = neurolink_tests::soak::Options {
+        duration: Duration::from_secs(30),
+        concurrency: 32,
+        fault_rate: 0.05,
+        seed: 11,
+    };
+    let r = neurolink_tests::soak::run(&o).await.unwrap();
+    eprintln!("{r}");
+    assert!(r.requests > 100, "{r}");
+    assert_eq!(r.savable, 0, "{r}");
+    assert_eq!(r.refresh_reuses, 0, "{r}");
+    assert!(r.refreshes >= 2, "the logins refreshed under load: {r}");
+    assert!(r.successes * 10 >= r.requests * 9, "{r}");
+    // Connections (32 clients, their upstream pool) open in the first seconds; after that the
+    // count stays flat.
+    let [_, middle, end] = r.samples;
+    assert!(end.open_files <= middle.open_files + 40, "{r}");
+}
