@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -102,9 +102,6 @@ pub fn sample(pid: u32) -> Sample {
     Sample { rss_mb, open_files }
 }
 
-/// A request the client saw fail (the request log says why).
-struct Failure;
-
 /// Run the soak in a fresh home.
 pub async fn run(o: &Options) -> anyhow::Result<Report> {
     let fake = FakeAnthropic::start_with(false).await?;
@@ -136,7 +133,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
     let deadline = started + o.duration;
     let requests = Arc::new(AtomicU64::new(0));
     let successes = Arc::new(AtomicU64::new(0));
-    let failures: Arc<Mutex<Vec<Failure>>> = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::new(AtomicU64::new(0));
     let mut samples = [sample(pid), Sample::default(), Sample::default()];
     let mut tasks = Vec::new();
     for worker in 0..o.concurrency {
@@ -149,11 +146,10 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
                 let stream = (worker + i).is_multiple_of(2);
                 i += 1;
                 requests.fetch_add(1, Ordering::Relaxed);
-                match one(&client, &url, stream).await {
-                    None => {
-                        successes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Some(f) => failures.lock().unwrap_or_else(|p| p.into_inner()).push(f),
+                if succeeds(&client, &url, stream).await {
+                    successes.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
@@ -178,7 +174,7 @@ pub async fn run(o: &Options) -> anyhow::Result<Report> {
         upstream_requests: fake.total(),
         ..Report::default()
     };
-    report.client_failures = failures.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
+    report.client_failures = failures.load(Ordering::Relaxed);
     // Judged from the request log, which knows what was tried: a failure is savable when the
     // proxy gave up while an account it had not tried could still have served, and before any
     // byte went out.
@@ -225,15 +221,12 @@ fn request_log(home: &TestHome) -> HashMap<String, Value> {
     out
 }
 
-/// One request; `None` when it succeeded, else `Some(Failure)`.
-async fn one(client: &reqwest::Client, url: &str, stream: bool) -> Option<Failure> {
+/// One request: whether the client got a whole answer (a stream through its `message_stop`).
+async fn succeeds(client: &reqwest::Client, url: &str, stream: bool) -> bool {
     let Ok(r) = client.post(url).json(&message_body(stream)).send().await else {
-        return Some(Failure);
+        return false;
     };
     let ok = r.status().is_success();
     let body = r.text().await.unwrap_or_default();
-    if !ok || (stream && !body.contains("event: message_stop")) {
-        return Some(Failure);
-    }
-    None
+    ok && (!stream || body.contains("event: message_stop"))
 }
