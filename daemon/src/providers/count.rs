@@ -79,17 +79,9 @@ pub async fn serve(
     req: &Inbound,
     links: &[Link],
 ) -> Result<Response, (Draft, Option<Failure>)> {
-    let claude: Value = match serde_json::from_slice(&req.body) {
+    let claude = match super::claude_request(&req.body) {
         Ok(v) => v,
-        Err(e) => {
-            let err = ProviderError {
-                status: 400,
-                kind: "invalid_request_error",
-                message: format!("the request body is not JSON: {e}"),
-                retry_after: None,
-            };
-            return Err((draft, Some(Failure::Provider(err))));
-        }
+        Err(e) => return Err((draft, Some(Failure::Provider(e)))),
     };
     let mut last = None;
     for link in links {

@@ -45,6 +45,16 @@ pub async fn serve(
     }
 }
 
+/// The Claude request a translation starts from; a body that is not JSON is the client's 400.
+pub fn claude_request(body: &[u8]) -> Result<serde_json::Value, crate::translate::ProviderError> {
+    serde_json::from_slice(body).map_err(|e| crate::translate::ProviderError {
+        status: 400,
+        kind: "invalid_request_error",
+        message: format!("the request body is not JSON: {e}"),
+        retry_after: None,
+    })
+}
+
 /// The wire format a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -309,22 +309,14 @@ pub fn response(body: &Value, model: &str, signatures: &Signatures) -> Value {
         stop = StopReason::ToolUse;
     }
     let u = usage(&body["usageMetadata"]);
-    json!({
-        "id": new_id("msg_"), "type": "message", "role": "assistant", "model": model,
-        "content": content, "stop_reason": stop.as_str(), "stop_sequence": null,
-        "usage": {"input_tokens": u.input, "output_tokens": u.output,
-                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": u.cache_read}
-    })
+    super::claude_message(model, content, stop, u)
 }
 
 /// A Google RPC error (`{"error":{"code","message","status","details"}}`) as the client's error.
 pub fn error(status: u16, body: &[u8], provider: &str, retry_after: Option<u64>) -> ProviderError {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let e = &v["error"];
-    let detail = e["message"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned());
+    let detail = super::error_detail(&v, body);
     // RetryInfo says how long to wait, as "31s".
     let retry_info = e["details"]
         .as_array()

@@ -62,6 +62,29 @@ pub struct ProviderRequest {
     pub body: serde_json::Value,
 }
 
+/// A whole Claude message answering as `model`: the shape every provider's whole answer becomes.
+pub fn claude_message(
+    model: &str,
+    content: Vec<serde_json::Value>,
+    stop: StopReason,
+    u: TokenUsage,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": new_id("msg_"), "type": "message", "role": "assistant", "model": model,
+        "content": content, "stop_reason": stop.as_str(), "stop_sequence": null,
+        "usage": {"input_tokens": u.input, "output_tokens": u.output,
+                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": u.cache_read}
+    })
+}
+
+/// The message of a provider's error body (`error.message`), else the start of the body as text.
+pub fn error_detail(v: &serde_json::Value, body: &[u8]) -> String {
+    v["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned())
+}
+
 /// A fresh Claude-style id: `prefix` + 24 random alphanumerics (`msg_…`, `toolu_…`).
 pub fn new_id(prefix: &str) -> String {
     let mut id = String::with_capacity(prefix.len() + 24);

@@ -2,13 +2,11 @@
 //! accounts (or the fallback chain), and `GET /v1/models` in OpenAI's shape, driven by the
 //! official `openai` Python SDK (`tests/python/openai_check.py`) and by hand.
 
-use std::process::Command;
-
 use neurolink_tests::fake_anthropic::FakeAnthropic;
 use neurolink_tests::harness::{http, now_ms, token_store, Daemon, TestHome};
 use serde_json::{json, Value};
 
-use crate::sdk::{sdk_python, workspace};
+use crate::sdk::{run_script, sdk_python, workspace};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_sdk_streams_and_calls_tools_through_the_pool() {
@@ -23,25 +21,7 @@ async fn official_openai_sdk_streams_and_calls_tools_through_the_pool() {
     let d = Daemon::start(&home, &[], &[]).unwrap();
     let base = format!("{}/v1", d.url);
     let script = workspace().join("tests/python/openai_check.py");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .env("OPENAI_BASE_URL", base)
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "openai SDK script failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_script(python, script, &[("OPENAI_BASE_URL", &base)]).await;
     assert_eq!(v["plain"]["text"], "Hello from the fake upstream.");
     assert_eq!(v["plain"]["finish_reason"], "stop");
     assert_eq!(v["plain"]["completion_tokens"], 12);

@@ -59,14 +59,22 @@ pub fn sdk_python() -> PathBuf {
     python
 }
 
-/// Run `script` with the venv's `python` against the proxy at `url`; what it printed, as JSON.
-async fn run_script(python: PathBuf, script: PathBuf, url: &str) -> serde_json::Value {
-    let url = url.to_string();
+/// Run `script` with the venv's `python` and `env` (no proxy from the environment); what it
+/// printed, as JSON.
+pub async fn run_script(
+    python: PathBuf,
+    script: PathBuf,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let name = script.display().to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
-            .env("ANTHROPIC_BASE_URL", url)
-            .env("ANTHROPIC_API_KEY", "sdk-client-key")
+            .envs(env)
             .env_remove("HTTP_PROXY")
             .env_remove("HTTPS_PROXY")
             .env_remove("http_proxy")
@@ -78,10 +86,18 @@ async fn run_script(python: PathBuf, script: PathBuf, url: &str) -> serde_json::
     .unwrap();
     assert!(
         out.status.success(),
-        "SDK script failed:\n{}",
+        "{name} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The SDK scripts' environment: the proxy's address and a key the proxy replaces.
+fn anthropic_env(url: &str) -> [(&'static str, &str); 2] {
+    [
+        ("ANTHROPIC_BASE_URL", url),
+        ("ANTHROPIC_API_KEY", "sdk-client-key"),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +114,7 @@ async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
     let d = Daemon::start(&home, &[], &[]).unwrap();
 
     let script = workspace().join("tests/python/sdk_check.py");
-    let v = run_script(python, script, &d.url).await;
+    let v = run_script(python, script, &anthropic_env(&d.url)).await;
 
     assert_eq!(v["plain"]["text"], "Hello from the fake upstream.");
     assert_eq!(v["plain"]["stop_reason"], "end_turn");
@@ -184,7 +200,7 @@ async fn official_python_sdk_assembles_tool_calls_from_openai_and_gemini_fallbac
     let d = Daemon::start(&home, &[], &[]).unwrap();
 
     let script = workspace().join("tests/python/fallback_check.py");
-    let v = run_script(python, script, &d.url).await;
+    let v = run_script(python, script, &anthropic_env(&d.url)).await;
     for which in ["openai", "gemini"] {
         let t = &v[which];
         assert_eq!(t["model"], "claude-sonnet-4-5", "{which}: {t}");
