@@ -397,7 +397,6 @@ pub struct Locked {
     store: Store,
     _lock: crate::atomic_file::FileLock,
     pub file: TokenStoreFile,
-    obfuscated: bool,
 }
 
 impl Store {
@@ -437,20 +436,21 @@ impl Store {
                 .into())
             }
         };
-        let (file, obfuscated) = match content {
-            None => (TokenStoreFile::empty(), true),
-            Some(c) => parse_content(&self.path, &c, &self.home)?,
+        let file = match content {
+            None => TokenStoreFile::empty(),
+            Some(c) => parse_content(&self.path, &c, &self.home)?.0,
         };
         Ok(Locked {
             store: self.clone(),
             _lock: lock,
             file,
-            obfuscated,
         })
     }
 
-    /// Locked read-modify-write: `change` edits the current content; it is written back (in the
-    /// encoding the file already had; obfuscated when new) unless `change` returns `Err`.
+    /// Locked read-modify-write: `change` edits the current content; it is written back
+    /// obfuscated unless `change` returns `Err`. A plain store (NeuroLink reads one too; a
+    /// hand-edited file may be one) is obfuscated by its first rewrite, so no token that this
+    /// proxy wrote sits in plain text where a `grep` or a backup would show it.
     pub fn update<R, E>(
         &self,
         change: impl FnOnce(&mut TokenStoreFile) -> Result<R, E>,
@@ -470,11 +470,7 @@ impl Locked {
     /// Write the (changed) content back, still under the lock.
     pub fn write(&mut self) -> Result<(), UpdateError> {
         self.file.last_modified = now_ms();
-        let data = if self.obfuscated {
-            encode(&to_ascii_json(&self.file)?, &self.store.home)
-        } else {
-            serde_json::to_string_pretty(&self.file)?
-        };
+        let data = encode(&to_ascii_json(&self.file)?, &self.store.home);
         crate::atomic_file::write_private(&self.store.path, data.as_bytes()).map_err(|source| {
             UpdateError::Write {
                 path: self.store.path.clone(),
@@ -550,7 +546,7 @@ mod store_tests {
     }
 
     #[test]
-    fn update_keeps_unknown_fields_and_the_plain_encoding() {
+    fn update_keeps_unknown_fields_and_obfuscates_a_plain_store() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path(), Some(FIXTURE));
         s.update(|f| {
@@ -562,10 +558,12 @@ mod store_tests {
         .unwrap();
         let text = std::fs::read_to_string(s.path()).unwrap();
         assert!(
-            text.trim_start().starts_with('{'),
-            "a plain store stays plain"
+            !text.contains("at-2"),
+            "a plain store is obfuscated: {text}"
         );
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let (json, obfuscated) = decode(&text, "/home/alice").unwrap();
+        assert!(obfuscated);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["future"]["x"], 1);
         assert_eq!(v["providers"]["openai:x"]["tokens"]["accessToken"], "o");
         let a = &v["providers"]["anthropic:alice@example.com"];

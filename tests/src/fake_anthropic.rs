@@ -387,6 +387,34 @@ struct Peek {
     stream: Option<bool>,
     #[serde(default)]
     tools: Option<Vec<ToolName>>,
+    #[serde(default)]
+    messages: Vec<PeekMessage>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PeekMessage {
+    #[serde(default)]
+    content: serde_json::Value,
+}
+
+impl Peek {
+    /// The tool a streamed answer calls: `Bash` when offered, else the first tool; none once the
+    /// last message carries a tool result, so an agent (Claude Code) ends its turn with text.
+    fn tool_to_call(&self) -> Option<&str> {
+        let tools = self.tools.as_deref().filter(|t| !t.is_empty())?;
+        let answered = self.messages.last().is_some_and(|m| {
+            m.content.as_array().is_some_and(|blocks| {
+                blocks
+                    .iter()
+                    .any(|b| b.get("type").and_then(|t| t.as_str()) == Some("tool_result"))
+            })
+        });
+        if answered {
+            return None;
+        }
+        let bash = tools.iter().find(|t| t.name == "Bash");
+        Some(bash.unwrap_or(&tools[0]).name.as_str())
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -444,7 +472,10 @@ fn normal(
         );
     }
     let peek: Peek = serde_json::from_slice(body).unwrap_or_default();
-    let model = peek.model.unwrap_or_else(|| "claude-sonnet-4-5".into());
+    let model = peek
+        .model
+        .clone()
+        .unwrap_or_else(|| "claude-sonnet-4-5".into());
     let id = format!("msg_fake_{n}");
     if !peek.stream.unwrap_or(false) {
         let msg = sse::text_message(&id, &model, "Hello from the fake upstream.");
@@ -457,9 +488,9 @@ fn normal(
     }
     let parts_count = header_num(headers, "x-fake-events").unwrap_or(3) as usize;
     let hold = header_num(headers, "x-fake-hold-ms").map(Duration::from_millis);
-    let events = match &peek.tools {
-        Some(tools) if !tools.is_empty() => sse::tool_stream(&id, &model, &tools[0].name),
-        _ => {
+    let events = match peek.tool_to_call() {
+        Some(tool) => sse::tool_stream(&id, &model, tool),
+        None => {
             let words = ["Hello", " from", " the fake upstream."];
             let parts: Vec<&str> = (0..parts_count).map(|i| words[i % words.len()]).collect();
             sse::text_stream(&id, &model, &parts)

@@ -96,6 +96,7 @@ impl FakeOAuth {
 
     /// Accept `token` as a valid refresh token (one use).
     pub fn register(&self, token: &str) {
+        crate::secrets::note(token);
         lock(&self.state).valid.insert(token.to_string());
     }
 
@@ -199,6 +200,7 @@ fn authorize(state: &Mutex<State>, query: &str) -> Response<Full<Bytes>> {
     let mut s = lock(state);
     s.next += 1;
     let code = format!("code-{}", s.next);
+    crate::secrets::note(&code);
     s.codes.insert(
         code.clone(),
         (
@@ -221,6 +223,8 @@ fn issue(s: &mut State) -> serde_json::Value {
     let n = s.next;
     let refresh = format!("rt-{n}");
     let access = format!("at-{n}");
+    crate::secrets::note(&access);
+    crate::secrets::note(&refresh);
     s.valid.insert(refresh.clone());
     s.issued.insert(access.clone());
     serde_json::json!({
@@ -262,9 +266,11 @@ async fn handle(
         }
         s.keys_minted += 1;
         let n = s.keys_minted;
+        let raw_key = format!("sk-ant-api03-minted-{n}");
+        crate::secrets::note(&raw_key);
         return Ok(json(
             200,
-            serde_json::json!({"raw_key": format!("sk-ant-api03-minted-{n}"), "id": format!("key-{n}")}),
+            serde_json::json!({"raw_key": raw_key, "id": format!("key-{n}")}),
         ));
     }
     if path != "/v1/oauth/token" {

@@ -1,9 +1,10 @@
 //! Run the real `neurolink` binary in a temporary home and talk to it over HTTP.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `cargo build --release` of these `(package, binary)` pairs: the benchmarks run release binaries
@@ -28,13 +29,39 @@ pub fn build_release(targets: &[(&str, &str)]) -> anyhow::Result<()> {
 /// A temporary `NEUROLINK_HOME` (also used as `HOME`, so nothing touches the real one).
 pub struct TestHome {
     pub dir: tempfile::TempDir,
+    /// Files the test wrote itself, with their content: skipped by the secret scan while unchanged.
+    planted: Mutex<HashMap<PathBuf, Option<Vec<u8>>>>,
 }
 
 impl TestHome {
     pub fn new() -> std::io::Result<Self> {
         Ok(Self {
             dir: tempfile::tempdir()?,
+            planted: Mutex::default(),
         })
+    }
+
+    /// Write `content` at `path` (anywhere under the home) as the test's own input: the secret
+    /// scan skips it while it is unchanged.
+    pub fn plant(&self, path: &Path, content: &[u8]) -> std::io::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, content)?;
+        self.planted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_path_buf(), Some(content.to_vec()));
+        Ok(())
+    }
+
+    /// `tokens.json`, decoded (obfuscated or plain).
+    pub fn tokens(&self) -> anyhow::Result<serde_json::Value> {
+        let text = std::fs::read_to_string(self.neurolink_home().join("tokens.json"))?;
+        let home = self.path().to_string_lossy();
+        let (json, _) = neurolink_shared::token_store::decode(&text, &home)
+            .map_err(|e| anyhow::anyhow!("tokens.json: {e}"))?;
+        Ok(serde_json::from_str(&json)?)
     }
 
     pub fn path(&self) -> &Path {
@@ -47,18 +74,42 @@ impl TestHome {
 
     /// Write `proxy-config.yaml` in the home.
     pub fn write_config(&self, yaml: &str) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(self.neurolink_home())?;
         let p = self.neurolink_home().join("proxy-config.yaml");
-        std::fs::write(&p, yaml)?;
+        self.plant(&p, yaml.as_bytes())?;
         Ok(p)
     }
 
     /// Write a file under the NeuroLink home.
+    ///
+    /// NeuroLink's legacy single-account file, `anthropic-credentials.json`, is plain JSON by its
+    /// format, and the proxy refreshes it in place (so NeuroLink itself keeps working): the scan
+    /// skips it whatever it holds.
     pub fn write(&self, name: &str, content: &str) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(self.neurolink_home())?;
         let p = self.neurolink_home().join(name);
-        std::fs::write(&p, content)?;
+        self.plant(&p, content.as_bytes())?;
+        if name == "anthropic-credentials.json" {
+            self.planted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(p.clone(), None);
+        }
         Ok(p)
+    }
+}
+
+/// The secret scan (`crate::secrets`): no file the run wrote under the home shows a secret the
+/// fakes issued or were given. Skipped when the test already failed.
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let planted = self.planted.lock().unwrap_or_else(|p| p.into_inner());
+        let found = crate::secrets::scan(self.dir.path(), &planted);
+        assert!(
+            found.is_empty(),
+            "secrets in plain text under the temp home: {found:#?}"
+        );
     }
 }
 
@@ -318,6 +369,8 @@ pub fn token_store(accounts: &[(&str, &str, i64)]) -> String {
 pub fn token_store_with(accounts: &[(&str, &str, &str, i64)]) -> String {
     let mut providers = serde_json::Map::new();
     for (label, access, refresh, expires) in accounts {
+        crate::secrets::note(access);
+        crate::secrets::note(refresh);
         providers.insert(
             format!("anthropic:{label}"),
             serde_json::json!({

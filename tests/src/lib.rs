@@ -9,6 +9,7 @@
 //! - [`harness`]: temp homes, starting and stopping the daemon, small HTTP helpers.
 //! - [`pty`]: a program in a pseudo-terminal, its screen read by a terminal emulator.
 //! - [`soak`]: the daemon under load with random upstream faults, and what it reports.
+//! - [`secrets`]: the secrets the fakes gave out, and the scan of every temp home for them.
 //! - [`serve`]: the accept loop the fakes share.
 //! - [`sse`]: the exact SSE bytes the fake sends, shared by tests that compare them.
 //!
@@ -19,6 +20,7 @@ pub mod fake_oauth;
 pub mod fake_providers;
 pub mod harness;
 pub mod pty;
+pub mod secrets;
 pub mod serve;
 pub mod soak;
 pub mod sse;

@@ -6,6 +6,7 @@
 //! subscriber that falls behind gets a final `lagged` event and is disconnected. Nothing here can
 //! slow the proxy: the broadcast never waits for anyone.
 
+mod framing;
 mod handlers;
 
 use std::path::{Path, PathBuf};
@@ -16,11 +17,10 @@ use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use neurolink_shared::ipc::client::SharedStream;
 use neurolink_shared::ipc::methods::SubscribeResult;
 use neurolink_shared::ipc::{
-    codes, Call, DaemonEventKind, Event, Notification, Request, Response, RpcError, Topic,
-    MAX_LINE, METHODS,
+    codes, Call, DaemonEventKind, Event, Notification, Response, Topic, MAX_LINE, METHODS,
 };
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use crate::server::App;
@@ -136,57 +136,30 @@ async fn connection(stream: SharedStream, app: Arc<App>) {
     });
     let mut lag_tx = Some(lag_tx);
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut subscribed = false;
     loop {
-        line.clear();
-        let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
         let read = tokio::select! {
-            r = limited.read_line(&mut line) => r,
+            r = framing::read_line(&mut reader, &mut line, MAX_LINE) => r,
             () = writer_done.cancelled() => break,
         };
-        let n = match read {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if n > MAX_LINE {
-            let e = RpcError::new(
-                codes::INVALID_REQUEST,
-                format!("line longer than {MAX_LINE} bytes"),
-            );
-            let _ = tx.send(Out::Response(Response::err(Value::Null, e))).await;
-            break;
+        match read {
+            framing::Line::Text => {}
+            framing::Line::End => break,
+            framing::Line::TooLong => {
+                let _ = tx.send(Out::Response(framing::too_long(MAX_LINE))).await;
+                break;
+            }
         }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let request: Request = match serde_json::from_str(line.trim()) {
-            Ok(r) => r,
-            Err(e) => {
-                let code = if serde_json::from_str::<Value>(line.trim()).is_ok() {
-                    codes::INVALID_REQUEST
-                } else {
-                    codes::PARSE_ERROR
-                };
-                let _ = tx
-                    .send(Out::Response(Response::err(
-                        Value::Null,
-                        RpcError::new(code, format!("not a JSON-RPC request: {e}")),
-                    )))
-                    .await;
+        let request = match framing::parse(&line) {
+            None => continue,
+            Some(Ok(request)) => request,
+            Some(Err(answer)) => {
+                let _ = tx.send(Out::Response(answer)).await;
                 continue;
             }
         };
         let id = request.id.clone().unwrap_or(Value::Null);
-        if request.jsonrpc != "2.0" {
-            let _ = tx
-                .send(Out::Response(Response::err(
-                    id,
-                    RpcError::new(codes::INVALID_REQUEST, "jsonrpc must be \"2.0\""),
-                )))
-                .await;
-            continue;
-        }
         let call = match Call::parse(&request.method, request.params) {
             Ok(c) => c,
             Err(mut e) => {

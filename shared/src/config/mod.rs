@@ -141,7 +141,7 @@ pub fn parse(
                 })
             });
             result.map_err(|e| {
-                let pos = yaml::position(&e);
+                let pos = yaml::position(&e, text);
                 invalid(
                     origin,
                     pos.as_ref().map(|p| (p.line, p.column)),

@@ -295,6 +295,17 @@ mod properties {
         if let Err(e) = result {
             let shown = e.to_string();
             prop_assert!(shown.contains(file), "{shown}");
+            // Where: a line and column after the file name, or the key's path.
+            let after = &shown[shown.find(file).map_or(0, |i| i + file.len())..];
+            let at_position =
+                after.starts_with(':') && after[1..].starts_with(|c: char| c.is_ascii_digit());
+            // serde_yaml alone gives neither for a second document that has no `---` line (say
+            // `&a}`); the message still says what is wrong with the file as a whole.
+            let whole_file = shown.contains("more than one document");
+            prop_assert!(
+                at_position || shown.contains("key `") || whole_file,
+                "{shown}"
+            );
         }
         Ok(())
     }
@@ -412,4 +423,17 @@ fn unknown_keys_say_where_and_what_was_meant() {
         )),
         "{w:?}"
     );
+}
+
+#[test]
+fn a_second_document_is_pointed_at() {
+    let e = yaml(
+        "routing:\n  strategy: fill-first\n---\nserver: {}\n",
+        &env(&[]),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("proxy-config.yaml:3:1"), "{e}");
+    assert!(e.contains("more than one document"), "{e}");
 }

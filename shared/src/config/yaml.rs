@@ -20,9 +20,26 @@ where
     wrap(serde_yaml::Deserializer::from_str(text))
 }
 
-pub fn position(err: &YamlError) -> Option<YamlPos> {
-    err.location().map(|l| YamlPos {
-        line: l.line(),
-        column: l.column(),
-    })
+/// Where `err` points in `text`. serde_yaml gives no position when the text holds a second
+/// document: then it is the first document marker (`---` or `...`) after some content, if any.
+pub fn position(err: &YamlError, text: &str) -> Option<YamlPos> {
+    if let Some(l) = err.location() {
+        return Some(YamlPos {
+            line: l.line(),
+            column: l.column(),
+        });
+    }
+    let mut content = false;
+    for (i, line) in text.lines().enumerate() {
+        let marker = line.starts_with("---") || line.starts_with("...");
+        if marker && content {
+            return Some(YamlPos {
+                line: i + 1,
+                column: 1,
+            });
+        }
+        let t = line.trim();
+        content |= !marker && !t.is_empty() && !t.starts_with('#');
+    }
+    None
 }

@@ -231,7 +231,7 @@ async fn list_status_and_cleanup() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let text = std::fs::read_to_string(home.neurolink_home().join("tokens.json")).unwrap();
+    let text = home.tokens().unwrap().to_string();
     assert!(
         text.contains("alice") && !text.contains("anthropic:old"),
         "{text}"

@@ -114,8 +114,7 @@ async fn every_method_answers() {
     assert_eq!(a["state"], "disabled");
     assert_eq!(send(&s.d).await, 200);
     assert_eq!(s.fake.count("key-1"), 1, "disabled alice is skipped");
-    let text = std::fs::read_to_string(s.home.neurolink_home().join("tokens.json")).unwrap();
-    let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let stored = s.home.tokens().unwrap();
     assert_eq!(
         stored["providers"]["anthropic:alice"]["disabled"], true,
         "persisted"

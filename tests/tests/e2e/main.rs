@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth_cli;
+mod clients;
 mod config_check;
 mod config_reload;
 mod dashboard;
