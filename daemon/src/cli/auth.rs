@@ -64,20 +64,11 @@ key-<its last 4 characters>."
         /// Store an API key without checking it with Anthropic first (e.g. offline)
         #[arg(long)]
         no_verify: bool,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        format: OutputFormat,
     },
     /// Every account: label, email, kind, state, expiry, 5h/7d quota, refresh ages, last error.
-    List {
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        format: OutputFormat,
-    },
+    List,
     /// A short summary: how many accounts, how many usable, which one comes first.
-    Status {
-        provider: Option<Provider>,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        format: OutputFormat,
-    },
+    Status { provider: Option<Provider> },
     /// Refresh OAuth tokens now (all OAuth accounts, or one with --label).
     #[command(
         after_help = "Safe next to a running daemon: both take the token store's lock, and whoever \
@@ -87,8 +78,6 @@ comes second uses the tokens the first one got."
         provider: Option<Provider>,
         #[arg(long)]
         label: Option<String>,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        format: OutputFormat,
     },
     /// Use a disabled account again (`alice` or `anthropic:alice`).
     Enable { account: String },
@@ -110,6 +99,7 @@ comes second uses the tokens the first one got."
 }
 
 pub fn run(cmd: AuthCommand) -> ExitCode {
+    let format = super::output::format();
     let paths = Paths::from_env();
     let store = Store::for_paths(&paths);
     let result = match cmd {
@@ -119,7 +109,6 @@ pub fn run(cmd: AuthCommand) -> ExitCode {
             label,
             non_interactive,
             no_verify,
-            format,
             ..
         } => login(
             &paths,
@@ -132,9 +121,9 @@ pub fn run(cmd: AuthCommand) -> ExitCode {
             },
             format,
         ),
-        AuthCommand::List { format } => list(&paths, format),
-        AuthCommand::Status { format, .. } => status(&paths, format),
-        AuthCommand::Refresh { label, format, .. } => refresh(&paths, label.as_deref(), format),
+        AuthCommand::List => list(&paths, format),
+        AuthCommand::Status { .. } => status(&paths, format),
+        AuthCommand::Refresh { label, .. } => refresh(&paths, label.as_deref(), format),
         AuthCommand::Enable { account } => set_disabled(&store, &account, None),
         AuthCommand::Disable { account } => set_disabled(
             &store,
@@ -144,13 +133,7 @@ pub fn run(cmd: AuthCommand) -> ExitCode {
         AuthCommand::Logout { label, all, .. } => logout(&store, label.as_deref(), all),
         AuthCommand::Cleanup { force } => cleanup(&store, force),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    result.unwrap_or_else(super::output::fail)
 }
 
 fn label_of(account: &str) -> &str {
@@ -446,15 +429,15 @@ fn set_disabled(store: &Store, account: &str, reason: Option<&str>) -> anyhow::R
             )),
         })?
         .map_err(anyhow::Error::msg)?;
-    println!(
-        "{label}: {}",
-        if reason.is_some() {
-            "disabled"
-        } else {
-            "enabled"
-        }
-    );
-    Ok(ExitCode::SUCCESS)
+    let state = if reason.is_some() {
+        "disabled"
+    } else {
+        "enabled"
+    };
+    Ok(super::output::done(
+        format!("{label}: {state}"),
+        json!({"label": label, "state": state}),
+    ))
 }
 
 fn logout(store: &Store, label: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
@@ -493,10 +476,12 @@ fn logout(store: &Store, label: Option<&str>, all: bool) -> anyhow::Result<ExitC
             Ok(chosen)
         })?
         .map_err(anyhow::Error::msg)?;
-    for k in removed {
-        println!("logged out: {}", label_of(&k));
-    }
-    Ok(ExitCode::SUCCESS)
+    let labels: Vec<&str> = removed.iter().map(|k| label_of(k)).collect();
+    let text: String = labels
+        .iter()
+        .map(|l| format!("logged out: {l}\n"))
+        .collect();
+    Ok(super::output::done(text, json!({ "loggedOut": labels })))
 }
 
 fn cleanup(store: &Store, force: bool) -> anyhow::Result<ExitCode> {
@@ -515,20 +500,23 @@ fn cleanup(store: &Store, force: bool) -> anyhow::Result<ExitCode> {
                 .collect()
         })
         .unwrap_or_default();
+    use super::output::done;
     if candidates.is_empty() {
-        println!("nothing to clean up");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(done(
+            "nothing to clean up",
+            json!({"candidates": [], "removed": []}),
+        ));
     }
-    println!("to remove (disabled, or expired without a refresh token):");
-    for l in &candidates {
-        println!("  {l}");
-    }
+    let listing: String = candidates.iter().map(|l| format!("  {l}\n")).collect();
     if !force {
         use std::io::IsTerminal;
-        if !std::io::stdin().is_terminal() {
-            println!("run again with --force to remove them");
-            return Ok(ExitCode::SUCCESS);
+        if !std::io::stdin().is_terminal() || super::output::json_wanted() {
+            return Ok(done(
+                format!("to remove (disabled, or expired without a refresh token):\n{listing}run again with --force to remove them"),
+                json!({"candidates": candidates, "removed": [], "hint": "run again with --force to remove them"}),
+            ));
         }
+        println!("to remove (disabled, or expired without a refresh token):\n{listing}");
         print!("remove them? [y/N] ");
         use std::io::Write;
         std::io::stdout().flush()?;
@@ -552,8 +540,16 @@ fn cleanup(store: &Store, force: bool) -> anyhow::Result<ExitCode> {
             Ok::<_, String>(removed)
         })?
         .map_err(anyhow::Error::msg)?;
-    println!("removed {} account(s)", removed.len());
-    Ok(ExitCode::SUCCESS)
+    // Asked interactively, the list was shown already.
+    let shown = if force {
+        format!("to remove (disabled, or expired without a refresh token):\n{listing}")
+    } else {
+        String::new()
+    };
+    Ok(done(
+        format!("{shown}removed {} account(s)", removed.len()),
+        json!({"candidates": candidates, "removed": removed}),
+    ))
 }
 
 fn ask_method() -> anyhow::Result<LoginMethod> {

@@ -18,17 +18,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn fail(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::FAILURE
-}
+use super::output::{done, fail, fail_with};
 
 /// `neurolink rpc METHOD [PARAMS_JSON]`: one call, the result as JSON on stdout. `subscribe`
 /// prints each event as a line until the daemon stops or Ctrl-C.
 pub fn rpc(method: &str, params: Option<&str>) -> ExitCode {
     let params: Option<Value> = match params.map(serde_json::from_str).transpose() {
         Ok(p) => p,
-        Err(e) => return fail(format!("PARAMS_JSON is not JSON: {e}")),
+        Err(e) => {
+            fail(format!(
+                "the params argument is not JSON ({e}); `{method}` takes {}",
+                neurolink_shared::ipc::methods::params_shape(method)
+            ));
+            return ExitCode::from(2);
+        }
     };
     let paths = Paths::from_env();
     let rt = match runtime() {
@@ -37,7 +40,7 @@ pub fn rpc(method: &str, params: Option<&str>) -> ExitCode {
     };
     // Checked here first, so a mistake is told in terms of the method's params.
     if let Err(e) = Call::parse(method, params.clone()) {
-        eprintln!("error: {}", e.message);
+        fail_with(&e.message, serde_json::json!({"code": e.code}));
         return ExitCode::from(2);
     }
     rt.block_on(async {
@@ -51,8 +54,10 @@ pub fn rpc(method: &str, params: Option<&str>) -> ExitCode {
         {
             Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
             Err(ClientError::Remote(e)) => {
-                eprintln!("error {}: {}", e.code, e.message);
-                return ExitCode::FAILURE;
+                return fail_with(
+                    format!("{} (code {})", e.message, e.code),
+                    serde_json::json!({"code": e.code, "data": e.data}),
+                );
             }
             Err(e) => return fail(e),
         }
@@ -81,11 +86,13 @@ pub fn stop() -> ExitCode {
         let mut client = match IpcClient::connect(&paths.socket()).await {
             Ok(c) => c,
             Err(_) => {
-                println!(
-                    "no neurolink proxy is running (nothing answers on {})",
-                    paths.socket().display()
+                return fail_with(
+                    format!(
+                        "no neurolink proxy is running (nothing answers on {})",
+                        paths.socket().display()
+                    ),
+                    serde_json::json!({"running": false}),
                 );
-                return ExitCode::FAILURE;
             }
         };
         if let Err(e) = client
@@ -99,8 +106,7 @@ pub fn stop() -> ExitCode {
         while Instant::now() < deadline {
             let gone = pid.is_none_or(|p| !lifecycle::pid_alive(p)) && !paths.state().exists();
             if gone || (pid.is_none() && !paths.socket().exists()) {
-                println!("stopped");
-                return ExitCode::SUCCESS;
+                return done("stopped", serde_json::json!({"stopped": true, "pid": pid}));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

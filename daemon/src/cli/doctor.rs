@@ -47,10 +47,7 @@ pub fn run(format: OutputFormat) -> ExitCode {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return super::output::fail(e),
     };
     let checks = rt.block_on(checks(&paths));
     let problems = checks.iter().filter(|c| c.level == Level::Problem).count();

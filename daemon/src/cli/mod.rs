@@ -13,6 +13,7 @@ use crate::daemon::{self, StartOptions};
 pub mod auth;
 mod control;
 mod doctor;
+pub mod output;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +31,9 @@ ANTHROPIC_BASE_URL=http://127.0.0.1:55669 claude"
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Print results (and errors) as JSON on stdout, for scripts
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,10 +51,7 @@ pub enum Command {
     #[command(
         after_help = "Exit status: 0 when nothing is wrong, 1 when a check finds a problem."
     )]
-    Doctor {
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        format: OutputFormat,
-    },
+    Doctor,
     /// Try it all with simulated accounts: a daemon, traffic and the dashboard; nothing of yours
     /// is touched, and quitting removes everything.
     #[command(
@@ -154,10 +155,7 @@ Secrets referenced as ${VAR} in the config can go in $NEUROLINK_HOME/.env (read 
     #[command(
         after_help = "Exit status: 0 running, 3 not running (as LSB status), 1 on an error."
     )]
-    Status {
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        format: OutputFormat,
-    },
+    Status,
 }
 
 /// Where and how the proxy listens: shared by `start`, `install` and `setup`.
@@ -238,27 +236,91 @@ has warnings: unknown keys, literal secrets, links to unknown providers)."
         /// Fail on warnings too (unknown keys, literal secrets, ...)
         #[arg(long)]
         strict: bool,
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        format: OutputFormat,
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
+pub use output::OutputFormat;
+
+/// What every command's exit status means, unless its own help says more.
+const EXIT_STATUS: &str =
+    "Exit status: 0 done, 1 failed (the message says why; with --format json \
+an {\"error\": {\"message\": ...}} object on stdout), 2 bad usage.";
+
+/// The command line with every subcommand's help ending in what its exit status means: its own
+/// `Exit status:` line where it has one, else the common one. `--help`, the man page and the
+/// completions all come from here.
+pub fn command() -> clap::Command {
+    fn explain(cmd: clap::Command) -> clap::Command {
+        let cmd = cmd.mut_subcommands(explain);
+        let own = cmd.get_after_help().map(|h| h.to_string());
+        match own {
+            Some(h) if h.contains("Exit status") => cmd,
+            Some(h) => cmd.after_help(format!("{h}\n\n{EXIT_STATUS}")),
+            None => cmd.after_help(EXIT_STATUS),
+        }
+    }
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let top = cmd
+        .get_after_help()
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    cmd.mut_subcommands(explain).after_help(format!(
+        "{top}\n\n{EXIT_STATUS} `proxy status` exits 3 when no proxy runs (as LSB status does); \
+`doctor` and `config check` exit 1 when they find a problem."
+    ))
+}
+
+/// Parse the command line. With `--format json`, a usage error is a JSON error object on stdout
+/// too (exit status 2); help and version print as usual.
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::FromArgMatches;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let parsed = command()
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    match parsed {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let json = args
+                .windows(2)
+                .any(|w| w[0] == "--format" && w[1] == "json")
+                || args.iter().any(|a| a == "--format=json");
+            let informational = matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if json && !informational {
+                output::set(OutputFormat::Json);
+                let detail = e.render().to_string();
+                let message = detail
+                    .lines()
+                    .next()
+                    .unwrap_or("bad usage")
+                    .trim_start_matches("error: ")
+                    .to_string();
+                output::fail_with(message, serde_json::json!({"usage": detail.trim()}));
+                return Err(ExitCode::from(2));
+            }
+            e.exit()
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
     exit_quietly_on_closed_stdout();
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    output::set(cli.format);
     match cli.command {
         Command::Proxy(ProxyCommand::Start(args)) => proxy_start(args),
-        Command::Config(ConfigCommand::Check {
-            config,
-            strict,
-            format,
-        }) => config_check(config, strict, format),
+        Command::Config(ConfigCommand::Check { config, strict }) => {
+            config_check(config, strict, output::format())
+        }
         Command::Auth(cmd) => auth::run(cmd),
         Command::Proxy(ProxyCommand::Stop) => control::stop(),
         Command::Proxy(ProxyCommand::Install(args)) => install(&args),
@@ -275,26 +337,23 @@ pub fn main() -> ExitCode {
             parent_pid,
             std::time::Duration::from_millis(poll_interval_ms.max(50)),
         ),
-        Command::Proxy(ProxyCommand::Status { format }) => control::status(format),
-        Command::Doctor { format } => doctor::run(format),
+        Command::Proxy(ProxyCommand::Status) => control::status(output::format()),
+        Command::Doctor => doctor::run(output::format()),
         Command::Rpc { method, params } => control::rpc(&method, params.as_deref()),
         Command::Tui { socket } => tui(socket),
         Command::Demo { headless } => crate::demo::run(crate::demo::DemoOptions {
             headless: headless.map(std::time::Duration::from_secs),
         }),
         Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut cmd = command();
             clap_complete::generate(shell, &mut cmd, "neurolink", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
         Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
+            let cmd = command();
             match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: cannot write the manual page: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => output::fail(format!("cannot write the manual page: {e}")),
             }
         }
     }
@@ -364,10 +423,7 @@ fn service_spec(args: &InstallArgs) -> anyhow::Result<crate::service::ServiceSpe
 }
 
 fn home_or_fail() -> Result<PathBuf, ExitCode> {
-    neurolink_shared::paths::home_dir().ok_or_else(|| {
-        eprintln!("error: HOME is not set");
-        ExitCode::FAILURE
-    })
+    neurolink_shared::paths::home_dir().ok_or_else(|| output::fail("HOME is not set"))
 }
 
 fn install(args: &InstallArgs) -> ExitCode {
@@ -377,10 +433,7 @@ fn install(args: &InstallArgs) -> ExitCode {
     };
     let spec = match service_spec(args) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return output::fail(e),
     };
     match crate::service::install(
         crate::service::Manager::current(),
@@ -389,26 +442,10 @@ fn install(args: &InstallArgs) -> ExitCode {
         args.dry_run,
     ) {
         Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
+            let v = serde_json::json!({"installed": !args.dry_run, "dryRun": args.dry_run, "report": report});
+            output::done(report, v)
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn print_report(result: Result<String, String>) -> ExitCode {
-    match result {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => output::fail(e),
     }
 }
 
@@ -417,11 +454,14 @@ fn uninstall(dry_run: bool) -> ExitCode {
         Ok(h) => h,
         Err(code) => return code,
     };
-    print_report(crate::service::uninstall(
-        crate::service::Manager::current(),
-        &home,
-        dry_run,
-    ))
+    match crate::service::uninstall(crate::service::Manager::current(), &home, dry_run) {
+        Ok(report) => {
+            let v =
+                serde_json::json!({"uninstalled": !dry_run, "dryRun": dry_run, "report": report});
+            output::done(report, v)
+        }
+        Err(e) => output::fail(e),
+    }
 }
 
 /// `proxy setup`: log in when there is no account, then install the service (or, with
@@ -445,7 +485,7 @@ fn setup(args: &InstallArgs, no_service: bool, method: auth::LoginMethod) -> Exi
         return setup_dry_run(args, no_service, method, accounts);
     }
     if accounts == 0 {
-        println!("No account yet: logging in first.");
+        eprintln!("No account yet: logging in first.");
         let code = auth::run(auth::AuthCommand::Login {
             provider: auth::Provider::Anthropic,
             method: Some(method),
@@ -453,7 +493,6 @@ fn setup(args: &InstallArgs, no_service: bool, method: auth::LoginMethod) -> Exi
             label: None,
             non_interactive: false,
             no_verify: false,
-            format: OutputFormat::Text,
         });
         if code != ExitCode::SUCCESS {
             return code;
@@ -534,10 +573,7 @@ fn proxy_start(args: StartArgs) -> ExitCode {
         .build()
     {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return output::fail(format!("cannot start the async runtime: {e}")),
     };
     let opts = StartOptions {
         config: args.listen.config,
@@ -549,10 +585,7 @@ fn proxy_start(args: StartArgs) -> ExitCode {
     };
     match runtime.block_on(daemon::start(opts)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => output::fail(e),
     }
 }
 
@@ -577,7 +610,7 @@ fn config_check(path: Option<PathBuf>, strict: bool, format: OutputFormat) -> Ex
                 OutputFormat::Text => {
                     println!("config OK: {source}");
                     for w in &loaded.warnings {
-                        println!("warning: {w}");
+                        eprintln!("warning: {w}");
                     }
                     println!("\neffective config (secrets masked):");
                     match serde_json::to_value(&loaded.config) {
@@ -589,6 +622,8 @@ fn config_check(path: Option<PathBuf>, strict: bool, format: OutputFormat) -> Ex
                 }
             }
             if strict && !loaded.warnings.is_empty() {
+                // In JSON the document above already says `"valid": true` with its warnings;
+                // the exit status carries the strict verdict.
                 if format == OutputFormat::Text {
                     eprintln!(
                         "error: {} warning(s), and --strict fails on warnings",
@@ -602,7 +637,8 @@ fn config_check(path: Option<PathBuf>, strict: bool, format: OutputFormat) -> Ex
         Err(e) => {
             match format {
                 OutputFormat::Json => {
-                    let mut out = serde_json::json!({"valid": false, "error": e.to_string()});
+                    let mut out =
+                        serde_json::json!({"valid": false, "error": {"message": e.to_string()}});
                     if let config::ConfigError::Invalid {
                         path,
                         line,
@@ -611,10 +647,12 @@ fn config_check(path: Option<PathBuf>, strict: bool, format: OutputFormat) -> Ex
                         message,
                     } = &e
                     {
-                        out["path"] = serde_json::json!(path);
-                        out["line"] = serde_json::json!(line);
-                        out["column"] = serde_json::json!(column);
-                        out["key"] = serde_json::json!(key);
+                        // Where, also at the top level (as before the error object existed).
+                        let at = serde_json::json!({"path": path, "line": line, "column": column, "key": key});
+                        for (k, v) in at.as_object().into_iter().flatten() {
+                            out["error"][k] = v.clone();
+                            out[k] = v.clone();
+                        }
                         out["message"] = serde_json::json!(message);
                     }
                     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());

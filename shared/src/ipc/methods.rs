@@ -102,12 +102,62 @@ methods! {
 }
 
 fn parse_params<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, RpcError> {
-    serde_json::from_value(params).map_err(|e| {
+    let fail = |problem: String| {
         RpcError::new(
             codes::INVALID_PARAMS,
-            format!("invalid params for `{method}`: {e}"),
+            format!(
+                "invalid params for `{method}`: {problem}; it takes {}",
+                params_shape(method)
+            ),
         )
-    })
+    };
+    // By name only: serde would also read a struct from a list, by position.
+    if !params.is_object() {
+        return Err(fail("params must be a JSON object".into()));
+    }
+    serde_json::from_value(params).map_err(|e| fail(in_plain_words(&e.to_string())))
+}
+
+/// What each method's params look like, in the terms of the wire (`?` marks an optional one).
+pub fn params_shape(method: &str) -> &'static str {
+    match method {
+        "hello" => r#"{"client"?: string}"#,
+        "accounts.refresh" | "accounts.enable" | "accounts.disable" | "accounts.reset" => {
+            r#"{"label": string}, the account's label as `accounts.list` shows it"#
+        }
+        "auth.login.start" => r#"{"label"?: string, "method"?: "oauth" | "create-api-key"}"#,
+        "auth.login.complete" => {
+            r#"{"loginId": string from auth.login.start, "code": string the login page showed}"#
+        }
+        "logs.tail" => r#"{"limit"?: a whole number}"#,
+        "subscribe" => r#"{"topics"?: ["accounts" | "requests" | "daemon", ...]}"#,
+        _ => "no params ({} or none)",
+    }
+}
+
+/// serde's message about a params object, with Rust's type names put in JSON's words.
+fn in_plain_words(message: &str) -> String {
+    let mut m = message.to_string();
+    for (rust, json) in [
+        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected an object"),
+        ("invalid type: map", "invalid type: object"),
+        ("invalid type: sequence", "invalid type: list"),
+        ("invalid type: ", "got "),
+        ("integer `", "the number `"),
+        ("unknown field", "unknown param"),
+        ("missing field", "missing param"),
+        ("unknown variant", "unknown value"),
+    ] {
+        m = m.replace(rust, json);
+    }
+    if let Some(i) = m.find("expected struct ") {
+        m.replace_range(i.., "expected an object");
+    }
+    m
 }
 
 /// Params of a method that takes none.
@@ -309,6 +359,56 @@ mod tests {
         assert!(e.message.contains("nope"), "{}", e.message);
         let e = Call::parse("nope", None).expect_err("unknown method");
         assert_eq!(e.code, codes::METHOD_NOT_FOUND);
+    }
+
+    /// The words are the wire's, never Rust's: no `usize`, no `struct`, no `map`.
+    #[test]
+    fn params_errors_speak_of_params_not_rust_types() {
+        let cases = [
+            (
+                "logs.tail",
+                serde_json::json!({"limit": "x"}),
+                "expected a whole number",
+            ),
+            (
+                "logs.tail",
+                serde_json::json!({"limt": 3}),
+                "unknown param `limt`",
+            ),
+            (
+                "logs.tail",
+                serde_json::json!([1]),
+                "params must be a JSON object",
+            ),
+            (
+                "accounts.reset",
+                serde_json::json!({}),
+                "missing param `label`",
+            ),
+            (
+                "accounts.reset",
+                serde_json::json!({"label": 5}),
+                "got the number `5`",
+            ),
+            (
+                "subscribe",
+                serde_json::json!({"topics": "requests"}),
+                "expected a list",
+            ),
+            (
+                "auth.login.start",
+                serde_json::json!({"method": "x"}),
+                "unknown value `x`",
+            ),
+        ];
+        for (method, params, says) in cases {
+            let e = Call::parse(method, Some(params)).expect_err(method);
+            assert!(e.message.contains(says), "{method}: {}", e.message);
+            assert!(e.message.contains(params_shape(method)), "{}", e.message);
+            for rust in ["usize", "struct ", "a map", "sequence"] {
+                assert!(!e.message.contains(rust), "{method}: {}", e.message);
+            }
+        }
     }
 
     #[test]

@@ -58,13 +58,17 @@ fn warnings_for_unknown_keys_and_literal_keys() {
     home.write_config("accounts:\n  anthropic:\n    - name: w\n      apiKey: sk-ant-api03-literal-literal-literal\nsevrer: {}\n").unwrap();
     let out = command(&home).args(["config", "check"]).output().unwrap();
     assert!(out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Warnings on stderr, the result (the effective config) on stdout.
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stdout.contains(":5:1: unknown key `sevrer` is ignored; did you mean `server`?"),
-        "{stdout}"
+        stderr.contains(":5:1: unknown key `sevrer` is ignored; did you mean `server`?"),
+        "{stderr}"
     );
-    assert!(stdout.contains("literal API key"), "{stdout}");
+    assert!(stderr.contains("literal API key"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("effective config"), "{stdout}");
     assert!(!stdout.contains("literal-literal-literal"), "{stdout}");
+    assert!(!stderr.contains("literal-literal-literal"), "{stderr}");
 
     // --strict fails on them.
     let out = command(&home)
@@ -84,11 +88,11 @@ fn warnings_for_unknown_keys_and_literal_keys() {
     // Two default config files: the one in use is named.
     home.write("proxy-config.json", "{}").unwrap();
     let out = command(&home).args(["config", "check"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stdout.contains("proxy-config.json is ignored")
-            && stdout.contains("proxy-config.yaml is the config in use"),
-        "{stdout}"
+        stderr.contains("proxy-config.json is ignored")
+            && stderr.contains("proxy-config.yaml is the config in use"),
+        "{stderr}"
     );
 }
 

@@ -54,7 +54,8 @@ async fn a_second_start_is_refused_and_stop_cleans_up() {
         false
     );
     let out = command(&home).args(["proxy", "stop"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no neurolink proxy is running"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no neurolink proxy is running"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,5 +105,10 @@ fn rpc_prints_results_and_names_errors() {
         .args(["rpc", "logs.tail", "{oops"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("PARAMS_JSON is not JSON"));
+    assert_eq!(out.status.code(), Some(2), "bad usage");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the params argument is not JSON") && stderr.contains(r#"{"limit"?"#),
+        "{stderr}"
+    );
 }
