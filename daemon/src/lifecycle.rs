@@ -52,6 +52,7 @@ pub fn write_state(paths: &Paths, state: &ProxyState) -> std::io::Result<()> {
 
 /// Whether a process with this pid exists (a zombie, exited but not yet reaped, does not count).
 pub fn pid_alive(pid: u32) -> bool {
+    // Linux: /proc also tells a zombie (dead, not yet reaped) from a live process.
     if cfg!(target_os = "linux") {
         return match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             // The state letter follows the parenthesised command name.
@@ -61,12 +62,7 @@ pub fn pid_alive(pid: u32) -> bool {
             Err(_) => false,
         };
     }
-    std::process::Command::new("kill")
-        .args(["-0", &pid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    alive_by_signal(pid)
 }
 
 /// A daemon answers on this home's socket (what "live" means: a pid alone may have been reused).
@@ -116,5 +112,48 @@ pub fn release(paths: &Paths) {
     if read_state(paths).is_some_and(|s| s.pid == std::process::id()) {
         let _ = std::fs::remove_file(paths.state());
         let _ = std::fs::remove_file(paths.socket());
+    }
+}
+
+/// `kill(pid, 0)`: the process exists (ours, or another user's: `EPERM`).
+#[cfg(unix)]
+fn alive_by_signal(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
+}
+
+#[cfg(not(unix))]
+fn alive_by_signal(_pid: u32) -> bool {
+    false
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_pid_is_alive_and_a_reaped_one_is_not() {
+        let me = std::process::id();
+        assert!(pid_alive(me));
+        #[cfg(unix)]
+        assert!(alive_by_signal(me));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
+        #[cfg(unix)]
+        assert!(!alive_by_signal(pid));
+        // pid 1 belongs to another user (or to us in a container): alive either way.
+        #[cfg(unix)]
+        assert!(alive_by_signal(1));
     }
 }

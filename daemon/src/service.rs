@@ -42,7 +42,7 @@ pub struct ServiceSpec {
     pub neurolink_home: PathBuf,
 }
 
-/// A systemd argument: quoted when needed, `%` doubled (systemd expands specifiers).
+/// A systemd value: quoted when needed, `%` doubled (systemd expands specifiers).
 fn systemd_quote(s: &str) -> String {
     let s = s.replace('%', "%%");
     if s.chars()
@@ -54,9 +54,15 @@ fn systemd_quote(s: &str) -> String {
     }
 }
 
+/// An `ExecStart=` word: as [`systemd_quote`], and `$` doubled, since systemd expands `$VAR` and
+/// `${VAR}` there (a config path or a folder with a `$` in its name would change meaning).
+fn systemd_exec_word(s: &str) -> String {
+    systemd_quote(&s.replace('$', "$$"))
+}
+
 pub fn render_systemd(spec: &ServiceSpec) -> String {
-    let mut exec = vec![systemd_quote(&spec.exe.to_string_lossy())];
-    exec.extend(spec.args.iter().map(|a| systemd_quote(a)));
+    let mut exec = vec![systemd_exec_word(&spec.exe.to_string_lossy())];
+    exec.extend(spec.args.iter().map(|a| systemd_exec_word(a)));
     let mut out = String::new();
     out.push_str("[Unit]\nDescription=NeuroLink proxy for Claude Code\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nType=simple\n");
     out.push_str(&format!("ExecStart={}\n", exec.join(" ")));
@@ -139,11 +145,29 @@ pub fn commands(manager: Manager, file: &Path, install: bool) -> Vec<Vec<String>
             s(&["systemctl", "--user", "disable", "--now", SYSTEMD_UNIT]),
             s(&["systemctl", "--user", "daemon-reload"]),
         ],
-        (Manager::Launchd, true) => vec![vec!["launchctl".into(), "load".into(), "-w".into(), f]],
-        (Manager::Launchd, false) => {
-            vec![vec!["launchctl".into(), "unload".into(), "-w".into(), f]]
-        }
+        // `bootstrap`/`bootout` into the user's GUI domain: `load`/`unload` are deprecated
+        // and report failures only on stderr with a zero exit status.
+        (Manager::Launchd, true) => vec![vec![
+            "launchctl".into(),
+            "bootstrap".into(),
+            gui_domain(),
+            f,
+        ]],
+        (Manager::Launchd, false) => vec![vec![
+            "launchctl".into(),
+            "bootout".into(),
+            format!("{}/{LAUNCHD_LABEL}", gui_domain()),
+        ]],
     }
+}
+
+/// launchd's domain for this user's agents: `gui/<uid>`.
+fn gui_domain() -> String {
+    #[cfg(unix)]
+    let uid = rustix::process::getuid().as_raw();
+    #[cfg(not(unix))]
+    let uid = 0;
+    format!("gui/{uid}")
 }
 
 fn tool_present(tool: &str) -> bool {
@@ -271,6 +295,26 @@ mod tests {
         assert_eq!(systemd_quote("50%"), "50%%");
     }
 
+    /// systemd expands `$VAR` in `ExecStart=`: a `$` in a path must reach the program as `$`.
+    #[test]
+    fn a_dollar_in_a_path_is_kept_literal_in_exec_start() {
+        let mut s = spec();
+        s.exe = PathBuf::from("/home/a/$HOME/neurolink");
+        s.args = ["proxy", "start", "--config", "/cfg/${X} y.yaml"]
+            .map(String::from)
+            .to_vec();
+        let u = render_systemd(&s);
+        assert!(
+            u.contains(
+                r#"ExecStart=/home/a/$$HOME/neurolink proxy start --config "/cfg/$${X} y.yaml""#
+            ),
+            "{u}"
+        );
+        // Environment= does not expand `$`: left as is there.
+        s.env = vec![("CLAUDE_CONFIG_DIR".into(), "/c/$d".into())];
+        assert!(render_systemd(&s).contains("Environment=CLAUDE_CONFIG_DIR=/c/$d\n"));
+    }
+
     #[test]
     fn launchd_plist_keeps_alive_with_a_five_second_throttle() {
         let p = render_launchd(&spec());
@@ -303,7 +347,18 @@ mod tests {
             out.contains("/Users/a/Library/LaunchAgents/com.neurolink.proxy.plist"),
             "{out}"
         );
-        assert!(out.contains("launchctl load -w"), "{out}");
+        let uid = rustix::process::getuid().as_raw();
+        assert!(
+            out.contains(&format!(
+                "launchctl bootstrap gui/{uid} /Users/a/Library/LaunchAgents/com.neurolink.proxy.plist"
+            )),
+            "{out}"
+        );
+        let out = uninstall(Manager::Launchd, Path::new("/Users/a"), true).unwrap();
+        assert!(
+            out.contains(&format!("launchctl bootout gui/{uid}/com.neurolink.proxy")),
+            "{out}"
+        );
     }
 
     #[test]

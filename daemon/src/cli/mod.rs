@@ -435,6 +435,20 @@ fn install(args: &InstallArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return output::fail(e),
     };
+    let paths = Paths::from_env();
+    let mut warnings = Vec::new();
+    if let Some(w) = build_folder_warning(&spec.exe) {
+        warnings.push(w);
+    }
+    if shell_only_api_key(args.listen.config.as_deref(), &paths) {
+        let asked = !args.dry_run && !output::json_wanted() && offer_to_store_the_key();
+        if !asked {
+            warnings.push(SHELL_ONLY_KEY.to_string());
+        }
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     match crate::service::install(
         crate::service::Manager::current(),
         &spec,
@@ -442,11 +456,89 @@ fn install(args: &InstallArgs) -> ExitCode {
         args.dry_run,
     ) {
         Ok(report) => {
-            let v = serde_json::json!({"installed": !args.dry_run, "dryRun": args.dry_run, "report": report});
+            let v = serde_json::json!({"installed": !args.dry_run, "dryRun": args.dry_run,
+                                       "report": report, "warnings": warnings});
             output::done(report, v)
         }
         Err(e) => output::fail(e),
     }
+}
+
+/// The service would run a binary from a cargo build folder, which the next `cargo build` or
+/// `cargo clean` replaces or removes under it.
+fn build_folder_warning(exe: &std::path::Path) -> Option<String> {
+    let parts: Vec<_> = exe.components().collect();
+    let at = parts.iter().rposition(|c| c.as_os_str() == "target")?;
+    let workspace: PathBuf = parts[..at].iter().collect();
+    if !workspace.join("Cargo.toml").is_file() {
+        return None;
+    }
+    Some(format!(
+        "the service would run {}, inside a cargo build folder: the next build or `cargo clean` \
+         replaces it under the running service. Install the binary first with `cargo install \
+         --locked --path daemon` (it lands in ~/.cargo/bin), then run `~/.cargo/bin/neurolink \
+         proxy install`",
+        exe.display()
+    ))
+}
+
+const SHELL_ONLY_KEY: &str = "the only account is ANTHROPIC_API_KEY from this shell, and the \
+service will not have it. Store it as an account (tokens.json, mode 0600) with `neurolink auth \
+login anthropic --method api-key --non-interactive` in this shell, or add accounts to the config \
+file";
+
+/// Whether the pool's only source of accounts is `ANTHROPIC_API_KEY` in this process's
+/// environment (no stored login, no config account).
+fn shell_only_api_key(config: Option<&std::path::Path>, paths: &Paths) -> bool {
+    let Some(key) = std::env::var("ANTHROPIC_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+    else {
+        return false;
+    };
+    let Ok(loaded) = config::load(config, paths, &EnvSource::Process) else {
+        return false;
+    };
+    let count = |env: Option<String>| {
+        crate::accounts::discover(&loaded.config, paths, env, 0)
+            .specs
+            .len()
+    };
+    count(None) == 0 && count(Some(key)) > 0
+}
+
+/// In a terminal: offer to store the shell's key where the service finds it. True when the
+/// question was asked (whatever the answer), false when there is no one to ask.
+fn offer_to_store_the_key() -> bool {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!(
+        "The only account is ANTHROPIC_API_KEY from this shell; the service will not have it.\n\
+         Store it as an account now (tokens.json, mode 0600)? [Y/n] "
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    if matches!(answer.trim(), "" | "y" | "Y" | "yes") {
+        let code = auth::run(auth::AuthCommand::Login {
+            provider: auth::Provider::Anthropic,
+            method: Some(auth::LoginMethod::ApiKey),
+            add: true,
+            label: None,
+            non_interactive: true,
+            no_verify: false,
+        });
+        if code != ExitCode::SUCCESS {
+            eprintln!("warning: not stored; {SHELL_ONLY_KEY}");
+        }
+    } else {
+        eprintln!("warning: not stored; {SHELL_ONLY_KEY}");
+    }
+    true
 }
 
 fn uninstall(dry_run: bool) -> ExitCode {

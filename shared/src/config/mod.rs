@@ -168,6 +168,7 @@ pub fn parse(
         .map(|k| unknown_key_warning(&k, &known, text, format, origin))
         .collect();
     validate(&config, origin, &mut warnings)?;
+    warnings.extend(duplicate_names(&config, text, origin));
     Ok((config, warnings))
 }
 
@@ -286,6 +287,44 @@ fn key_position(text: &str, name: &str, format: Format) -> Option<(usize, usize)
         }
     }
     None
+}
+
+/// Two API-key accounts with one `name`: the proxy keeps both and shows the later one as
+/// `name-2` (as `proxy start` warns); `config check` says so before, pointing at the second.
+fn duplicate_names(c: &ProxyConfig, text: &str, origin: &Path) -> Vec<String> {
+    let mut first: std::collections::HashMap<&str, usize> = Default::default();
+    let mut warnings = Vec::new();
+    for (i, a) in c.accounts.anthropic.iter().enumerate() {
+        if a.api_key.is_none() {
+            continue; // settings for a stored login, matched by this name on purpose
+        }
+        let name = a.name.value.as_str();
+        let Some(&earlier) = first.get(name) else {
+            first.insert(name, i);
+            continue;
+        };
+        // The second line that names it: `name: a`, quoted or not, in a list item or not.
+        let position = text
+            .lines()
+            .enumerate()
+            .filter_map(|(n, line)| {
+                let body = line.trim_start();
+                let body = body.strip_prefix("- ").unwrap_or(body).trim_start();
+                let value = body.strip_prefix("name")?.trim_start().strip_prefix(':')?;
+                let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+                (value == name).then(|| (n + 1, line.len() - body.len() + 1))
+            })
+            .nth(1)
+            .map(|(l, c)| format!(":{l}:{c}"))
+            .unwrap_or_default();
+        warnings.push(format!(
+            "{}{position}: `accounts.anthropic[{i}].name` repeats `{name}` of \
+             accounts.anthropic[{earlier}]; the proxy shows this one as `{name}-2`: give each \
+             account its own name",
+            origin.display()
+        ));
+    }
+    warnings
 }
 
 /// `?.accounts.anthropic.0.colour` (serde_ignored's form) as `accounts.anthropic[0].colour`.

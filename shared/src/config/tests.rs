@@ -437,3 +437,18 @@ fn a_second_document_is_pointed_at() {
     assert!(e.contains("proxy-config.yaml:3:1"), "{e}");
     assert!(e.contains("more than one document"), "{e}");
 }
+
+#[test]
+fn two_accounts_with_one_name_are_reported_at_the_second() {
+    let text = "accounts:\n  anthropic:\n    - name: a\n      apiKey: ${K1}\n    - name: \"a\"\n      apiKey: ${K2}\n    - name: b\n";
+    let (_, warnings) = yaml(text, &env(&[("K1", "x1"), ("K2", "x2")])).unwrap();
+    let w = warnings
+        .iter()
+        .find(|w| w.contains("repeats"))
+        .unwrap_or_else(|| panic!("{warnings:?}"));
+    assert!(w.contains("proxy-config.yaml:5:7"), "{w}");
+    assert!(
+        w.contains("accounts.anthropic[1].name") && w.contains("`a-2`"),
+        "{w}"
+    );
+}
