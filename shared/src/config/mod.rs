@@ -146,7 +146,7 @@ pub fn parse(
                     origin,
                     pos.as_ref().map(|p| (p.line, p.column)),
                     failure.unwrap_or_default(),
-                    &e,
+                    &yaml::describe(&e),
                 )
             })
         }
@@ -167,7 +167,7 @@ pub fn parse(
         .into_iter()
         .map(|k| unknown_key_warning(&k, &known, text, format, origin))
         .collect();
-    validate(&config, origin, &mut warnings)?;
+    validate(&config, origin, &mut warnings).map_err(|e| with_position(e, text, format))?;
     warnings.extend(duplicate_names(&config, text, origin));
     Ok((config, warnings))
 }
@@ -194,7 +194,7 @@ fn invalid(
     if let Some(i) = message.rfind(" at line ") {
         message.truncate(i);
     }
-    // serde_yaml prefixes its own (shorter) path; ours is the precise one.
+    // A parser may prefix its own (shorter) path; ours is the precise one.
     if let Some((prefix, rest)) = message.split_once(": ") {
         if !prefix.contains(' ') && key.starts_with(prefix) {
             message = rest.to_string();
@@ -287,6 +287,112 @@ fn key_position(text: &str, name: &str, format: Format) -> Option<(usize, usize)
         }
     }
     None
+}
+
+/// A check made after parsing (a range, a missing provider) names its key; this adds the line and
+/// column of that key in the text, found by walking the key path through the file's block
+/// structure (YAML) or by the key's last name (JSON, flow-style YAML).
+fn with_position(e: ConfigError, text: &str, format: Format) -> ConfigError {
+    match e {
+        ConfigError::Invalid {
+            path,
+            line: None,
+            key,
+            message,
+            ..
+        } => {
+            let at = match format {
+                Format::Yaml => locate_yaml(text, &key),
+                Format::Json => None,
+            }
+            .or_else(|| {
+                let last = key.rsplit(['.', ']']).find(|s| !s.is_empty())?;
+                key_position(text, last, format)
+            });
+            ConfigError::Invalid {
+                path,
+                line: at.map(|a| a.0),
+                column: at.map(|a| a.1),
+                key,
+                message,
+            }
+        }
+        other => other,
+    }
+}
+
+/// The line and column (1-based) of `accounts.anthropic[1].weight` in block-style YAML.
+fn locate_yaml(text: &str, key_path: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let meaningful = |l: &str| {
+        let t = l.trim_start();
+        !t.is_empty() && !t.starts_with('#')
+    };
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut start = 0;
+    let mut parent: Option<usize> = None; // indent of the enclosing key or list item
+    let mut found = None;
+    let within = |l: &str, parent: Option<usize>| parent.is_none_or(|p| indent(l) > p);
+    for seg in key_path.split('.') {
+        let (name, indexes) = match seg.find('[') {
+            Some(i) => (&seg[..i], &seg[i..]),
+            None => (seg, ""),
+        };
+        if !name.is_empty() {
+            let mut hit = None;
+            for (i, l) in lines.iter().enumerate().skip(start) {
+                if !meaningful(l) {
+                    continue;
+                }
+                // The key may follow a list item's dash on the same line.
+                let body = l.trim_start();
+                let (body, col) = match body.strip_prefix("- ") {
+                    Some(rest) => (rest.trim_start(), l.len() - rest.trim_start().len()),
+                    None => (body, indent(l)),
+                };
+                if i > start && !within(l, parent) && body.len() == l.trim_start().len() {
+                    return None; // left the enclosing block
+                }
+                let is_key = [name.to_string(), format!("\"{name}\""), format!("'{name}'")]
+                    .iter()
+                    .any(|k| {
+                        body.strip_prefix(k.as_str())
+                            .is_some_and(|r| r.trim_start().starts_with(':'))
+                    });
+                if is_key && parent.is_none_or(|p| col > p) {
+                    hit = Some((i, col));
+                    break;
+                }
+            }
+            let (i, col) = hit?;
+            found = Some((i + 1, col + 1));
+            start = i + 1;
+            parent = Some(col);
+        }
+        for index in indexes
+            .split(']')
+            .filter_map(|s| s.strip_prefix('['))
+            .map(str::parse::<usize>)
+        {
+            let index = index.ok()?;
+            let mut items = lines
+                .iter()
+                .enumerate()
+                .skip(start)
+                .filter(|(_, l)| meaningful(l))
+                .take_while(|(_, l)| within(l, parent) || l.trim_start().starts_with("- "))
+                .filter(|(_, l)| l.trim_start().starts_with("- "));
+            let (first_i, first) = items.next()?;
+            let dash = indent(first);
+            let (i, l) = std::iter::once((first_i, first))
+                .chain(items.filter(|(_, l)| indent(l) == dash))
+                .nth(index)?;
+            found = Some((i + 1, indent(l) + 1));
+            start = i; // the item's first key may share the dash's line
+            parent = Some(dash);
+        }
+    }
+    found
 }
 
 /// Two API-key accounts with one `name`: the proxy keeps both and shows the later one as

@@ -114,8 +114,8 @@ fn missing_variable_is_an_error_naming_key_and_variable() {
     assert!(err.contains("accounts.anthropic[0].apiKey"), "{err}");
     assert!(err.contains("`MISSING_KEY` is not set"), "{err}");
     assert!(
-        err.starts_with("/cfg/proxy-config.yaml:3:"),
-        "points at the entry: {err}"
+        err.starts_with("/cfg/proxy-config.yaml:4:15:"),
+        "points at the value: {err}"
     );
     assert!(!err.contains("[0]: environment"), "no doubled path: {err}");
 }
@@ -299,13 +299,7 @@ mod properties {
             let after = &shown[shown.find(file).map_or(0, |i| i + file.len())..];
             let at_position =
                 after.starts_with(':') && after[1..].starts_with(|c: char| c.is_ascii_digit());
-            // serde_yaml alone gives neither for a second document that has no `---` line (say
-            // `&a}`); the message still says what is wrong with the file as a whole.
-            let whole_file = shown.contains("more than one document");
-            prop_assert!(
-                at_position || shown.contains("key `") || whole_file,
-                "{shown}"
-            );
+            prop_assert!(at_position || shown.contains("key `"), "{shown}");
         }
         Ok(())
     }
@@ -434,8 +428,12 @@ fn a_second_document_is_pointed_at() {
     .map(|_| ())
     .unwrap_err()
     .to_string();
-    assert!(e.contains("proxy-config.yaml:3:1"), "{e}");
-    assert!(e.contains("more than one document"), "{e}");
+    assert!(
+        e.contains("proxy-config.yaml:4:1"),
+        "the second document: {e}"
+    );
+    assert!(e.contains("more than one YAML document"), "{e}");
+    assert!(!e.contains("from_str_multiple"), "no API advice: {e}");
 }
 
 #[test]
@@ -451,4 +449,47 @@ fn two_accounts_with_one_name_are_reported_at_the_second() {
         w.contains("accounts.anthropic[1].name") && w.contains("`a-2`"),
         "{w}"
     );
+}
+
+#[test]
+fn checks_after_parsing_point_at_their_key() {
+    let text = "server:\n  port: 1\nrouting:\n  strategy: fill-first\n  quota-threshold: 5\naccounts:\n  anthropic:\n    - name: a\n      apiKey: ${K}\n    - name: b\n      apiKey: ${K}\n      weight: 0\n";
+    let weight_ok = text.replace("weight: 0", "weight: 1");
+    let e = yaml(&weight_ok, &env(&[("K", "x")]))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("/cfg/proxy-config.yaml:5:3: key `routing.quota-threshold`"),
+        "{e}"
+    );
+    let text = text.replace("quota-threshold: 5", "quota-threshold: 0.5");
+    let e = yaml(&text, &env(&[("K", "x")]))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("/cfg/proxy-config.yaml:12:7: key `accounts.anthropic[1].weight`"),
+        "{e}"
+    );
+    assert_eq!(
+        locate_yaml("a:\n  - x: 1\n  - x: 2\n    y: 3\n", "a[1].y"),
+        Some((4, 5))
+    );
+    assert_eq!(
+        locate_yaml("a:\n  b: 1\nc: 2\n", "a.c"),
+        None,
+        "c is not under a"
+    );
+}
+
+#[test]
+fn a_key_given_twice_is_an_error_at_the_second() {
+    let e = yaml("server:\n  port: 1\n  port: 2\n", &env(&[]))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("/cfg/proxy-config.yaml:3:3:"), "{e}");
+    assert!(e.contains("`port` is given twice"), "{e}");
+    assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
 }
