@@ -3,11 +3,13 @@
 //! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS]`
 //!
 //! Builds the release proxy, starts the fake upstream and the proxy as child processes (one
-//! API-key account), then measures both paths with a lean hyper client (one
-//! connection per worker, keep-alive): latency at concurrency 1, throughput at concurrency 32, a
-//! 128 KB request body, SSE time to first and last byte of a 1,000-event stream, and the proxy's
-//! RSS idle and holding 1,000 open streams. Prints a table with ratios to direct and writes JSON.
-//! Figures, not pass/fail: these machines are noisy, so compare ratios from the same run.
+//! API-key account), and, when `nginx` is on PATH, nginx as a reference reverse proxy in front of
+//! the same fake (`tests/bench/nginx.conf`). Then measures every path with a lean hyper client
+//! (one connection per worker, keep-alive): latency at concurrency 1, throughput at concurrency 32
+//! with the CPU each path's own processes spent per request (their rusage over the run), a 128 KB
+//! request body, SSE time to first and last byte of a 1,000-event stream, and RSS idle and
+//! holding 1,000 open streams. Prints a table with ratios to direct and writes JSON. Figures, not
+//! pass/fail: these machines are noisy, so compare ratios from the same run.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -159,32 +161,34 @@ impl Samples {
     }
 }
 
-/// Sequential requests on one keep-alive connection per path, `n` per path in all.
-async fn latency_pair(
-    direct: &str,
-    proxy: &str,
+/// Sequential requests on one keep-alive connection per target, `n` per target in all; the same
+/// request for each.
+async fn latency_set(
+    targets: &[&str],
     body: &Bytes,
     headers: &[(&str, &str)],
     n: usize,
-) -> anyhow::Result<(Lat, Lat)> {
+) -> anyhow::Result<Vec<Lat>> {
     let make = |authority: &str| request(authority, body, headers);
-    latency_pair_with(direct, proxy, [&make, &make], n).await
+    let makes: Vec<&MakeRequest<'_>> = targets.iter().map(|_| &make as &MakeRequest<'_>).collect();
+    latency_set_with(targets, &makes, n).await
 }
 
 /// Builds a request for an authority.
 type MakeRequest<'a> = dyn Fn(&str) -> http::Request<Full<Bytes>> + 'a;
 
-/// [`latency_pair`] with each side's own request (`make[0]` direct, `make[1]` via the proxy).
-async fn latency_pair_with(
-    direct: &str,
-    proxy: &str,
-    make: [&MakeRequest<'_>; 2],
+/// [`latency_set`] with each target's own request (`make[i]` for `targets[i]`).
+async fn latency_set_with(
+    targets: &[&str],
+    make: &[&MakeRequest<'_>],
     n: usize,
-) -> anyhow::Result<(Lat, Lat)> {
-    let mut conns = [connect(direct).await?, connect(proxy).await?];
-    let authorities = [direct, proxy];
-    let mut samples = [Samples::default(), Samples::default()];
-    for ((conn, authority), make) in conns.iter_mut().zip(authorities).zip(make) {
+) -> anyhow::Result<Vec<Lat>> {
+    let mut conns = Vec::new();
+    for t in targets {
+        conns.push(connect(t).await?);
+    }
+    let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
+    for ((conn, authority), make) in conns.iter_mut().zip(targets).zip(make) {
         for _ in 0..(n / 10).max(1) {
             once(conn, make(authority)).await?;
         }
@@ -192,7 +196,7 @@ async fn latency_pair_with(
     for _ in 0..ROUNDS {
         for (((conn, authority), s), make) in conns
             .iter_mut()
-            .zip(authorities)
+            .zip(targets)
             .zip(samples.iter_mut())
             .zip(make)
         {
@@ -203,32 +207,99 @@ async fn latency_pair_with(
             }
         }
     }
-    let [d, p] = samples;
-    Ok((d.lat(), p.lat()))
+    Ok(samples.into_iter().map(Samples::lat).collect())
 }
 
-async fn throughput_pair(
-    direct: &str,
-    proxy: &str,
+/// Throughput at concurrency `workers`, and the CPU each target's own processes spent per
+/// request meanwhile (from their rusage in /proc: user + system time over requests served).
+struct Thru {
+    rps: f64,
+    cpu_us_per_request: f64,
+}
+
+async fn throughput_set(
+    targets: &[(&str, &dyn Fn() -> Vec<u32>)],
     body: &Bytes,
     workers: usize,
     secs: f64,
-) -> anyhow::Result<(f64, f64)> {
-    let mut totals = [0.0f64; 2];
+) -> anyhow::Result<Vec<Thru>> {
+    let mut requests = vec![0u64; targets.len()];
+    let mut elapsed = vec![0f64; targets.len()];
+    let mut ticks = vec![0u64; targets.len()];
     for _ in 0..ROUNDS {
-        for (i, authority) in [direct, proxy].into_iter().enumerate() {
-            totals[i] += throughput(authority, body, workers, secs / ROUNDS as f64).await?;
+        for (i, (authority, pids)) in targets.iter().enumerate() {
+            let before = cpu_ticks(&pids());
+            let (n, took) = throughput(authority, body, workers, secs / ROUNDS as f64).await?;
+            ticks[i] += cpu_ticks(&pids()).saturating_sub(before);
+            requests[i] += n;
+            elapsed[i] += took;
         }
     }
-    Ok((totals[0] / ROUNDS as f64, totals[1] / ROUNDS as f64))
+    let per_tick_us = 1e6 / clock_ticks_per_second();
+    Ok((0..targets.len())
+        .map(|i| Thru {
+            rps: requests[i] as f64 / elapsed[i].max(1e-9),
+            cpu_us_per_request: ticks[i] as f64 * per_tick_us / requests[i].max(1) as f64,
+        })
+        .collect())
 }
 
+/// User + system CPU time of these processes so far, in clock ticks.
+fn cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the parenthesised name: state is the 1st, utime the 12th, stime the 13th.
+            let rest = stat.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// A process and the children it forked (nginx's workers).
+fn with_children(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let parent = std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                });
+            if parent == Some(pid) {
+                pids.push(child);
+            }
+        }
+    }
+    pids
+}
+
+/// Requests served at concurrency `workers` for `secs`, and the seconds it took.
 async fn throughput(
     authority: &str,
     body: &Bytes,
     workers: usize,
     secs: f64,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(u64, f64)> {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for _ in 0..workers {
@@ -249,7 +320,7 @@ async fn throughput(
     for t in tasks {
         total += t.await??;
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok((total, start.elapsed().as_secs_f64()))
 }
 
 fn rss_mb(pid: u32) -> anyhow::Result<f64> {
@@ -370,6 +441,84 @@ impl Drop for FakeProcess {
     }
 }
 
+/// nginx as the reference reverse proxy (`tests/bench/nginx.conf`), when `nginx` is on PATH.
+struct Nginx {
+    child: std::process::Child,
+    authority: String,
+    conf: std::path::PathBuf,
+    prefix: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Start it in front of `upstream`; `None` when there is no nginx here.
+    fn start(upstream: &str) -> anyhow::Result<Option<Self>> {
+        if !Command::new("nginx")
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Ok(None);
+        }
+        let prefix = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let template = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/nginx.conf"),
+        )?;
+        let conf = prefix.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            template
+                .replace("{{PREFIX}}", &prefix.path().display().to_string())
+                .replace("{{UPSTREAM}}", upstream)
+                .replace("{{PORT}}", &port.to_string()),
+        )?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(prefix.path())
+            .arg("-c")
+            .arg(&conf)
+            .args(["-e", "stderr"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        let authority = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&authority).is_err() {
+            if Instant::now() > deadline {
+                bail!("nginx did not listen on {authority} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Some(Self {
+            child,
+            authority,
+            conf,
+            prefix,
+        }))
+    }
+
+    /// The master and its workers.
+    fn pids(&self) -> Vec<u32> {
+        with_children(self.child.id())
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // Through the master, so the workers go too.
+        let _ = Command::new("nginx")
+            .arg("-p")
+            .arg(self.prefix.path())
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["-e", "stderr", "-s", "stop"])
+            .output();
+        let _ = self.child.wait();
+    }
+}
+
 async fn run(o: Opts) -> anyhow::Result<()> {
     let fake = FakeProcess::start()?;
     let home = TestHome::new()?;
@@ -387,8 +536,8 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     if let Some(secs) = o.soak {
         eprintln!("proxy pid {pid}: loading it at c=32 for {secs} s");
         let small = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"say hi"}]}).to_string());
-        let rps = throughput(&proxy, &small, 32, secs).await?;
-        println!("{rps:.0} req/s through the proxy");
+        let (n, took) = throughput(&proxy, &small, 32, secs).await?;
+        println!("{:.0} req/s through the proxy", n as f64 / took);
         return Ok(());
     }
 
@@ -404,67 +553,119 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     let events = std::env::var("BENCH_SSE_EVENTS").unwrap_or_else(|_| "1000".into());
     let sse_headers = [("x-fake-events", events.as_str())];
 
+    let nginx = Nginx::start(&direct)?;
+    if nginx.is_none() {
+        eprintln!("nginx is not on PATH: no reference row (apt-get install nginx-light)");
+    }
+    let nginx_pids = nginx.as_ref().map(Nginx::pids).unwrap_or_default();
+    let rss_nginx_idle = nginx_pids
+        .iter()
+        .map(|p| rss_mb(*p).unwrap_or(0.0))
+        .sum::<f64>();
+    // direct, via the proxy, via nginx (when there is one)
+    let mut targets = vec![direct.as_str(), proxy.as_str()];
+    if let Some(n) = &nginx {
+        targets.push(n.authority.as_str());
+    }
+
     eprintln!("latency, concurrency 1 ({n_lat} requests each)...");
-    let (lat_d, lat_p) = latency_pair(&direct, &proxy, &small, &[], n_lat).await?;
+    let lat = latency_set(&targets, &small, &[], n_lat).await?;
     eprintln!("throughput, concurrency 32 ({secs} s each)...");
-    let (rps_d, rps_p) = throughput_pair(&direct, &proxy, &small, 32, secs).await?;
+    let fake_pid = fake.child.id();
+    let fake_pids = move || vec![fake_pid];
+    let proxy_pids = move || vec![pid];
+    let nginx_pids_now = || nginx.as_ref().map(Nginx::pids).unwrap_or_default();
+    let mut thru_targets: Vec<(&str, &dyn Fn() -> Vec<u32>)> =
+        vec![(direct.as_str(), &fake_pids), (proxy.as_str(), &proxy_pids)];
+    if let Some(n) = &nginx {
+        thru_targets.push((n.authority.as_str(), &nginx_pids_now));
+    }
+    let thru = throughput_set(&thru_targets, &small, 32, secs).await?;
     eprintln!("128 KB request body ({n_body} requests each)...");
-    let (body_d, body_p) = latency_pair(&direct, &proxy, &big, &[], n_body).await?;
+    let body = latency_set(&targets, &big, &[], n_body).await?;
     eprintln!("SSE, 1,000 events ({n_sse} streams each)...");
-    let (sse_d, sse_p) = latency_pair(&direct, &proxy, &sse_body, &sse_headers, n_sse).await?;
+    let sse = latency_set(&targets, &sse_body, &sse_headers, n_sse).await?;
     eprintln!("translated SSE through the OpenAI fake ({n_sse} streams each)...");
     let translated_body = Bytes::from(json!({"model":"bench-translated","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"say hi"}]}).to_string());
     let openai_body = Bytes::from(json!({"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"say hi"}]}).to_string());
     let to_openai = |a: &str| request_to(a, "/v1/chat/completions", &openai_body, &[]);
     let to_proxy = |a: &str| request(a, &translated_body, &[]);
-    let (tr_d, tr_p) =
-        latency_pair_with(&fake.providers, &proxy, [&to_openai, &to_proxy], n_sse).await?;
+    let tr = latency_set_with(
+        &[fake.providers.as_str(), proxy.as_str()],
+        &[&to_openai, &to_proxy],
+        n_sse,
+    )
+    .await?;
     let rss_after = rss_mb(pid)?;
     eprintln!("1,000 open streams...");
     let rss_streams = rss_with_open_streams(&proxy, pid, 1000).await?;
     let _ = daemon.terminate(Duration::from_secs(15));
 
-    let rows = vec![
-        ("latency p50, c=1 (ms)", lat_d.p50, lat_p.p50),
-        ("latency p99, c=1 (ms)", lat_d.p99, lat_p.p99),
-        ("throughput, c=32 (req/s)", rps_d, rps_p),
-        ("128 KB body p50 (ms)", body_d.p50, body_p.p50),
-        ("SSE first byte p50 (ms)", sse_d.ttfb_p50, sse_p.ttfb_p50),
-        ("SSE last byte p50, 1,000 events (ms)", sse_d.p50, sse_p.p50),
+    // Each row: direct, proxy, and nginx when measured.
+    let rows: Vec<(&str, Vec<f64>)> = vec![
+        ("latency p50, c=1 (ms)", lat.iter().map(|l| l.p50).collect()),
+        ("latency p99, c=1 (ms)", lat.iter().map(|l| l.p99).collect()),
+        (
+            "throughput, c=32 (req/s)",
+            thru.iter().map(|t| t.rps).collect(),
+        ),
+        (
+            "CPU per request, c=32 (µs; direct: the fake's own)",
+            thru.iter().map(|t| t.cpu_us_per_request).collect(),
+        ),
+        ("128 KB body p50 (ms)", body.iter().map(|l| l.p50).collect()),
+        (
+            "SSE first byte p50 (ms)",
+            sse.iter().map(|l| l.ttfb_p50).collect(),
+        ),
+        (
+            "SSE last byte p50, 1,000 events (ms)",
+            sse.iter().map(|l| l.p50).collect(),
+        ),
         (
             "translated SSE first byte p50, vs OpenAI direct (ms)",
-            tr_d.ttfb_p50,
-            tr_p.ttfb_p50,
+            tr.iter().map(|l| l.ttfb_p50).collect(),
         ),
         (
             "translated SSE last byte p50, vs OpenAI direct (ms)",
-            tr_d.p50,
-            tr_p.p50,
+            tr.iter().map(|l| l.p50).collect(),
         ),
     ];
     println!();
-    println!("| measure | direct | via proxy | added | ratio |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
-    for (name, d, p) in &rows {
-        println!(
-            "| {name} | {d:.3} | {p:.3} | {:+.3} | {:.3}x |",
-            p - d,
-            p / d
-        );
+    let with_nginx = nginx.is_some();
+    if with_nginx {
+        println!("| measure | direct | via proxy | added | ratio | via nginx | added | ratio |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    } else {
+        println!("| measure | direct | via proxy | added | ratio |");
+        println!("| --- | ---: | ---: | ---: | ---: |");
+    }
+    for (name, v) in &rows {
+        let d = v[0];
+        let cell = |x: f64| format!("{x:.3} | {:+.3} | {:.3}x", x - d, x / d);
+        let nginx_cells = match v.get(2) {
+            Some(x) => format!(" {} |", cell(*x)),
+            None if with_nginx => " - | | |".to_string(),
+            None => String::new(),
+        };
+        println!("| {name} | {d:.3} | {} |{nginx_cells}", cell(v[1]));
     }
     println!();
-    println!("| proxy memory | RSS (MB) |");
+    println!("| memory | RSS (MB) |");
     println!("| --- | ---: |");
-    println!("| idle after start | {rss_idle:.1} |");
-    println!("| idle after the runs above | {rss_after:.1} |");
-    println!("| holding 1,000 open streams | {rss_streams:.1} |");
+    println!("| proxy idle after start | {rss_idle:.1} |");
+    println!("| proxy idle after the runs above | {rss_after:.1} |");
+    println!("| proxy holding 1,000 open streams | {rss_streams:.1} |");
+    if with_nginx {
+        println!("| nginx idle (master and workers) | {rss_nginx_idle:.1} |");
+    }
 
     let results = json!({
         "date": humantime_now(),
         "quick": o.quick,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "rows": rows.iter().map(|(name, d, p)| json!({"measure": name, "direct": d, "proxy": p, "added": p - d, "ratio": p / d})).collect::<Vec<_>>(),
-        "rss_mb": {"idle": rss_idle, "idle_after_load": rss_after, "open_streams_1000": rss_streams},
+        "rows": rows.iter().map(|(name, v)| json!({"measure": name, "direct": v[0], "proxy": v[1], "added": v[1] - v[0], "ratio": v[1] / v[0], "nginx": v.get(2)})).collect::<Vec<_>>(),
+        "rss_mb": {"idle": rss_idle, "idle_after_load": rss_after, "open_streams_1000": rss_streams, "nginx_idle": with_nginx.then_some(rss_nginx_idle)},
     });
     if let Some(dir) = o.out.parent() {
         std::fs::create_dir_all(dir)?;
