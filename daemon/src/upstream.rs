@@ -183,6 +183,37 @@ impl Failure {
     }
 }
 
+/// `Url::parse(full)`, with the scheme and authority parsed once per thread and reused: parsing
+/// the host (IDNA mapping included) was about 4 % of the proxy's instructions per request, and
+/// every request to an upstream shares its base. `None` for anything unusual (a fragment, a
+/// backslash, dot segments, no path): the caller lets the full parser have it.
+fn parse_url(full: &str) -> Option<reqwest::Url> {
+    use std::cell::RefCell;
+    thread_local! {
+        static BASE: RefCell<Option<(String, reqwest::Url)>> = const { RefCell::new(None) };
+    }
+    let authority_start = full.find("://")? + 3;
+    let path_start = authority_start + full[authority_start..].find('/')?;
+    let (base, rest) = full.split_at(path_start);
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if rest.contains(['#', '\\']) || path.contains("/.") {
+        return None;
+    }
+    BASE.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().is_none_or(|(b, _)| b != base) {
+            *cell = Some((base.to_string(), reqwest::Url::parse(base).ok()?));
+        }
+        let mut url = cell.as_ref()?.1.clone();
+        url.set_path(path);
+        url.set_query(query);
+        Some(url)
+    })
+}
+
 /// One attempt on `u`: send, classify or commit.
 pub async fn send<U: Upstream>(
     app: &Arc<App>,
@@ -192,12 +223,11 @@ pub async fn send<U: Upstream>(
     draft: &Draft,
 ) -> (Outcome, Reply) {
     let p = u.prepare(rt, req);
-    let send = rt
-        .client
-        .request(p.method, p.url)
-        .headers(p.headers)
-        .body(p.body)
-        .send();
+    let builder = match parse_url(&p.url) {
+        Some(url) => rt.client.request(p.method, url),
+        None => rt.client.request(p.method, p.url),
+    };
+    let send = builder.headers(p.headers).body(p.body).send();
     let response = match tokio::time::timeout(rt.headers_timeout, send).await {
         Err(_) => {
             let secs = rt.headers_timeout.as_secs();
@@ -408,4 +438,33 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::parse_url;
+
+    #[test]
+    fn the_cached_base_parses_like_the_full_parser() {
+        for u in [
+            "http://127.0.0.1:43101/v1/messages?beta=true",
+            "https://api.anthropic.com/v1/messages?beta=true",
+            "https://api.anthropic.com/v1/messages/count_tokens?beta=true&x=%20y",
+            "http://127.0.0.1:9/v1/chat/completions",
+            "http://localhost:11434/v1/chat/completions",
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+            "https://api.anthropic.com/v1/models?limit=5&after_id=x%2Fy",
+            "http://127.0.0.1:43101/v1/messages",
+            "https://api.anthropic.com/v1/messages?beta=true",
+        ] {
+            let want = reqwest::Url::parse(u).ok();
+            assert_eq!(parse_url(u), want, "{u}");
+        }
+        assert_eq!(
+            parse_url("http://h/a/../b"),
+            None,
+            "dot segments: the full parser"
+        );
+        assert_eq!(parse_url("http://h"), None, "no path: the full parser");
+    }
 }

@@ -587,6 +587,12 @@ impl Upstream for AccountUpstream<'_> {
 /// The `data` of the first event when that event is `error` (whole events only: `events` comes
 /// from the framer).
 fn first_event_error(events: &[u8]) -> Option<Bytes> {
+    // A JSON body (most non-streamed answers) is told apart by its first byte, before anything
+    // scans the whole chunk: an SSE stream starts with a field name or a `:` comment.
+    let first = *events.iter().find(|b| !b.is_ascii_whitespace())?;
+    if !matches!(first, b'e' | b'd' | b'i' | b'r' | b':') {
+        return None;
+    }
     let end = memchr::memmem::find(events, b"\n\n").unwrap_or(events.len());
     let event = &events[..end];
     let mut lines = event
@@ -623,6 +629,28 @@ pub fn upstream_url(base: &str, path_and_query: &str, route: Route) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_event_is_an_error_only_when_it_says_so() {
+        let error = |b: &[u8]| first_event_error(b).map(|d| d.to_vec());
+        assert_eq!(error(br#"{"type":"message","content":[]}"#), None);
+        assert_eq!(error(b"event: message_start\ndata: {}\n\n"), None);
+        let want = Some(br#"{"type":"error"}"#.to_vec());
+        assert_eq!(error(b"event: error\ndata: {\"type\":\"error\"}\n\n"), want);
+        assert_eq!(
+            error(b"id: 1\nevent: error\ndata: {\"type\":\"error\"}\n\n"),
+            want
+        );
+        assert_eq!(
+            error(b": hi\r\n\r\nevent: error\r\ndata: {\"type\":\"error\"}\r\n\r\n"),
+            want
+        );
+        assert_eq!(
+            error(b"data: {}\n\nevent: error\ndata: {}\n\n"),
+            None,
+            "only the first event"
+        );
+    }
 
     #[test]
     fn beta_true_is_added_once() {
