@@ -461,10 +461,14 @@ mod url_tests {
             assert_eq!(parse_url(u), want, "{u}");
         }
         assert_eq!(
-            parse_url("http://h/a/../b"),
+            parse_url("http://127.0.0.1:9/a/../b"),
             None,
             "dot segments: the full parser"
         );
-        assert_eq!(parse_url("http://h"), None, "no path: the full parser");
+        assert_eq!(
+            parse_url("http://127.0.0.1:9"),
+            None,
+            "no path: the full parser"
+        );
     }
 }

@@ -158,36 +158,7 @@ async fn official_typescript_sdk_assembles_plain_streamed_and_tool_answers() {
     )
     .await;
 
-    assert_eq!(v["plain"]["text"], "Hello from the fake upstream.", "{v}");
-    assert_eq!(v["plain"]["stop_reason"], "end_turn");
-    assert_eq!(v["plain"]["input_tokens"], 25);
-    assert_eq!(v["plain"]["output_tokens"], 12);
-    assert_eq!(
-        v["streamed"]["deltas"],
-        serde_json::json!(["Hello", " from", " the fake upstream."])
-    );
-    assert_eq!(v["streamed"]["text"], "Hello from the fake upstream.");
-    assert_eq!(v["streamed"]["output_tokens"], 12);
-    assert_eq!(v["tool"]["stop_reason"], "tool_use");
-    assert_eq!(v["tool"]["text"], serde_json::json!(["Let me check."]));
-    assert_eq!(v["tool"]["tool_name"], "Bash");
-    assert_eq!(v["tool"]["tool_id"], "toolu_01T1x1fJ34qAmk2tNTrN7Up6");
-    assert_eq!(
-        v["tool"]["tool_input"],
-        serde_json::json!({"command": "ls -la"})
-    );
-    // A stream cut inside an event: the SDK raises the API error the proxy appended after the
-    // last whole event, never a parse error or a quiet end.
-    assert_eq!(v["cut"]["raised"], "APIError", "{}", v["cut"]);
-    assert!(
-        v["cut"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("upstream stream failed"),
-        "{}",
-        v["cut"]
-    );
-    assert_eq!(v["cut"]["deltas"], serde_json::json!(["Hello"]));
+    crate::sdk::assert_sdk_assembled(&v, "APIError");
 
     let recorded = fake.recorded();
     assert_eq!(recorded.len(), 4);

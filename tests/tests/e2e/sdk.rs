@@ -92,30 +92,11 @@ pub async fn run_script(
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// The SDK scripts' environment: the proxy's address and a key the proxy replaces.
-fn anthropic_env(url: &str) -> [(&'static str, &str); 2] {
-    [
-        ("ANTHROPIC_BASE_URL", url),
-        ("ANTHROPIC_API_KEY", "sdk-client-key"),
-    ]
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
-    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
-    let fake = FakeAnthropic::start().await.unwrap();
-    let home = TestHome::new().unwrap();
-    home.write_config(&config_with_keys(
-        &fake.url(),
-        "fill-first",
-        &[("a", "key-a")],
-    ))
-    .unwrap();
-    let d = Daemon::start(&home, &[], &[]).unwrap();
-
-    let script = workspace().join("tests/python/sdk_check.py");
-    let v = run_script(python, script, &anthropic_env(&d.url)).await;
-
+/// What an official SDK assembled from the fake's answers through the proxy (the scripts print
+/// the same shape in Python and TypeScript): a plain message, a stream, a streamed tool call, and
+/// a stream cut inside an event, which the SDK raises as `cut_error` (the API error the proxy
+/// appended after the last whole event), never a parse error or a quiet end.
+pub fn assert_sdk_assembled(v: &serde_json::Value, cut_error: &str) {
     assert_eq!(v["plain"]["text"], "Hello from the fake upstream.");
     assert_eq!(v["plain"]["stop_reason"], "end_turn");
     assert_eq!(v["plain"]["input_tokens"], 25);
@@ -140,7 +121,7 @@ async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
     // A stream cut inside an event: the SDK raises the API error the proxy appended after the
     // last whole event (message_start, content_block_start, ping, then "Hello"), never a JSON
     // decode error or a quiet end.
-    assert_eq!(v["cut"]["raised"], "APIStatusError", "{}", v["cut"]);
+    assert_eq!(v["cut"]["raised"], cut_error, "{}", v["cut"]);
     assert!(
         v["cut"]["message"]
             .as_str()
@@ -150,6 +131,33 @@ async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
         v["cut"]
     );
     assert_eq!(v["cut"]["deltas"], serde_json::json!(["Hello"]));
+}
+
+/// The SDK scripts' environment: the proxy's address and a key the proxy replaces.
+fn anthropic_env(url: &str) -> [(&'static str, &str); 2] {
+    [
+        ("ANTHROPIC_BASE_URL", url),
+        ("ANTHROPIC_API_KEY", "sdk-client-key"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
+    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let fake = FakeAnthropic::start().await.unwrap();
+    let home = TestHome::new().unwrap();
+    home.write_config(&config_with_keys(
+        &fake.url(),
+        "fill-first",
+        &[("a", "key-a")],
+    ))
+    .unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+
+    let script = workspace().join("tests/python/sdk_check.py");
+    let v = run_script(python, script, &anthropic_env(&d.url)).await;
+
+    assert_sdk_assembled(&v, "APIStatusError");
 
     // Every SDK request reached the fake with the account's key, never the SDK's.
     let recorded = fake.recorded();
