@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use neurolink_tests::fake_anthropic::{Behavior, FakeAnthropic};
-use neurolink_tests::harness::{config_with_keys, Daemon, TestHome};
+use neurolink_tests::harness::proxy_with_keys;
 
 use crate::sdk::workspace;
 
@@ -134,14 +134,7 @@ async fn run_json(
 async fn official_typescript_sdk_assembles_plain_streamed_and_tool_answers() {
     let clients = tokio::task::spawn_blocking(node_clients).await.unwrap();
     let fake = FakeAnthropic::start().await.unwrap();
-    let home = TestHome::new().unwrap();
-    home.write_config(&config_with_keys(
-        &fake.url(),
-        "fill-first",
-        &[("a", "key-a")],
-    ))
-    .unwrap();
-    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let (_home, d) = proxy_with_keys(&fake.url(), &[("a", "key-a")], "", &[]).unwrap();
 
     // Node resolves the SDK from the script's folder upwards: the script runs beside node_modules.
     let script = clients.dir.join("sdk_check.mjs");
@@ -201,14 +194,8 @@ fn private_network_available() -> Result<(), String> {
 async fn claude_code_answers_through_the_pool_from_a_private_network_also_after_a_429() {
     let clients = tokio::task::spawn_blocking(node_clients).await.unwrap();
     let fake = FakeAnthropic::start().await.unwrap();
-    let home = TestHome::new().unwrap();
-    home.write_config(&config_with_keys(
-        &fake.url(),
-        "fill-first",
-        &[("a", "key-a"), ("b", "key-b")],
-    ))
-    .unwrap();
-    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let (home, d) =
+        proxy_with_keys(&fake.url(), &[("a", "key-a"), ("b", "key-b")], "", &[]).unwrap();
 
     let claude_home = home.path().join("claude-home");
     std::fs::create_dir_all(claude_home.join("config")).unwrap();

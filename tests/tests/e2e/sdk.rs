@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use neurolink_tests::fake_anthropic::FakeAnthropic;
-use neurolink_tests::harness::{config_with_keys, Daemon, TestHome};
+use neurolink_tests::harness::{proxy_with_keys, Daemon, TestHome};
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -145,14 +145,7 @@ fn anthropic_env(url: &str) -> [(&'static str, &str); 2] {
 async fn official_python_sdk_assembles_plain_streamed_and_tool_answers() {
     let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
     let fake = FakeAnthropic::start().await.unwrap();
-    let home = TestHome::new().unwrap();
-    home.write_config(&config_with_keys(
-        &fake.url(),
-        "fill-first",
-        &[("a", "key-a")],
-    ))
-    .unwrap();
-    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let (_home, d) = proxy_with_keys(&fake.url(), &[("a", "key-a")], "", &[]).unwrap();
 
     let script = workspace().join("tests/python/sdk_check.py");
     let v = run_script(python, script, &anthropic_env(&d.url)).await;
