@@ -237,6 +237,7 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
     };
     let served = server::run(listener, app.clone(), limits, stop).await;
     flush_quotas(&app).await;
+    app.logs.flush();
     if let Some(saved) = &state.claude_settings {
         if let Err(e) = crate::claude_settings::restore(saved) {
             tracing::warn!("could not restore Claude settings: {e}");
