@@ -71,8 +71,9 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         tracing::warn!(account = %s.label, "not used: {}", s.disabled.as_deref().unwrap_or_default());
     }
 
-    let runtime =
-        Runtime::new(cfg.clone(), &overrides, None).context("building the HTTP client")?;
+    let runtime = Runtime::new(cfg.clone(), &overrides, None)
+        .map_err(anyhow::Error::msg)
+        .context("building the HTTP client")?;
     let strategy = runtime.strategy;
 
     let signals = shutdown_signal();

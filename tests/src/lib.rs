@@ -6,6 +6,7 @@
 //!   it receives.
 //! - [`fake_providers`]: OpenAI Chat Completions and Gemini, for the fallback chain.
 //! - [`fake_oauth`]: a token endpoint that rotates refresh tokens and counts reuses.
+//! - [`fake_proxy`]: an outbound HTTP proxy (absolute form and `CONNECT`), recording requests.
 //! - [`harness`]: temp homes, starting and stopping the daemon, small HTTP helpers.
 //! - [`pty`]: a program in a pseudo-terminal, its screen read by a terminal emulator.
 //! - [`soak`]: the daemon under load with random upstream faults, and what it reports.
@@ -18,6 +19,7 @@
 pub mod fake_anthropic;
 pub mod fake_oauth;
 pub mod fake_providers;
+pub mod fake_proxy;
 pub mod harness;
 pub mod pty;
 pub mod secrets;

@@ -16,7 +16,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
@@ -25,7 +24,6 @@ use super::usage::{JsonUsage, SseUsage};
 use crate::pool::{AccountId, Usage};
 use crate::server::App;
 
-pub type UpstreamStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What an answer's bytes become on their way to the client.
@@ -190,7 +188,7 @@ const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 pub struct Relay<A: Adapter> {
     sink: Option<Box<dyn Sink>>,
     first: Option<Bytes>,
-    upstream: UpstreamStream,
+    upstream: hyper::body::Incoming,
     timing: Timing,
     /// Fires at the next idle or keep-alive due time. Re-armed lazily: a chunk only records the
     /// time, and the timer is moved when it fires early, which keeps timer work off the
@@ -214,7 +212,7 @@ impl<A: Adapter> Relay<A> {
     /// `first` is what the commit produced (whole events, for SSE), already through the adapter.
     pub fn new(
         first: Bytes,
-        upstream: UpstreamStream,
+        upstream: hyper::body::Incoming,
         timing: Timing,
         adapter: A,
         sse: bool,
@@ -349,8 +347,12 @@ impl<A: Adapter> http_body::Body for Relay<A> {
             return Poll::Ready(None);
         }
         loop {
-            match this.upstream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => {
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers carry nothing a client of the Messages API reads.
+                    let Ok(chunk) = frame.into_data() else {
+                        continue;
+                    };
                     this.last_chunk = Instant::now();
                     match this.adapter.chunk(chunk) {
                         // Nothing whole yet: read on (the held bytes wait for the rest).

@@ -51,8 +51,11 @@ pub struct Runtime {
     pub routes: crate::providers::Routes,
     /// A translated stream silent this long gets a keep-alive comment.
     pub stream_keepalive: Duration,
-    /// The upstream client. Rebuilt only when the connect timeout changes, so a reload keeps the
-    /// pooled upstream connections.
+    /// The client for proxied requests (the hot path). Rebuilt only when the connect timeout
+    /// changes, so a reload keeps the pooled upstream connections.
+    pub upstream: crate::upstream::client::UpstreamClient,
+    /// The client for the proxy's own calls (OAuth, countTokens): reqwest's conveniences (JSON,
+    /// forms) where speed does not matter.
     pub client: reqwest::Client,
 }
 
@@ -63,11 +66,16 @@ impl Runtime {
         config: ProxyConfig,
         overrides: &Overrides,
         previous: Option<&Runtime>,
-    ) -> reqwest::Result<Self> {
+    ) -> Result<Self, String> {
         let connect_timeout = Duration::from_secs(config.server.connect_timeout_secs.0);
-        let client = match previous {
-            Some(p) if p.connect_timeout == connect_timeout => p.client.clone(),
-            _ => client(connect_timeout)?,
+        let (client, upstream) = match previous {
+            Some(p) if p.connect_timeout == connect_timeout => {
+                (p.client.clone(), p.upstream.clone())
+            }
+            _ => (
+                client(connect_timeout).map_err(|e| e.to_string())?,
+                crate::upstream::client::UpstreamClient::new(connect_timeout)?,
+            ),
         };
         Ok(Self {
             base_url: config.providers.anthropic.base_url.value.clone(),
@@ -84,6 +92,7 @@ impl Runtime {
                 .or(config.routing.strategy)
                 .unwrap_or_default(),
             client,
+            upstream,
             routes: crate::providers::Routes::from_config(&config),
             stream_keepalive: Duration::from_secs(config.server.stream_keep_alive_secs.0.max(1)),
             config: Arc::new(config),

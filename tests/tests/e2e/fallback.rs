@@ -574,10 +574,21 @@ async fn a_provider_echoing_its_key_never_shows_it() {
     assert!(!status.contains("sk-openai-test"), "{status}");
     // The request log has the request, and nothing of the key.
     let _ = last_record(&s.home);
-    let logs: Vec<_> = std::fs::read_dir(s.home.neurolink_home().join("logs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    // The log writer takes its queue every 100 ms: wait for the line to reach the file.
+    let dir = s.home.neurolink_home().join("logs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let logs: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        let written = logs
+            .iter()
+            .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("gpt-alias")));
+        if written || std::time::Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(!logs.is_empty());
     for path in logs {
         let text = std::fs::read_to_string(&path).unwrap();

@@ -28,3 +28,4 @@ mod sdk;
 mod service;
 mod settings;
 mod streaming;
+mod upstream_proxy;

@@ -15,6 +15,8 @@
 //! adapter produced its first output, so an empty body, a cut before the first event or an
 //! error as the first event still moves to the next candidate.
 
+pub mod client;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,8 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 
 use crate::outcome::{NetworkKind, NextStep, Outcome};
 use crate::passthrough::record::Draft;
@@ -183,37 +187,6 @@ impl Failure {
     }
 }
 
-/// `Url::parse(full)`, with the scheme and authority parsed once per thread and reused: parsing
-/// the host (IDNA mapping included) was about 4 % of the proxy's instructions per request, and
-/// every request to an upstream shares its base. `None` for anything unusual (a fragment, a
-/// backslash, dot segments, no path): the caller lets the full parser have it.
-fn parse_url(full: &str) -> Option<reqwest::Url> {
-    use std::cell::RefCell;
-    thread_local! {
-        static BASE: RefCell<Option<(String, reqwest::Url)>> = const { RefCell::new(None) };
-    }
-    let authority_start = full.find("://")? + 3;
-    let path_start = authority_start + full[authority_start..].find('/')?;
-    let (base, rest) = full.split_at(path_start);
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    if rest.contains(['#', '\\']) || path.contains("/.") {
-        return None;
-    }
-    BASE.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        if cell.as_ref().is_none_or(|(b, _)| b != base) {
-            *cell = Some((base.to_string(), reqwest::Url::parse(base).ok()?));
-        }
-        let mut url = cell.as_ref()?.1.clone();
-        url.set_path(path);
-        url.set_query(query);
-        Some(url)
-    })
-}
-
 /// One attempt on `u`: send, classify or commit.
 pub async fn send<U: Upstream>(
     app: &Arc<App>,
@@ -223,12 +196,20 @@ pub async fn send<U: Upstream>(
     draft: &Draft,
 ) -> (Outcome, Reply) {
     let p = u.prepare(rt, req);
-    let builder = match parse_url(&p.url) {
-        Some(url) => rt.client.request(p.method, url),
-        None => rt.client.request(p.method, p.url),
+    let uri = match http::Uri::try_from(p.url) {
+        Ok(uri) => uri,
+        Err(e) => {
+            return network(
+                NetworkKind::Connect,
+                format!("the upstream URL is not valid: {e}"),
+            )
+        }
     };
-    let send = builder.headers(p.headers).body(p.body).send();
-    let response = match tokio::time::timeout(rt.headers_timeout, send).await {
+    let mut request = http::Request::new(Full::new(p.body));
+    *request.method_mut() = p.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = p.headers;
+    let response = match tokio::time::timeout(rt.headers_timeout, rt.upstream.send(request)).await {
         Err(_) => {
             let secs = rt.headers_timeout.as_secs();
             return network(
@@ -238,7 +219,7 @@ pub async fn send<U: Upstream>(
         }
         Ok(Err(e)) => {
             return network(
-                kind_of(&e),
+                client::kind_of(&e),
                 format!("upstream request failed: {}", error_chain(&e)),
             )
         }
@@ -287,15 +268,16 @@ async fn commit<U: Upstream>(
     app: &Arc<App>,
     rt: &Runtime,
     u: &U,
-    mut response: reqwest::Response,
+    response: http::Response<Incoming>,
     draft: Draft,
 ) -> (Outcome, Reply) {
     let idle = rt.idle_timeout;
     let status = response.status();
     let request_id = draft.request_id.clone();
-    let mut a = u.adapter(rt, response.headers());
+    let (parts, mut body) = response.into_parts();
+    let mut a = u.adapter(rt, &parts.headers);
     let first = loop {
-        match tokio::time::timeout(idle, response.chunk()).await {
+        match tokio::time::timeout(idle, next_chunk(&mut body)).await {
             Err(_) => {
                 return network(
                     NetworkKind::Timeout,
@@ -304,7 +286,7 @@ async fn commit<U: Upstream>(
             }
             Ok(Err(e)) => {
                 return network(
-                    kind_of(&e),
+                    NetworkKind::Io,
                     format!(
                         "upstream body failed before the first event: {}",
                         error_chain(&e)
@@ -349,9 +331,9 @@ async fn commit<U: Upstream>(
         return decide(u, outcome, failure, "");
     }
     let debug = draft.debug.is_some().then(|| draft.clone());
-    let (mut headers, sink) = u.respond(app, status, response.headers(), draft);
+    let (mut headers, sink) = u.respond(app, status, &parts.headers, draft);
     let expected_len = if a.keeps_length && !a.sse {
-        response.content_length()
+        content_length(&parts.headers, &body)
     } else {
         // A failure may append an error event, or the body changes: the length is unknown.
         headers.remove(http::header::CONTENT_LENGTH);
@@ -364,8 +346,7 @@ async fn commit<U: Upstream>(
         idle,
         keep_alive: a.keep_alive,
     };
-    let stream = Box::pin(response.bytes_stream());
-    let body = Relay::new(first, stream, timing, a.adapter, a.sse, expected_len, sink);
+    let body = Relay::new(first, body, timing, a.adapter, a.sse, expected_len, sink);
     let mut out = Response::new(Body::new(body));
     *out.status_mut() = status;
     *out.headers_mut() = headers;
@@ -374,12 +355,13 @@ async fn commit<U: Upstream>(
 
 /// Read a (small) error body whole, up to 1 MiB.
 pub async fn read_capped(
-    mut response: reqwest::Response,
+    response: http::Response<Incoming>,
     idle: Duration,
 ) -> Result<Bytes, Failure> {
+    let mut incoming = response.into_body();
     let mut body = BytesMut::new();
     loop {
-        match tokio::time::timeout(idle, response.chunk()).await {
+        match tokio::time::timeout(idle, next_chunk(&mut incoming)).await {
             Ok(Ok(Some(chunk))) => {
                 let room = MAX_ERROR_BODY.saturating_sub(body.len());
                 body.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -390,7 +372,7 @@ pub async fn read_capped(
             Ok(Ok(None)) => break,
             Ok(Err(e)) => {
                 return Err(Failure::Network {
-                    kind: kind_of(&e),
+                    kind: NetworkKind::Io,
                     message: format!("upstream error body failed: {}", error_chain(&e)),
                 })
             }
@@ -418,17 +400,30 @@ pub fn network(kind: NetworkKind, message: String) -> (Outcome, Reply) {
     (Outcome::Network { kind }, Reply::Retry(failure))
 }
 
-pub fn kind_of(e: &reqwest::Error) -> NetworkKind {
-    if e.is_timeout() {
-        NetworkKind::Timeout
-    } else if e.is_connect() {
-        NetworkKind::Connect
-    } else {
-        NetworkKind::Io
+/// The next piece of the body's data (trailers are skipped); `None` at its end.
+pub async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            return Ok(Some(data));
+        }
     }
+    Ok(None)
 }
 
-/// reqwest's top-level message is vague ("error sending request"); the causes say what happened.
+/// The body's length when the upstream announced it.
+fn content_length(headers: &HeaderMap, body: &Incoming) -> Option<u64> {
+    http_body::Body::size_hint(body).exact().or_else(|| {
+        headers
+            .get(http::header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    })
+}
+
+/// The client's top-level message is vague ("client error (Connect)"); the causes say what
+/// happened.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
@@ -438,37 +433,4 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
-}
-
-#[cfg(test)]
-mod url_tests {
-    use super::parse_url;
-
-    #[test]
-    fn the_cached_base_parses_like_the_full_parser() {
-        for u in [
-            "http://127.0.0.1:43101/v1/messages?beta=true",
-            "https://api.anthropic.com/v1/messages?beta=true",
-            "https://api.anthropic.com/v1/messages/count_tokens?beta=true&x=%20y",
-            "http://127.0.0.1:9/v1/chat/completions",
-            "http://localhost:11434/v1/chat/completions",
-            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
-            "https://api.anthropic.com/v1/models?limit=5&after_id=x%2Fy",
-            "http://127.0.0.1:43101/v1/messages",
-            "https://api.anthropic.com/v1/messages?beta=true",
-        ] {
-            let want = reqwest::Url::parse(u).ok();
-            assert_eq!(parse_url(u), want, "{u}");
-        }
-        assert_eq!(
-            parse_url("http://127.0.0.1:9/a/../b"),
-            None,
-            "dot segments: the full parser"
-        );
-        assert_eq!(
-            parse_url("http://127.0.0.1:9"),
-            None,
-            "no path: the full parser"
-        );
-    }
 }
