@@ -516,16 +516,29 @@ fn describe(outcome: &Outcome) -> String {
 }
 
 /// `*` matches any run of characters, `?` one character; everything else literally.
+///
+/// Runs for every account and mapping on every request: a literal pattern is a comparison, and
+/// ASCII names (every model name in practice) are matched byte by byte without allocating.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
+    if !pattern.contains(['*', '?']) {
+        return pattern == text;
+    }
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob(pattern.as_bytes(), text.as_bytes(), b'*', b'?');
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
+    glob(&p, &t, '*', '?')
+}
+
+fn glob<T: PartialEq + Copy>(p: &[T], t: &[T], many: T, one: T) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == one || p[pi] == t[ti]) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == many {
             star = Some(pi);
             mark = ti;
             pi += 1;
@@ -537,7 +550,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == many)
 }
 
 #[cfg(test)]

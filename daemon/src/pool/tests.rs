@@ -279,6 +279,11 @@ fn glob_patterns() {
     assert!(!glob_match("claude-opus-*", "claude-sonnet-4"));
     assert!(glob_match("exact", "exact"));
     assert!(!glob_match("exact", "exactly"));
+    // Non-ASCII goes by characters: `?` is one character, not one byte.
+    assert!(glob_match("mod?le-*", "modèle-1"));
+    assert!(!glob_match("mod?le", "modèèle"));
+    assert!(glob_match("*", ""));
+    assert!(!glob_match("?", ""));
 }
 
 #[test]
