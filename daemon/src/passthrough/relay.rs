@@ -66,7 +66,7 @@ pub enum Inspector {
 }
 
 impl Inspector {
-    pub fn feed(&mut self, b: &[u8]) {
+    pub fn feed(&mut self, b: &Bytes) {
         match self {
             Inspector::None => {}
             Inspector::Sse(s) => s.feed(b),

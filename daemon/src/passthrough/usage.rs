@@ -6,6 +6,7 @@
 //! would copy every event, including the large `content_block_delta`s, to throw them away. A plain
 //! JSON answer keeps a bounded copy and is read once at the end.
 
+use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::pool::Usage;
@@ -170,20 +171,24 @@ impl SseUsage {
     }
 }
 
-/// Usage from a complete (non-streamed) Messages answer, kept as a bounded copy.
+/// Usage from a complete (non-streamed) Messages answer, its chunks kept (up to 8 MiB) and read
+/// once it ended.
 #[derive(Debug, Default)]
 pub struct JsonUsage {
-    body: Vec<u8>,
+    /// The body's chunks, shared with what went to the client (no copy): usually one.
+    chunks: Vec<Bytes>,
+    len: usize,
     overflow: bool,
 }
 
 impl JsonUsage {
-    pub fn feed(&mut self, chunk: &[u8]) {
-        if self.overflow || self.body.len() + chunk.len() > MAX_JSON {
+    pub fn feed(&mut self, chunk: &Bytes) {
+        if self.overflow || self.len + chunk.len() > MAX_JSON {
             self.overflow = true;
-            self.body = Vec::new();
+            self.chunks = Vec::new();
         } else {
-            self.body.extend_from_slice(chunk);
+            self.len += chunk.len();
+            self.chunks.push(chunk.clone());
         }
     }
 
@@ -192,8 +197,16 @@ impl JsonUsage {
         struct Body {
             usage: Option<RawUsage>,
         }
+        let joined;
+        let body: &[u8] = match self.chunks.as_slice() {
+            [one] => one,
+            many => {
+                joined = many.concat();
+                &joined
+            }
+        };
         let mut u = Usage::default();
-        if let Ok(Body { usage: Some(raw) }) = serde_json::from_slice::<Body>(&self.body) {
+        if let Ok(Body { usage: Some(raw) }) = serde_json::from_slice::<Body>(body) {
             u.absorb(&raw);
         }
         u
@@ -244,8 +257,10 @@ mod tests {
     #[test]
     fn json_body_usage() {
         let mut j = JsonUsage::default();
-        j.feed(br#"{"id":"m","content":[],"usage":{"input_tokens":5,"#);
-        j.feed(br#""output_tokens":7}}"#);
+        j.feed(&Bytes::from_static(
+            br#"{"id":"m","content":[],"usage":{"input_tokens":5,"#,
+        ));
+        j.feed(&Bytes::from_static(br#""output_tokens":7}}"#));
         assert_eq!(
             j.usage(),
             Usage {
