@@ -395,21 +395,25 @@ fn locate_yaml(text: &str, key_path: &str) -> Option<(usize, usize)> {
     found
 }
 
-/// Two API-key accounts with one `name`: the proxy keeps both and shows the later one as
-/// `name-2` (as `proxy start` warns); `config check` says so before, pointing at the second.
+/// Two API-key accounts with one `name`: the proxy keeps both and shows the second as `name-2`,
+/// the third as `name-3` (as `proxy start` warns); `config check` says so before, pointing at
+/// each repeat.
 fn duplicate_names(c: &ProxyConfig, text: &str, origin: &Path) -> Vec<String> {
-    let mut first: std::collections::HashMap<&str, usize> = Default::default();
+    // The first account with each name, and how many have carried it so far.
+    let mut seen: std::collections::HashMap<&str, (usize, usize)> = Default::default();
     let mut warnings = Vec::new();
     for (i, a) in c.accounts.anthropic.iter().enumerate() {
         if a.api_key.is_none() {
             continue; // settings for a stored login, matched by this name on purpose
         }
         let name = a.name.value.as_str();
-        let Some(&earlier) = first.get(name) else {
-            first.insert(name, i);
+        let entry = seen.entry(name).or_insert((i, 0));
+        entry.1 += 1;
+        let (earlier, count) = *entry;
+        if count == 1 {
             continue;
-        };
-        // The second line that names it: `name: a`, quoted or not, in a list item or not.
+        }
+        // The line of this repeat: `name: a`, quoted or not, in a list item or not.
         let position = text
             .lines()
             .enumerate()
@@ -420,13 +424,13 @@ fn duplicate_names(c: &ProxyConfig, text: &str, origin: &Path) -> Vec<String> {
                 let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
                 (value == name).then(|| (n + 1, line.len() - body.len() + 1))
             })
-            .nth(1)
+            .nth(count - 1)
             .map(|(l, c)| format!(":{l}:{c}"))
             .unwrap_or_default();
         warnings.push(format!(
             "{}{position}: `accounts.anthropic[{i}].name` repeats `{name}` of \
-             accounts.anthropic[{earlier}]; the proxy shows this one as `{name}-2`: give each \
-             account its own name",
+             accounts.anthropic[{earlier}]; the proxy shows this one as `{name}-{count}`: give \
+             each account its own name",
             origin.display()
         ));
     }

@@ -452,6 +452,26 @@ fn two_accounts_with_one_name_are_reported_at_the_second() {
 }
 
 #[test]
+fn a_third_account_with_one_name_is_reported_as_the_proxy_labels_it() {
+    let text = "accounts:\n  anthropic:\n    - name: a\n      apiKey: ${K}\n    - name: a\n      apiKey: ${K}\n    - name: a\n      apiKey: ${K}\n";
+    let (_, warnings) = yaml(text, &env(&[("K", "x")])).unwrap();
+    let repeats: Vec<_> = warnings.iter().filter(|w| w.contains("repeats")).collect();
+    assert_eq!(repeats.len(), 2, "{warnings:?}");
+    assert!(
+        repeats[0].contains("proxy-config.yaml:5:7") && repeats[0].contains("`a-2`"),
+        "{}",
+        repeats[0]
+    );
+    assert!(
+        repeats[1].contains("proxy-config.yaml:7:7")
+            && repeats[1].contains("accounts.anthropic[2].name")
+            && repeats[1].contains("`a-3`"),
+        "{}",
+        repeats[1]
+    );
+}
+
+#[test]
 fn checks_after_parsing_point_at_their_key() {
     let text = "server:\n  port: 1\nrouting:\n  strategy: fill-first\n  quota-threshold: 5\naccounts:\n  anthropic:\n    - name: a\n      apiKey: ${K}\n    - name: b\n      apiKey: ${K}\n      weight: 0\n";
     let weight_ok = text.replace("weight: 0", "weight: 1");
