@@ -400,6 +400,16 @@ pub fn message_body(stream: bool) -> serde_json::Value {
     })
 }
 
+/// One `POST /v1/messages` ([`message_body`]) to `base_url`, through [`http`].
+pub async fn send_message(base_url: &str, stream: bool) -> reqwest::Response {
+    http()
+        .post(format!("{base_url}/v1/messages"))
+        .json(&message_body(stream))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the daemon did not answer: {e}"))
+}
+
 /// Start `n` concurrent non-streamed `POST /v1/messages` to `base_url`; each task yields the status.
 pub fn spawn_messages(
     client: &reqwest::Client,

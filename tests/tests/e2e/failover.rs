@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use neurolink_tests::fake_anthropic::{Behavior, FakeAnthropic};
-use neurolink_tests::harness::{config_with_keys, http, message_body, Daemon, TestHome};
+use neurolink_tests::harness::{
+    config_with_keys, http, message_body, send_message, Daemon, TestHome,
+};
 
 struct Pair {
     fake: FakeAnthropic,
@@ -28,12 +30,7 @@ async fn pair(extra_config: &str) -> Pair {
 }
 
 async fn send(p: &Pair, stream: bool) -> reqwest::Response {
-    http()
-        .post(format!("{}/v1/messages", p.d.url))
-        .json(&message_body(stream))
-        .send()
-        .await
-        .unwrap()
+    send_message(&p.d.url, stream).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use neurolink_tests::fake_anthropic::{Behavior, FakeAnthropic};
 use neurolink_tests::fake_oauth::FakeOAuth;
 use neurolink_tests::harness::{
-    config_with_keys, http, message_body, now_ms, token_store_with, Daemon, TestHome,
+    config_with_keys, http, message_body, now_ms, send_message, token_store_with, Daemon, TestHome,
 };
 
 struct Pair {
@@ -33,12 +33,7 @@ async fn pair(server: &str) -> Pair {
 }
 
 async fn send(p: &Pair, stream: bool) -> reqwest::Response {
-    http()
-        .post(format!("{}/v1/messages", p.d.url))
-        .json(&message_body(stream))
-        .send()
-        .await
-        .unwrap()
+    send_message(&p.d.url, stream).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

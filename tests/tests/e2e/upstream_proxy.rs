@@ -4,7 +4,7 @@
 
 use neurolink_tests::fake_anthropic::FakeAnthropic;
 use neurolink_tests::fake_proxy::FakeProxy;
-use neurolink_tests::harness::{config_with_keys, http, message_body, Daemon, TestHome};
+use neurolink_tests::harness::{config_with_keys, send_message, Daemon, TestHome};
 
 /// `alice:s3cret`, as HTTP Basic credentials.
 const BASIC: &str = "Basic YWxpY2U6czNjcmV0";
@@ -17,12 +17,7 @@ fn home_for(upstream: &str) -> TestHome {
 }
 
 async fn post(d: &Daemon) -> reqwest::Response {
-    http()
-        .post(format!("{}/v1/messages", d.url))
-        .json(&message_body(false))
-        .send()
-        .await
-        .unwrap()
+    send_message(&d.url, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,8 +70,9 @@ async fn no_proxy_sends_a_listed_host_direct() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_upstream_is_tunneled_with_connect_and_tls_to_the_upstream_inside() {
     let proxy = FakeProxy::start().await.unwrap();
-    // A reserved name: only the proxy would resolve it, and this one never does.
-    let home = home_for("https://api.anthropic.test");
+    // Loopback by name: the daemon hands it to the proxy in the CONNECT line and never
+    // connects to it; the fake proxy never does either.
+    let home = home_for("https://localhost");
     let via = proxy.url(Some("alice:s3cret"));
     let d = Daemon::start(&home, &[], &[("HTTPS_PROXY", &via), ("NO_PROXY", "")]).unwrap();
     // The fake proxy ends the tunnel after the TLS ClientHello: the attempt fails as a network
@@ -88,7 +84,7 @@ async fn an_https_upstream_is_tunneled_with_connect_and_tls_to_the_upstream_insi
     let seen = proxy.wait_for(1).await;
     let connect = &seen[0];
     assert_eq!(
-        connect.request_line, "CONNECT api.anthropic.test:443 HTTP/1.1",
+        connect.request_line, "CONNECT localhost:443 HTTP/1.1",
         "{connect:?}"
     );
     assert_eq!(connect.proxy_authorization.as_deref(), Some(BASIC));
@@ -99,7 +95,7 @@ async fn an_https_upstream_is_tunneled_with_connect_and_tls_to_the_upstream_insi
         "a TLS handshake record: {hello:?}"
     );
     assert!(
-        hello.windows(18).any(|w| w == b"api.anthropic.test"),
+        hello.windows(9).any(|w| w == b"localhost"),
         "the ClientHello names the upstream (SNI), not the proxy"
     );
     for line in d.drain_output() {
