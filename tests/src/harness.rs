@@ -400,7 +400,7 @@ pub fn message_body(stream: bool) -> serde_json::Value {
     })
 }
 
-/// One `POST /v1/messages` ([`message_body`]) to `base_url`, through [`http`].
+/// One `POST /v1/messages` ([`message_body`]) to `base_url`, through [`http()`].
 pub async fn send_message(base_url: &str, stream: bool) -> reqwest::Response {
     http()
         .post(format!("{base_url}/v1/messages"))
