@@ -236,7 +236,9 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
         header_timeout: Duration::from_secs(cfg.server.client_header_timeout_secs.0.max(1)),
         max_connections: usize::try_from(cfg.server.max_connections.0).unwrap_or(usize::MAX),
     };
-    let served = server::run(listener, app.clone(), limits, stop).await;
+    // A serving thread per core.
+    let lanes = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let served = server::run(listener, app.clone(), limits, lanes, stop).await;
     flush_quotas(&app).await;
     app.logs.flush();
     if let Some(saved) = &state.claude_settings {

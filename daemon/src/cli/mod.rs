@@ -660,7 +660,10 @@ fn init_tracing(quiet: bool, debug: bool) {
 
 fn proxy_start(args: StartArgs) -> ExitCode {
     init_tracing(args.quiet, args.debug);
+    // One worker: it accepts connections and runs the background work (IPC, token upkeep,
+    // watchers); the requests themselves are served on threads of their own (`server::run`).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {

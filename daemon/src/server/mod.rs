@@ -8,6 +8,7 @@ pub mod runtime;
 pub mod status;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -252,24 +253,27 @@ pub struct ClientLimits {
 /// Serve on `listener` until `shutdown` completes, then wait up to [`SHUTDOWN_GRACE`] for
 /// in-flight answers.
 ///
+/// Connections are served by `lanes` threads, each running a single-threaded runtime of its
+/// own; this task only accepts, and hands each connection to the lane serving the fewest.
+/// Why: a request crosses two tasks (the client's connection and the upstream connection), and
+/// on a work-stealing runtime they often sit on two threads, so every hand-off between them was
+/// a cross-thread wake-up. In a lane a connection, and every task it starts, stays on one
+/// thread; each lane also has its own upstream pool ([`crate::upstream::client::set_lane`]).
+/// That cut the proxy's CPU per request by about a fifth (BENCHMARKS.md).
+///
 /// The accept loop is ours rather than `axum::serve`'s: hyper's header-read timeout needs a
 /// timer that `axum::serve` does not give it, and the connection cap needs the accept.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     limits: ClientLimits,
+    lanes: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-
-    let router = routes::router(app);
+    let lanes = (1..=lanes.clamp(1, crate::upstream::client::MAX_LANES))
+        .map(|n| Lane::start(n, app.clone(), limits))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .keep_alive(true);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, _) = tokio::select! {
@@ -290,14 +294,103 @@ pub async fn run(
             tokio::spawn(refuse_busy(tcp, limits.max_connections));
             continue;
         };
+        let Some(lane) = lanes.iter().min_by_key(|l| l.open.load(Ordering::Relaxed)) else {
+            break;
+        };
+        match tcp.into_std() {
+            Ok(tcp) => lane.give(tcp, slot),
+            Err(e) => tracing::warn!("cannot hand a connection over: {e}"),
+        }
+    }
+    drop(listener);
+    // Closing the hand-over channels tells each lane to finish what it serves.
+    let finished: Vec<_> = lanes.into_iter().map(|l| l.finished).collect();
+    for done in finished {
+        let _ = done.await;
+    }
+    Ok(())
+}
+
+/// A connection handed to a lane, with its place under the connection cap.
+type Handover = (std::net::TcpStream, tokio::sync::OwnedSemaphorePermit);
+
+/// A serving thread, as the accept loop sees it.
+struct Lane {
+    handover: tokio::sync::mpsc::UnboundedSender<Handover>,
+    /// Connections it serves now: the accept loop gives the next one to the least busy lane.
+    open: Arc<AtomicUsize>,
+    /// Resolves when the lane has finished (or abandoned, after the grace time) its answers.
+    finished: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Lane {
+    fn start(n: usize, app: Arc<App>, limits: ClientLimits) -> std::io::Result<Self> {
+        let (handover, arrivals) = tokio::sync::mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let counter = open.clone();
+        std::thread::Builder::new()
+            .name(format!("neurolink-lane-{n}"))
+            .spawn(move || {
+                crate::upstream::client::set_lane(n);
+                runtime.block_on(serve_lane(arrivals, counter, app, limits));
+                let _ = done.send(());
+            })?;
+        Ok(Self {
+            handover,
+            open,
+            finished,
+        })
+    }
+
+    fn give(&self, tcp: std::net::TcpStream, slot: tokio::sync::OwnedSemaphorePermit) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        if self.handover.send((tcp, slot)).is_err() {
+            // The lane's thread is gone (it panicked): the connection is dropped, closed.
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!("a serving thread is gone; connection closed");
+        }
+    }
+}
+
+/// One lane's loop: serve each connection handed over until the channel closes, then give
+/// in-flight answers up to [`SHUTDOWN_GRACE`].
+async fn serve_lane(
+    mut arrivals: tokio::sync::mpsc::UnboundedReceiver<Handover>,
+    open: Arc<AtomicUsize>,
+    app: Arc<App>,
+    limits: ClientLimits,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let router = routes::router(app);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    while let Some((tcp, slot)) = arrivals.recv().await {
+        let tcp = match tokio::net::TcpStream::from_std(tcp) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                open.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!("cannot serve a connection: {e}");
+                continue;
+            }
+        };
         let service = TowerToHyperService::new(router.clone());
         let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        let open = open.clone();
         tokio::spawn(async move {
             let _ = conn.await;
+            open.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
     }
-    drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
@@ -307,7 +400,6 @@ pub async fn run(
             );
         }
     }
-    Ok(())
 }
 
 /// Above the connection cap: an Anthropic-shaped 503, then close.

@@ -42,10 +42,28 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// TCP keep-alive probes on pooled connections, so a peer that vanished is noticed.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// Cheap to clone: clones share the pool.
+/// Serving threads with an upstream pool of their own (lanes 1 to this); requests sent from any
+/// other thread use lane 0.
+pub const MAX_LANES: usize = 16;
+
+thread_local! {
+    static LANE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Requests sent from this thread use pool `lane` (at most [`MAX_LANES`]): a serving thread
+/// keeps its upstream connections, and the tasks that drive them, to itself, so a request never
+/// waits on another thread. The price: each lane opens its own connections.
+pub fn set_lane(lane: usize) {
+    LANE.with(|l| l.set(lane.min(MAX_LANES)));
+}
+
+type Pool = hyper_util::client::legacy::Client<HttpsConnector<Connect>, Full<Bytes>>;
+
+/// Cheap to clone: clones share the pools.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: hyper_util::client::legacy::Client<HttpsConnector<Connect>, Full<Bytes>>,
+    /// One pool per lane, indexed by the sending thread's lane.
+    lanes: Arc<[Pool]>,
     proxies: Arc<Matcher>,
 }
 
@@ -74,11 +92,15 @@ impl UpstreamClient {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(connect);
-        let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .build(https);
-        Ok(Self { inner, proxies })
+        let lanes = (0..=MAX_LANES)
+            .map(|_| {
+                hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(POOL_IDLE)
+                    .pool_timer(TokioTimer::new())
+                    .build(https.clone())
+            })
+            .collect();
+        Ok(Self { lanes, proxies })
     }
 
     /// Send `req`; the answer's body streams as it arrives.
@@ -92,7 +114,10 @@ impl UpstreamClient {
                     .insert(http::header::PROXY_AUTHORIZATION, auth);
             }
         }
-        self.inner.request(req).await
+        let lane = LANE.with(std::cell::Cell::get);
+        self.lanes[lane.min(self.lanes.len() - 1)]
+            .request(req)
+            .await
     }
 
     /// `Proxy-Authorization` for a plain-HTTP request sent through a proxy with credentials.

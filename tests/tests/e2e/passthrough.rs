@@ -394,25 +394,38 @@ async fn health_and_status_never_show_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_kept_alive_and_reused() {
+    use http_body_util::BodyExt;
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = one_key_proxy(&fake).await;
+    // One client connection, as Claude Code keeps one alive: it is served by one thread of
+    // the proxy, whose upstream pool must reuse one upstream connection. (A client opening
+    // several connections may meet several serving threads, each with its own pool.)
+    let addr = d.url.trim_start_matches("http://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut client, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
     for stream in [
         false, true, false, true, false, false, true, false, false, true,
     ] {
-        let r = http()
-            .post(format!("{}/v1/messages", d.url))
-            .json(&message_body(stream))
-            .send()
-            .await
+        let body = serde_json::to_vec(&message_body(stream)).unwrap();
+        let request = http::Request::post("/v1/messages")
+            .header("host", &addr)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
             .unwrap();
+        client.ready().await.unwrap();
+        let r = client.send_request(request).await.unwrap();
         assert_eq!(r.status(), 200);
-        r.bytes().await.unwrap();
+        r.into_body().collect().await.unwrap();
     }
     assert_eq!(fake.total(), 10);
     assert_eq!(
         fake.connections(),
         1,
-        "ten sequential requests share one upstream connection"
+        "ten sequential requests on one client connection share one upstream connection"
     );
 }
 
