@@ -365,9 +365,8 @@ async fn serve_lane(
     limits: ClientLimits,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
 
-    let router = routes::router(app);
+    let service = routes::Service::new(app);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -382,8 +381,7 @@ async fn serve_lane(
                 continue;
             }
         };
-        let service = TowerToHyperService::new(router.clone());
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service.clone()));
         let open = open.clone();
         tokio::spawn(async move {
             let _ = conn.await;

@@ -14,6 +14,44 @@ use super::{errors, status, App, Runtime, MAX_REQUEST_BODY};
 use crate::passthrough::record::Draft;
 use crate::passthrough::{self, headers, Inbound, Route};
 
+/// The connection's service: `POST /v1/messages`, nearly every request Claude Code sends, goes
+/// straight to its handler; everything else through the [`router`]. The router costs about a
+/// dozen allocations per request (route parameters, matched path, boxed futures) that this one
+/// route does not need, and the answer is the same either way.
+#[derive(Clone)]
+pub struct Service {
+    app: Arc<App>,
+    router: Router,
+}
+
+impl Service {
+    pub fn new(app: Arc<App>) -> Self {
+        Self {
+            router: router(app.clone()),
+            app,
+        }
+    }
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Service {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+    >;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let req = req.map(Body::new);
+        if req.method() == Method::POST && req.uri().path() == "/v1/messages" {
+            let app = self.app.clone();
+            return Box::pin(async move { Ok(proxied(app, req, Route::Messages).await) });
+        }
+        // The router is always ready (`poll_ready` is a no-op), so `call` alone is enough.
+        let mut router = self.router.clone();
+        Box::pin(tower_service::Service::call(&mut router, req))
+    }
+}
+
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/messages", post(messages))
