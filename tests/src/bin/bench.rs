@@ -1,6 +1,6 @@
 //! Benchmark: the fake upstream directly vs through the real `neurolink` binary, in one run.
 //!
-//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS]`
+//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS [--nginx]]`
 //!
 //! Builds the release proxy, starts the fake upstream and the proxy as child processes (one
 //! API-key account), and, when `nginx` is on PATH, nginx as a reference reverse proxy in front of
@@ -20,6 +20,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use neurolink_tests::fake_anthropic::FakeAnthropic;
+
+mod floor;
 use neurolink_tests::harness::{build_release, neurolink_bin, Daemon, TestHome};
 use serde_json::json;
 use tokio::net::TcpStream;
@@ -29,6 +31,10 @@ struct Opts {
     out: std::path::PathBuf,
     /// Only load the proxy at c=32 for this many seconds (attach a profiler to the printed pid).
     soak: Option<f64>,
+    /// With `soak`: load the nginx reference instead, so a profiler sees the floor the same way.
+    soak_nginx: bool,
+    /// With `soak`: load the stack-floor proxy with this upstream client instead.
+    soak_floor: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -47,12 +53,34 @@ fn opts() -> Opts {
         .position(|a| a == "--soak")
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok());
-    Opts { quick, out, soak }
+    let soak_nginx = args.iter().any(|a| a == "--nginx");
+    let soak_floor = args
+        .iter()
+        .position(|a| a == "--floor")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    Opts {
+        quick,
+        out,
+        soak,
+        soak_nginx,
+        soak_floor,
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--serve-fake") {
         return serve_fake();
+    }
+    if let Some(i) = std::env::args().position(|a| a == "--serve-floor") {
+        // `--serve-floor UPSTREAM CLIENT`: the stack-floor proxy; prints its address.
+        let args: Vec<String> = std::env::args().skip(i + 1).collect();
+        let (Some(upstream), Some(client)) = (args.first(), args.get(1)) else {
+            bail!("--serve-floor UPSTREAM legacy|conn");
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        println!("floor listening on {}", listener.local_addr()?);
+        return floor::serve(listener, upstream.clone(), client);
     }
     let o = opts();
     build_proxy()?;
@@ -441,6 +469,38 @@ impl Drop for FakeProcess {
     }
 }
 
+/// The stack-floor proxy ([`floor`]) in a child process; killed on drop.
+struct Floor {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Floor {
+    fn start(upstream: &str, client: &str) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["--serve-floor", upstream, client])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("floor stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("floor listening on ")
+            .context("the floor proxy did not start")?
+            .to_string();
+        Ok(Self { child, addr })
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// nginx as the reference reverse proxy (`tests/bench/nginx.conf`), when `nginx` is on PATH.
 struct Nginx {
     child: std::process::Child,
@@ -534,8 +594,30 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = rss_mb(pid)?;
     if let Some(secs) = o.soak {
-        eprintln!("proxy pid {pid}: loading it at c=32 for {secs} s");
         let small = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"say hi"}]}).to_string());
+        if let Some(client) = &o.soak_floor {
+            let floor = Floor::start(&direct, client)?;
+            eprintln!(
+                "floor pid {}: loading it at c=32 for {secs} s",
+                floor.child.id()
+            );
+            let (n, took) = throughput(&floor.addr, &small, 32, secs).await?;
+            println!("{:.0} req/s through the floor", n as f64 / took);
+            return Ok(());
+        }
+        if o.soak_nginx {
+            let Some(nginx) = Nginx::start(&direct)? else {
+                bail!("--nginx: nginx is not on PATH");
+            };
+            eprintln!(
+                "nginx pids {:?}: loading it at c=32 for {secs} s",
+                nginx.pids()
+            );
+            let (n, took) = throughput(&nginx.authority, &small, 32, secs).await?;
+            println!("{:.0} req/s through nginx", n as f64 / took);
+            return Ok(());
+        }
+        eprintln!("proxy pid {pid}: loading it at c=32 for {secs} s");
         let (n, took) = throughput(&proxy, &small, 32, secs).await?;
         println!("{:.0} req/s through the proxy", n as f64 / took);
         return Ok(());
