@@ -16,6 +16,8 @@
 //! error as the first event still moves to the next candidate.
 
 pub mod client;
+mod connect;
+mod pool;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,199 @@
+//! One lane's open upstream connections, by upstream (scheme and authority).
+//!
+//! - HTTP/1.1: a list of connections. One is handed out only when it is ready, that is idle:
+//!   a connection still reading an earlier answer's body stays listed and is skipped. The most
+//!   recently used ready one goes first (its TCP window and caches are warm).
+//! - HTTP/2: one shared connection; every request gets a handle to it.
+//!
+//! Each connection is driven by a task of its own (hyper's `Connection` future), so one closed
+//! by the upstream while idle shows as closed here and is dropped at the next look. Connections
+//! last handed out more than [`IDLE`] ago are dropped too, by a sweeper task that runs while
+//! the pool holds any.
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use http_body_util::Full;
+use hyper::client::conn::{http1, http2};
+
+/// Pooled connections unused this long are closed.
+pub const IDLE: Duration = Duration::from_secs(90);
+
+/// At most this many HTTP/1.1 connections are kept per upstream per lane; past it, a finished
+/// connection is closed rather than kept.
+const MAX_PER_UPSTREAM: usize = 512;
+
+pub type H1 = http1::SendRequest<Full<Bytes>>;
+pub type H2 = http2::SendRequest<Full<Bytes>>;
+
+/// Which upstream a connection goes to.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Key {
+    https: bool,
+    authority: Authority,
+}
+
+impl Key {
+    /// `None` for a URI without a scheme and authority (the client refuses it).
+    pub fn of(uri: &Uri) -> Option<Self> {
+        Some(Self {
+            https: uri.scheme() == Some(&Scheme::HTTPS),
+            authority: uri.authority()?.clone(),
+        })
+    }
+}
+
+/// An HTTP/1.1 connection out of the pool.
+pub struct Http1 {
+    pub sender: H1,
+    /// It goes to an HTTP proxy: requests are sent in absolute form.
+    pub proxied: bool,
+}
+
+/// A connection handed out for one request.
+pub enum Checkout {
+    Http1(Http1),
+    Http2(H2),
+}
+
+struct Idle {
+    conn: Http1,
+    since: Instant,
+}
+
+struct Upstream {
+    key: Key,
+    http1: Vec<Idle>,
+    http2: Option<H2>,
+}
+
+impl Upstream {
+    /// Drop what is closed or idle too long.
+    fn sweep(&mut self, now: Instant) {
+        self.http1.retain(|i| {
+            !i.conn.sender.is_closed()
+                && (!i.conn.sender.is_ready() || now.duration_since(i.since) < IDLE)
+        });
+        if self.http2.as_ref().is_some_and(H2::is_closed) {
+            self.http2 = None;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.http1.is_empty() && self.http2.is_none()
+    }
+}
+
+#[derive(Default)]
+pub struct Pool {
+    upstreams: Mutex<Vec<Upstream>>,
+    /// A sweeper task runs (see [`Pool::sweep_while_held`]).
+    sweeping: std::sync::atomic::AtomicBool,
+}
+
+impl Pool {
+    fn upstreams(&self) -> MutexGuard<'_, Vec<Upstream>> {
+        // A panic under this lock cannot leave the list inconsistent: use it as it is.
+        self.upstreams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A connection to `key` that can take a request now, if the pool has one.
+    pub fn checkout(&self, key: &Key) -> Option<Checkout> {
+        let mut upstreams = self.upstreams();
+        let u = upstreams.iter_mut().find(|u| &u.key == key)?;
+        if let Some(h2) = &u.http2 {
+            if !h2.is_closed() {
+                return Some(Checkout::Http2(h2.clone()));
+            }
+            u.http2 = None;
+        }
+        let now = Instant::now();
+        loop {
+            let i = u.http1.iter().rposition(|i| i.conn.sender.is_ready())?;
+            let idle = u.http1.swap_remove(i);
+            if now.duration_since(idle.since) < IDLE {
+                return Some(Checkout::Http1(idle.conn));
+            }
+        }
+    }
+
+    /// Keep an HTTP/1.1 connection whose request was sent: it is handed out again once its
+    /// answer has been read.
+    pub fn put_http1(self: &Arc<Self>, key: &Key, conn: Http1) {
+        if conn.sender.is_closed() {
+            return;
+        }
+        let idle = Idle {
+            conn,
+            since: Instant::now(),
+        };
+        {
+            let mut upstreams = self.upstreams();
+            let u = Self::entry(&mut upstreams, key);
+            if u.http1.len() >= MAX_PER_UPSTREAM {
+                u.sweep(idle.since);
+            }
+            if u.http1.len() < MAX_PER_UPSTREAM {
+                u.http1.push(idle);
+            }
+        }
+        self.sweep_while_held();
+    }
+
+    /// Share a new HTTP/2 connection with the requests that follow.
+    pub fn put_http2(self: &Arc<Self>, key: &Key, sender: H2) {
+        Self::entry(&mut self.upstreams(), key).http2 = Some(sender);
+        self.sweep_while_held();
+    }
+
+    fn entry<'a>(upstreams: &'a mut Vec<Upstream>, key: &Key) -> &'a mut Upstream {
+        let i = match upstreams.iter().position(|u| &u.key == key) {
+            Some(i) => i,
+            None => {
+                upstreams.push(Upstream {
+                    key: key.clone(),
+                    http1: Vec::new(),
+                    http2: None,
+                });
+                upstreams.len() - 1
+            }
+        };
+        &mut upstreams[i]
+    }
+
+    /// Start the sweeper unless it runs: every third of [`IDLE`] it drops closed and stale
+    /// connections, and it stops once the pool is empty (the next connection kept starts it
+    /// again). It holds the pool weakly, so a dropped client's pool goes with its connections.
+    fn sweep_while_held(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Release);
+            return;
+        };
+        let pool: Weak<Self> = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE / 3).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let now = Instant::now();
+                let mut upstreams = pool.upstreams();
+                for u in upstreams.iter_mut() {
+                    u.sweep(now);
+                }
+                upstreams.retain(|u| !u.is_empty());
+                if upstreams.is_empty() {
+                    pool.sweeping.store(false, Ordering::Release);
+                    return;
+                }
+            }
+        });
+    }
+}
