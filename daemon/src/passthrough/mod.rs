@@ -75,7 +75,9 @@ impl Inbound {
 /// record so far.
 pub async fn forward(app: Arc<App>, rt: Arc<Runtime>, draft: Draft, mut req: Inbound) -> Response {
     let fallback = match rt.routes.plan(req.model.as_deref()) {
-        Plan::Direct(link) => return serve_direct(&app, &rt, draft, &req, link).await,
+        // Paths off the hot one are boxed: an `async fn` holds the state of everything it may
+        // await, and this future is moved into a box per request (see `cold`).
+        Plan::Direct(link) => return cold(serve_direct(&app, &rt, draft, &req, link)).await,
         Plan::Anthropic { rename, fallback } => {
             if let Some(to) = rename {
                 req.rename_model(to);
@@ -94,7 +96,7 @@ pub async fn forward(app: Arc<App>, rt: Arc<Runtime>, draft: Draft, mut req: Inb
         Err(no_account) => no_account,
     };
     if !fallback.is_empty() && end.allows_fallback() {
-        match providers::serve(&app, &rt, draft, &req, fallback).await {
+        match cold(providers::serve(&app, &rt, draft, &req, fallback)).await {
             Ok(response) => return response,
             Err((d, _)) => draft = d,
         }
@@ -102,6 +104,16 @@ pub async fn forward(app: Arc<App>, rt: Arc<Runtime>, draft: Draft, mut req: Inb
     // The chain could not serve either: the answer is what it would be without one.
     let (response, class) = end.answer(&app, &draft.request_id);
     draft.finish(&app, response, None, Some(class))
+}
+
+/// A future off the hot path, boxed so that its state does not enlarge its caller's: each
+/// `async fn` reserves room for the largest future it may await, and the request's whole future
+/// is moved (copied) into a box as it starts. The OAuth refresh and the provider chain
+/// weighed tens of kilobytes this way, copied on every request that used neither.
+pub(crate) fn cold<'a, T>(
+    f: impl std::future::Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
+    Box::pin(f)
 }
 
 /// Why no account served a request.
@@ -344,10 +356,10 @@ async fn attempt(
         });
     }
     if cell.needs_refresh(app.now_ms()) {
-        match app.refresher.refresh(cell, false).await {
+        match cold(app.refresher.refresh(cell, false)).await {
             Ok(done) => refreshed(app, &spec.label, done, "expiring"),
             Err(e) => {
-                refresh_failed(app, id, cell).await;
+                cold(refresh_failed(app, id, cell)).await;
                 if cell.is_expired(app.now_ms()) {
                     return auth_failure(format!(
                         "the account's OAuth token expired and could not be refreshed: {e}"
@@ -371,14 +383,14 @@ async fn attempt(
             // Refreshed by another request meanwhile: retry with the new token.
             continue;
         }
-        match app.refresher.refresh(cell, true).await {
+        match cold(app.refresher.refresh(cell, true)).await {
             Ok(done) => {
                 tracing::info!(account = %spec.label, retry = retries, "401: token refreshed; retrying the same account");
                 refreshed(app, &spec.label, done, "401");
             }
             Err(e) => {
                 tracing::warn!(account = %spec.label, "401 and the refresh failed: {e}");
-                refresh_failed(app, id, cell).await;
+                cold(refresh_failed(app, id, cell)).await;
                 return (outcome, reply);
             }
         }

@@ -53,6 +53,65 @@ pub fn model(body: &[u8]) -> Result<Option<String>, String> {
     }
 }
 
+/// The raw bytes of the top-level `key`'s value in a JSON object (the first one, its key
+/// written without escapes), found like `model`: values before it are skipped, not decoded.
+/// `None` when the body is not an object or has no such key.
+pub fn top_level<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    members(body).find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+/// The members of a JSON object, as raw key (between its quotes) and raw value bytes, values
+/// skipped rather than decoded. Ends early where the bytes stop being an object.
+pub fn members(object: &[u8]) -> Members<'_> {
+    let mut s = Scanner { b: object, i: 0 };
+    s.ws();
+    let open = s.peek() == Some(b'{');
+    s.i += 1;
+    Members { s, done: !open }
+}
+
+pub struct Members<'a> {
+    s: Scanner<'a>,
+    done: bool,
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let member = self.member();
+        self.done = member.is_none();
+        member
+    }
+}
+
+impl<'a> Members<'a> {
+    fn member(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        let s = &mut self.s;
+        s.ws();
+        if s.peek() == Some(b',') {
+            s.i += 1;
+            s.ws();
+        }
+        if s.peek() != Some(b'"') {
+            return None;
+        }
+        let key = s.string().ok()?;
+        s.ws();
+        if s.peek() != Some(b':') {
+            return None;
+        }
+        s.i += 1;
+        s.ws();
+        let start = s.i;
+        s.skip_value().ok()?;
+        Some((key, &s.b[start..s.i]))
+    }
+}
+
 /// The value of `model`: a string, or `None` for anything else (which is skipped).
 fn model_value(s: &mut Scanner<'_>) -> Result<Option<String>, String> {
     if s.peek() != Some(b'"') {
@@ -185,6 +244,19 @@ mod tests {
             model(br#"{"messages":[{"model":"x"}],"model":"a","meta":{"model":"y"}}"#),
             Ok(Some("a".into()))
         );
+    }
+
+    #[test]
+    fn top_level_finds_a_value_past_nested_lookalikes() {
+        let body = br#"{"content":[{"text":"\"usage\":{1}","usage":2}],"usage" : {"input_tokens":5} ,"x":1}"#;
+        assert_eq!(
+            top_level(body, b"usage"),
+            Some(&br#"{"input_tokens":5}"#[..])
+        );
+        assert_eq!(top_level(body, b"x"), Some(&b"1"[..]));
+        assert_eq!(top_level(body, b"missing"), None);
+        assert_eq!(top_level(b"[1]", b"usage"), None);
+        assert_eq!(top_level(br#"{"usage":{"a":"#, b"usage"), None);
     }
 
     #[test]

@@ -356,8 +356,11 @@ impl<A: Adapter> http_body::Body for Relay<A> {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(first) = this.first.take() {
-            this.flush_first = true;
-            return this.out(first);
+            let frame = this.out(first);
+            // A whole answer in one chunk (most JSON answers) needs no flush of its own: hyper
+            // ends the body at once, seeing `is_end_stream`.
+            this.flush_first = !this.done;
+            return frame;
         }
         if std::mem::take(&mut this.flush_first) {
             // hyper writes out what it has buffered when the body is not ready. Saying so once,

@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::peek;
 use crate::pool::Usage;
 
 /// The longest line kept; `message_start` is well under a kilobyte.
@@ -192,11 +193,8 @@ impl JsonUsage {
         }
     }
 
+    /// Only the top-level `usage` object is decoded, not the content (most of the body).
     pub fn usage(&self) -> Usage {
-        #[derive(Deserialize)]
-        struct Body {
-            usage: Option<RawUsage>,
-        }
         let joined;
         let body: &[u8] = match self.chunks.as_slice() {
             [one] => one,
@@ -206,11 +204,30 @@ impl JsonUsage {
             }
         };
         let mut u = Usage::default();
-        if let Ok(Body { usage: Some(raw) }) = serde_json::from_slice::<Body>(body) {
+        let raw = last_member_usage(body).or_else(|| {
+            peek::top_level(body, b"usage").and_then(|v| serde_json::from_slice(v).ok())
+        });
+        if let Some(raw) = raw {
             u.absorb(&raw);
         }
         u
     }
+}
+
+/// Anthropic writes `usage` as the answer's last member: found from the end, it is read without
+/// scanning the content before it. Outside strings `"usage":` can only be a key (a quote inside
+/// a string is escaped), and only the top-level object's last member is followed by nothing
+/// but its closing `}`, so a nested `usage` is never taken for it. `None` sends the caller to
+/// the full scan.
+fn last_member_usage(body: &[u8]) -> Option<RawUsage> {
+    static KEY: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"usage\":"));
+    let at = KEY.rfind(body)?;
+    let value = &body[at + KEY.needle().len()..];
+    let mut values = serde_json::Deserializer::from_slice(value).into_iter::<RawUsage>();
+    let raw = values.next()?.ok()?;
+    let rest = value[values.byte_offset()..].trim_ascii();
+    (rest == b"}").then_some(raw)
 }
 
 #[cfg(test)]
@@ -252,6 +269,35 @@ mod tests {
         let mut s = SseUsage::default();
         s.feed(b"event: content_block_delta\ndata: {\"usage\":{\"output_tokens\":999}}\n\n");
         assert_eq!(s.usage, Usage::default());
+    }
+
+    #[test]
+    fn json_usage_is_the_top_level_one_wherever_it_is() {
+        let usage = |body: &'static [u8]| {
+            let mut j = JsonUsage::default();
+            j.feed(&Bytes::from_static(body));
+            j.usage().input_tokens
+        };
+        // Last, as Anthropic writes it.
+        assert_eq!(usage(br#"{"content":[],"usage":{"input_tokens":5}}"#), 5);
+        assert_eq!(usage(b"{\"usage\" :{\"input_tokens\":6} }\n"), 6);
+        // Elsewhere, with a nested lookalike last.
+        assert_eq!(
+            usage(br#"{"usage":{"input_tokens":7},"content":[{"input":{"usage":{"input_tokens":99}}}]}"#),
+            7
+        );
+        // Members the reader does not know are skipped, nested objects included.
+        assert_eq!(
+            usage(br#"{"usage":{"service_tier":"standard","cache_creation":{"input_tokens":1},"input_tokens":8}}"#),
+            8
+        );
+        // A nested one only: none.
+        assert_eq!(
+            usage(br#"{"content":[{"input":{"usage":{"input_tokens":99}}}]}"#),
+            0
+        );
+        // In a string: none.
+        assert_eq!(usage(br#"{"text":"\"usage\":{\"input_tokens\":99}}"}"#), 0);
     }
 
     #[test]

@@ -118,12 +118,6 @@ impl UpstreamClient {
         mut req: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<Incoming>, SendError> {
         let key = Key::of(req.uri()).ok_or(SendError::NotAbsolute)?;
-        if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
-            if let Some(auth) = self.http_proxy_auth(req.uri()) {
-                req.headers_mut()
-                    .insert(http::header::PROXY_AUTHORIZATION, auth);
-            }
-        }
         let lane = LANE.with(std::cell::Cell::get);
         let pool = &self.lanes[lane.min(self.lanes.len() - 1)];
         let uri = req.uri().clone();
@@ -136,10 +130,19 @@ impl UpstreamClient {
             };
             let (conn, reused) = match pooled {
                 Some(conn) => (conn, true),
-                None => (self.open(pool, &key, &uri).await?, false),
+                // Boxed: the connection set-up (TLS, HTTP/2 handshake) is the larger part of
+                // this future and rare.
+                None => (Box::pin(self.open(pool, &key, &uri)).await?, false),
             };
             let sent = match conn {
                 Checkout::Http1(mut conn) => {
+                    if conn.proxied {
+                        // A plain-HTTP request to a proxy: its credentials, if it has any.
+                        if let Some(auth) = self.http_proxy_auth(&uri) {
+                            req.headers_mut()
+                                .insert(http::header::PROXY_AUTHORIZATION, auth);
+                        }
+                    }
                     to_http1(&mut req, conn.proxied);
                     let sent = conn.sender.try_send_request(req).await;
                     pool.put_http1(&key, conn);

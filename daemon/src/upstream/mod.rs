@@ -238,7 +238,7 @@ pub async fn send<U: Upstream>(
         return commit(app, rt, u, response, draft).await;
     }
     let headers = response.headers().clone();
-    let body = match read_capped(response, rt.idle_timeout).await {
+    let body = match crate::passthrough::cold(read_capped(response, rt.idle_timeout)).await {
         Ok(b) => b,
         Err(failure) => {
             let kind = match &failure {

@@ -30,11 +30,21 @@ pub type H1 = http1::SendRequest<Full<Bytes>>;
 pub type H2 = http2::SendRequest<Full<Bytes>>;
 
 /// Which upstream a connection goes to.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, Debug)]
 pub struct Key {
     https: bool,
     authority: Authority,
 }
+
+/// Byte for byte: `Authority`'s own comparison ignores case, which costs more per request than
+/// the rare second pool for `API.anthropic.com`.
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.https == other.https && self.authority.as_str() == other.authority.as_str()
+    }
+}
+
+impl Eq for Key {}
 
 impl Key {
     /// `None` for a URI without a scheme and authority (the client refuses it).
