@@ -7,6 +7,7 @@
 //! dropped and counted. Files are 0600 in a 0700 folder. Old files are
 //! removed at start and hourly ([`rotate`]).
 
+mod line;
 pub mod redact;
 pub mod rotate;
 
@@ -224,7 +225,10 @@ impl Writer {
                 .filter(|l| l.kind() == kind && l.date() == date)
             {
                 let written = match line {
-                    Payload::Record(r) => serde_json::to_writer(&mut self.buf, r.as_ref()),
+                    Payload::Record(r) => {
+                        line::write_record(&mut self.buf, r);
+                        Ok(())
+                    }
                     Payload::Json { value, .. } => serde_json::to_writer(&mut self.buf, value),
                 };
                 match written {

@@ -9,6 +9,11 @@ pub const OAUTH_BETA: &str = "oauth-2025-04-20";
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 const USER_AGENT: &str = concat!("neurolink-rs/", env!("CARGO_PKG_VERSION"));
 
+// Names made once: inserting a `&str` name builds (allocates) a new one each time.
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// Connection-scoped headers (RFC 9110 §7.6.1) that never cross a proxy.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
@@ -54,9 +59,9 @@ pub fn upstream(client: &HeaderMap, credential: &Credential) -> HeaderMap {
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    if !out.contains_key("anthropic-version") {
+    if !out.contains_key(&ANTHROPIC_VERSION) {
         out.insert(
-            "anthropic-version",
+            ANTHROPIC_VERSION,
             HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
         );
     }
@@ -66,7 +71,7 @@ pub fn upstream(client: &HeaderMap, credential: &Credential) -> HeaderMap {
     match credential {
         Credential::ApiKey(key) => {
             if let Ok(v) = sensitive(key.expose()) {
-                out.insert("x-api-key", v);
+                out.insert(X_API_KEY, v);
             }
         }
         Credential::OAuth(cell) => {
@@ -90,7 +95,7 @@ fn sensitive(s: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
 pub fn ensure_beta(headers: &mut HeaderMap, beta: &str) {
     let mut betas: Vec<String> = Vec::new();
     for v in headers
-        .get_all("anthropic-beta")
+        .get_all(&ANTHROPIC_BETA)
         .iter()
         .filter_map(|v| v.to_str().ok())
     {
@@ -104,27 +109,29 @@ pub fn ensure_beta(headers: &mut HeaderMap, beta: &str) {
         betas.push(beta.to_string());
     }
     if let Ok(v) = HeaderValue::from_str(&betas.join(",")) {
-        headers.insert("anthropic-beta", v);
+        headers.insert(ANTHROPIC_BETA, v);
     }
 }
 
 /// Upstream response headers for the client: everything but hop-by-hop headers. `request-id`,
-/// `retry-after` and every `anthropic-ratelimit-*` header pass through with the rest.
-pub fn downstream(upstream: &HeaderMap) -> HeaderMap {
-    let listed = connection_listed(upstream);
-    let mut out = HeaderMap::with_capacity(upstream.len());
-    for (name, value) in upstream {
-        if is_hop_by_hop(name) || listed.iter().any(|l| l == name.as_str()) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+/// `retry-after` and every `anthropic-ratelimit-*` header pass through with the rest. The map
+/// is kept and pruned (rarely anything to remove), not copied.
+pub fn downstream(mut upstream: HeaderMap) -> HeaderMap {
+    let listed = connection_listed(&upstream);
+    let gone: Vec<HeaderName> = upstream
+        .keys()
+        .filter(|name| is_hop_by_hop(name) || listed.iter().any(|l| l == name.as_str()))
+        .cloned()
+        .collect();
+    for name in gone {
+        upstream.remove(name);
     }
-    out
+    upstream
 }
 
 /// The credential a client presented to the proxy: `x-api-key`, else `Authorization: Bearer`.
 pub fn client_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+    if let Some(k) = headers.get(&X_API_KEY).and_then(|v| v.to_str().ok()) {
         return Some(k.trim());
     }
     headers
@@ -236,7 +243,7 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("content-type", "text/event-stream"),
         ]);
-        let out = downstream(&up);
+        let out = downstream(up);
         for kept in [
             "request-id",
             "retry-after",

@@ -577,7 +577,7 @@ impl Upstream for AccountUpstream<'_> {
         &self,
         app: &Arc<App>,
         status: StatusCode,
-        headers: &HeaderMap,
+        headers: HeaderMap,
         draft: Draft,
     ) -> (HeaderMap, Box<dyn relay::Sink>) {
         let sink = relay::AccountSink {

@@ -193,7 +193,7 @@ impl Upstream for LinkUpstream<'_> {
         &self,
         app: &Arc<App>,
         _status: StatusCode,
-        _headers: &HeaderMap,
+        _headers: HeaderMap,
         mut draft: Draft,
     ) -> (HeaderMap, Box<dyn Sink>) {
         let mut headers = HeaderMap::new();

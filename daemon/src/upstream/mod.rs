@@ -87,7 +87,7 @@ pub trait Upstream {
         &self,
         app: &Arc<App>,
         status: StatusCode,
-        headers: &HeaderMap,
+        headers: HeaderMap,
         draft: Draft,
     ) -> (HeaderMap, Box<dyn Sink>);
 
@@ -333,9 +333,10 @@ async fn commit<U: Upstream>(
         return decide(u, outcome, failure, "");
     }
     let debug = draft.debug.is_some().then(|| draft.clone());
-    let (mut headers, sink) = u.respond(app, status, &parts.headers, draft);
+    let announced = content_length(&parts.headers, &body);
+    let (mut headers, sink) = u.respond(app, status, parts.headers, draft);
     let expected_len = if a.keeps_length && !a.sse {
-        content_length(&parts.headers, &body)
+        announced
     } else {
         // A failure may append an error event, or the body changes: the length is unknown.
         headers.remove(http::header::CONTENT_LENGTH);
@@ -393,7 +394,7 @@ pub async fn read_capped(
 pub fn buffered(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
     let mut out = Response::new(Body::from(body));
     *out.status_mut() = status;
-    *out.headers_mut() = headers::downstream(headers);
+    *out.headers_mut() = headers::downstream(headers.clone());
     out
 }
 
