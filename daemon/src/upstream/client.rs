@@ -428,6 +428,6 @@ mod tests {
         );
         assert_eq!(host("https://api.anthropic.com/v1"), "api.anthropic.com");
         assert_eq!(host("http://127.0.0.1:8080/v1"), "127.0.0.1:8080");
-        assert_eq!(host("http://example.test:443/"), "example.test:443");
+        assert_eq!(host("http://127.0.0.1:443/"), "127.0.0.1:443");
     }
 }
