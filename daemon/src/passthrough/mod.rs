@@ -212,17 +212,21 @@ async fn serve_accounts(
         tried.push(id);
         let (outcome, reply) = attempt(app, rt, id, &spec, req, &draft).await;
         report(app, id, &spec.label, &outcome);
-        draft.attempts.push(AttemptRecord {
+        // A relayed answer took its own copy of the record (its relay finishes it), so this one
+        // records only the attempts that did not commit.
+        let attempt = || AttemptRecord {
             account: spec.label.clone(),
             outcome: outcome.class().to_string(),
-        });
+        };
         match reply {
             Reply::Relayed(response) => return Ok(response),
             Reply::Client(response) => {
+                draft.attempts.push(attempt());
                 let class = (outcome != Outcome::Success).then(|| outcome.class());
                 return Ok(draft.finish(app, response, Some(spec.label.clone()), class));
             }
             Reply::Retry(failure) => {
+                draft.attempts.push(attempt());
                 tracing::info!(account = %spec.label, outcome = outcome.class(), "attempt failed; trying the next account");
                 last = Some((failure, outcome.class()));
             }
