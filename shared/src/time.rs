@@ -17,10 +17,37 @@ pub fn now_ms() -> Millis {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// RFC 3339 text for a Unix-ms instant (clamped to year 9999).
+/// RFC 3339 text for a Unix-ms instant (clamped to year 9999), with milliseconds.
+///
+/// Every proxied request stamps its log record with this, so the calendar part is worked out
+/// once per second per thread and kept: only the milliseconds are written each time.
 pub fn rfc3339(ms: Millis) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.min(MAX_RFC3339_MS)))
-        .to_string()
+    /// `YYYY-MM-DDTHH:MM:SS`: the part before the milliseconds.
+    const PREFIX: usize = 19;
+    thread_local! {
+        /// The last second formatted on this thread, and its text.
+        static LAST: std::cell::RefCell<(Millis, String)> =
+            const { std::cell::RefCell::new((Millis::MAX, String::new())) };
+    }
+    let ms = ms.min(MAX_RFC3339_MS);
+    let (secs, milli) = (ms / 1000, ms % 1000);
+    LAST.with_borrow_mut(|(last, prefix)| {
+        if *last != secs || prefix.len() != PREFIX {
+            let whole = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
+            *prefix = whole.to_string();
+            prefix.truncate(PREFIX);
+            *last = secs;
+        }
+        let mut out = String::with_capacity(PREFIX + 5);
+        out.push_str(prefix);
+        out.push('.');
+        for d in [milli / 100, milli / 10 % 10, milli % 10] {
+            // `d` is one decimal digit.
+            out.push(char::from(b'0' + d as u8));
+        }
+        out.push('Z');
+        out
+    })
 }
 
 /// The Unix-ms instant of RFC 3339 text (`None` when it does not parse).
@@ -71,6 +98,24 @@ mod tests {
             Some(1_796_126_403_114)
         );
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn rfc3339_matches_humantime_across_seconds() {
+        // The cached calendar part must never leak into another second, on any path.
+        let base = 1_796_126_403_000;
+        for ms in (base - 2_500..base + 2_500).step_by(7).chain([
+            0,
+            999,
+            1_000,
+            59_999,
+            86_399_999,
+            MAX_RFC3339_MS,
+        ]) {
+            let expected = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms))
+                .to_string();
+            assert_eq!(rfc3339(ms), expected, "{ms}");
+        }
     }
 
     #[test]

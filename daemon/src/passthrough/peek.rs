@@ -70,6 +70,15 @@ pub fn members(object: &[u8]) -> Members<'_> {
     Members { s, done: !open }
 }
 
+/// The length of the JSON value at the start of `b` (after any whitespace), found by counting
+/// brackets outside strings; `None` when `b` ends first.
+pub fn value_len(b: &[u8]) -> Option<usize> {
+    let mut s = Scanner { b, i: 0 };
+    s.ws();
+    s.skip_value().ok()?;
+    Some(s.i)
+}
+
 pub struct Members<'a> {
     s: Scanner<'a>,
     done: bool,

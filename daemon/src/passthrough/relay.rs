@@ -198,11 +198,13 @@ pub struct Relay<A: Adapter> {
     first: Option<Bytes>,
     upstream: hyper::body::Incoming,
     timing: Timing,
-    /// Fires at the next idle or keep-alive due time. Re-armed lazily: a chunk only records the
-    /// time, and the timer is moved when it fires early, which keeps timer work off the
-    /// per-chunk path.
-    deadline: Pin<Box<Sleep>>,
+    /// Fires at the next idle or keep-alive due time. Made the first time upstream has nothing
+    /// ready (an answer that arrives whole never needs one) and re-armed lazily: a chunk only
+    /// records the time, and the timer is moved when it fires early, which keeps timer work off
+    /// the per-chunk path.
+    deadline: Option<Pin<Box<Sleep>>>,
     last_chunk: Instant,
+    /// When output last went out; kept only with a keep-alive (nothing else reads it).
     last_out: Instant,
     adapter: A,
     sse: bool,
@@ -233,17 +235,15 @@ impl<A: Adapter> Relay<A> {
         expected_len: Option<u64>,
         sink: Box<dyn Sink>,
     ) -> Self {
-        let first_due = timing
-            .keep_alive
-            .map_or(timing.idle, |k| k.min(timing.idle));
+        let now = Instant::now();
         Self {
             sink: Some(sink),
             first: Some(first),
             upstream,
             timing,
-            deadline: Box::pin(tokio::time::sleep(first_due)),
-            last_chunk: Instant::now(),
-            last_out: Instant::now(),
+            deadline: None,
+            last_chunk: now,
+            last_out: now,
             adapter,
             sse,
             done: false,
@@ -274,7 +274,9 @@ impl<A: Adapter> Relay<A> {
 
     fn out(&mut self, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.count(bytes.len());
-        self.last_out = Instant::now();
+        if self.timing.keep_alive.is_some() {
+            self.last_out = Instant::now();
+        }
         Poll::Ready(Some(Ok(Frame::data(bytes))))
     }
 
@@ -324,24 +326,30 @@ impl<A: Adapter> Relay<A> {
     /// failure once upstream has been silent for `idle`.
     fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
-            if self.deadline.as_mut().poll(cx).is_pending() {
+            let idle_due = self.last_chunk + self.timing.idle;
+            let next_due = self
+                .timing
+                .keep_alive
+                .map_or(idle_due, |k| idle_due.min(self.last_out + k));
+            let deadline = self
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next_due)));
+            if deadline.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             let now = Instant::now();
-            let idle_due = self.last_chunk + self.timing.idle;
             if now >= idle_due {
                 let secs = self.timing.idle.as_secs();
                 return self.fail(format!("upstream stream sent nothing for {secs} s"));
             }
-            let mut next = idle_due;
             if let Some(k) = self.timing.keep_alive {
                 if now >= self.last_out + k {
-                    self.deadline.as_mut().reset((now + k).min(idle_due));
+                    deadline.as_mut().reset((now + k).min(idle_due));
                     return self.out(Bytes::from_static(KEEP_ALIVE));
                 }
-                next = next.min(self.last_out + k);
             }
-            self.deadline.as_mut().reset(next);
+            // It fired early (a chunk or output moved the due time): move it there.
+            deadline.as_mut().reset(next_due);
         }
     }
 }
@@ -384,6 +392,8 @@ impl<A: Adapter> http_body::Body for Relay<A> {
         // upstream body hands over one chunk per turn of its connection task (two turns,
         // measured), so "nothing ready" is believed only after [`TURNS`] yields; an event that
         // arrives alone waits just those turns, microseconds.
+        // Chunks that arrive in one poll arrive together: the clock is read once for them.
+        let mut stamped = false;
         loop {
             let ending = match Pin::new(&mut this.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -391,7 +401,10 @@ impl<A: Adapter> http_body::Body for Relay<A> {
                     let Ok(chunk) = frame.into_data() else {
                         continue;
                     };
-                    this.last_chunk = Instant::now();
+                    if !stamped {
+                        this.last_chunk = Instant::now();
+                        stamped = true;
+                    }
                     match this.adapter.chunk(chunk) {
                         // Nothing whole yet: read on (the adapter holds the bytes).
                         Ok(None) => continue,

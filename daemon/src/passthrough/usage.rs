@@ -223,11 +223,113 @@ fn last_member_usage(body: &[u8]) -> Option<RawUsage> {
     static KEY: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"usage\":"));
     let at = KEY.rfind(body)?;
-    let value = &body[at + KEY.needle().len()..];
-    let mut values = serde_json::Deserializer::from_slice(value).into_iter::<RawUsage>();
-    let raw = values.next()?.ok()?;
-    let rest = value[values.byte_offset()..].trim_ascii();
-    (rest == b"}").then_some(raw)
+    let after = &body[at + KEY.needle().len()..];
+    let (raw, len) = match plain_usage(after) {
+        Some(read) => read,
+        None => {
+            let len = peek::value_len(after)?;
+            (serde_json::from_slice(&after[..len]).ok()?, len)
+        }
+    };
+    (after[len..].trim_ascii() == b"}").then_some(raw)
+}
+
+/// The usage object at the start of `b` (after any whitespace), read in one pass: its four
+/// counts when each is absent, `null` or plain digits, other members skipped undecoded, and
+/// the length read. This is what the derived `Deserialize` makes of such an object at a
+/// fraction of the cost (serde decodes and matches every key as a string). `None` for anything
+/// else (a key with an escape, a count that is not plain digits or comes twice, an object cut
+/// short): serde then decides, exactly as before. The values of other members are skipped by
+/// counting brackets, not validated.
+fn plain_usage(b: &[u8]) -> Option<(RawUsage, usize)> {
+    let ws = |i: &mut usize| {
+        while matches!(b.get(*i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            *i += 1;
+        }
+    };
+    let mut raw = RawUsage::default();
+    let mut seen = [false; 4];
+    let mut i = 0;
+    ws(&mut i);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    ws(&mut i);
+    if b.get(i) == Some(&b'}') {
+        return Some((raw, i + 1));
+    }
+    loop {
+        // "key"
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_start = i + 1;
+        i = key_start;
+        loop {
+            match b.get(i)? {
+                b'"' => break,
+                b'\\' => return None,
+                _ => i += 1,
+            }
+        }
+        let key = &b[key_start..i];
+        i += 1;
+        ws(&mut i);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i += 1;
+        ws(&mut i);
+        let slot = match key {
+            b"input_tokens" => Some(0),
+            b"output_tokens" => Some(1),
+            b"cache_creation_input_tokens" => Some(2),
+            b"cache_read_input_tokens" => Some(3),
+            _ => None,
+        };
+        match slot {
+            None => i += peek::value_len(&b[i..])?,
+            Some(k) => {
+                if std::mem::replace(&mut seen[k], true) {
+                    // serde refuses a duplicate field.
+                    return None;
+                }
+                let value = if b[i..].starts_with(b"null") {
+                    i += 4;
+                    None
+                } else {
+                    let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    // Leading zeros are not JSON; a count too large for u64 fails serde too.
+                    if digits == 0 || (digits > 1 && b[i] == b'0') {
+                        return None;
+                    }
+                    let mut n: u64 = 0;
+                    for &d in &b[i..i + digits] {
+                        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+                    }
+                    i += digits;
+                    Some(n)
+                };
+                let field = match k {
+                    0 => &mut raw.input_tokens,
+                    1 => &mut raw.output_tokens,
+                    2 => &mut raw.cache_creation_input_tokens,
+                    _ => &mut raw.cache_read_input_tokens,
+                };
+                *field = value;
+            }
+        }
+        ws(&mut i);
+        match b.get(i)? {
+            b',' => {
+                i += 1;
+                ws(&mut i);
+            }
+            b'}' => return Some((raw, i + 1)),
+            _ => return None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +400,55 @@ mod tests {
         );
         // In a string: none.
         assert_eq!(usage(br#"{"text":"\"usage\":{\"input_tokens\":99}}"}"#), 0);
+    }
+
+    #[test]
+    fn the_plain_usage_reader_agrees_with_serde() {
+        let shapes: &[&[u8]] = &[
+            br#"{"input_tokens":5,"output_tokens":7}"#,
+            br#"{ "input_tokens" : 5 , "cache_read_input_tokens":0, "output_tokens":12 }"#,
+            br#"{"input_tokens":null,"output_tokens":3}"#,
+            br#"{"service_tier":"standard","cache_creation":{"ephemeral_5m_input_tokens":4,"x":[1,{"y":"}"}]},"input_tokens":9,"cache_creation_input_tokens":2}"#,
+            br#"{"server_tool_use":{"web_search_requests":0},"output_tokens":18446744073709551615}"#,
+            br#"{}"#,
+            // serde refuses these; the reader must not accept them either.
+            br#"{"input_tokens":5,"input_tokens":6}"#,
+            br#"{"input_tokens":1.5}"#,
+            br#"{"input_tokens":-1}"#,
+            br#"{"input_tokens":05}"#,
+            br#"{"input_tokens":"5"}"#,
+            br#"{"input_tokens":18446744073709551616}"#,
+            br#"{"input_tokens":1e3}"#,
+            br#"{"input_tokens":5"#,
+            br#"{"input_tokens" 5}"#,
+            // An escaped key is serde's to decode.
+            br#"{"input_tokens":5}"#,
+        ];
+        for shape in shapes {
+            let serde: Option<RawUsage> = serde_json::from_slice(shape).ok();
+            let plain = plain_usage(shape)
+                .map(|(raw, _)| raw)
+                .or_else(|| serde_json::from_slice(shape).ok());
+            let key = |r: &Option<RawUsage>| {
+                r.as_ref().map(|r| {
+                    (
+                        r.input_tokens,
+                        r.output_tokens,
+                        r.cache_creation_input_tokens,
+                        r.cache_read_input_tokens,
+                    )
+                })
+            };
+            assert_eq!(
+                key(&plain),
+                key(&serde),
+                "{}",
+                String::from_utf8_lossy(shape)
+            );
+        }
+        // The common shape is read without serde.
+        assert!(plain_usage(shapes[0]).is_some());
+        assert!(plain_usage(shapes[3]).is_some());
     }
 
     #[test]

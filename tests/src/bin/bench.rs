@@ -1,6 +1,6 @@
 //! Benchmark: the fake upstream directly vs through the real `neurolink` binary, in one run.
 //!
-//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS [--nginx]]`
+//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS [--nginx]] [--sse N]`
 //!
 //! Builds the release proxy, starts the fake upstream and the proxy as child processes (one
 //! API-key account), and, when `nginx` is on PATH, nginx as a reference reverse proxy in front of
@@ -10,6 +10,9 @@
 //! request body, SSE time to first and last byte of a 1,000-event stream, and RSS idle and
 //! holding 1,000 open streams. Prints a table with ratios to direct and writes JSON. Figures, not
 //! pass/fail: these machines are noisy, so compare ratios from the same run.
+//!
+//! `--soak SECS` only loads one path at c=32 (to attach a profiler); `--sse N` only measures the
+//! SSE stream, N per path.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -35,6 +38,8 @@ struct Opts {
     soak_nginx: bool,
     /// With `soak`: load the stack-floor proxy with this upstream client instead.
     soak_floor: Option<String>,
+    /// Only the SSE rows, this many streams per target (direct, proxy, nginx).
+    sse_only: Option<usize>,
 }
 
 fn opts() -> Opts {
@@ -59,12 +64,18 @@ fn opts() -> Opts {
         .position(|a| a == "--floor")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    let sse_only = args
+        .iter()
+        .position(|a| a == "--sse")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok());
     Opts {
         quick,
         out,
         soak,
         soak_nginx,
         soak_floor,
+        sse_only,
     }
 }
 
@@ -638,6 +649,20 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     let nginx = Nginx::start(&direct)?;
     if nginx.is_none() {
         eprintln!("nginx is not on PATH: no reference row (apt-get install nginx-light)");
+    }
+    if let Some(n) = o.sse_only {
+        let mut targets = vec![direct.as_str(), proxy.as_str()];
+        if let Some(n) = &nginx {
+            targets.push(n.authority.as_str());
+        }
+        let sse = latency_set(&targets, &sse_body, &sse_headers, n).await?;
+        for (name, l) in ["direct", "proxy", "nginx"].iter().zip(&sse) {
+            println!(
+                "{name:>6}: SSE first byte p50 {:.3} ms, last byte p50 {:.3} ms",
+                l.ttfb_p50, l.p50
+            );
+        }
+        return Ok(());
     }
     let nginx_pids = nginx.as_ref().map(Nginx::pids).unwrap_or_default();
     let rss_nginx_idle = nginx_pids
