@@ -68,7 +68,7 @@ pub fn discover(
             };
             Credential::OAuth(Arc::new(OAuthCell::new(tokens, persist)))
         } else {
-            Credential::ApiKey(Secret::new(t.access_token.clone()))
+            Credential::api_key(Secret::new(t.access_token.clone()))
         };
         let mut disabled = if account.entry.disabled == Some(true) {
             Some(format!(
@@ -114,7 +114,7 @@ pub fn discover(
 
     if found.specs.is_empty() {
         if let Some(key) = env_api_key.filter(|k| !k.trim().is_empty()) {
-            let credential = Credential::ApiKey(Secret::new(key.trim()));
+            let credential = Credential::api_key(Secret::new(key.trim()));
             found
                 .specs
                 .push(AccountSpec::new("env", Source::Environment, credential));
@@ -149,7 +149,7 @@ pub fn discover(
             ..AccountSpec::new(
                 a.name.value.clone(),
                 Source::Config,
-                Credential::ApiKey(key.value.clone()),
+                Credential::api_key(key.value.clone()),
             )
         });
     }
@@ -171,7 +171,7 @@ fn legacy_credential(legacy: &token_store::LegacyCredentials) -> Option<Credenti
     let key = legacy
         .api_key
         .as_ref()
-        .map(|k| Credential::ApiKey(Secret::new(k.clone())));
+        .map(|k| Credential::api_key(Secret::new(k.clone())));
     if legacy.kind == "oauth" {
         oauth.or(key)
     } else {

@@ -51,10 +51,32 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
+/// The tokens, and the `Authorization` value made from the access token (every request of the
+/// account sends it; it is made once per token, not once per request).
+#[derive(Debug)]
+struct Live {
+    tokens: Tokens,
+    /// `Bearer <access>`, marked sensitive (its `Debug` shows no token); `None` when the token
+    /// cannot be a header value.
+    bearer: Option<http::HeaderValue>,
+}
+
+impl Live {
+    fn new(tokens: Tokens) -> Self {
+        let bearer = http::HeaderValue::from_str(&format!("Bearer {}", tokens.access.expose()))
+            .ok()
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        Self { tokens, bearer }
+    }
+}
+
 /// One OAuth account's live tokens. Cheap to read on every request; replaced by a refresh.
 #[derive(Debug)]
 pub struct OAuthCell {
-    tokens: RwLock<Tokens>,
+    tokens: RwLock<Live>,
     pub persist: Persist,
     /// Serializes refreshes of this account inside the daemon (single-flight).
     pub(crate) flight: tokio::sync::Mutex<()>,
@@ -70,7 +92,7 @@ pub struct OAuthCell {
 impl OAuthCell {
     pub fn new(tokens: Tokens, persist: Persist) -> Self {
         Self {
-            tokens: RwLock::new(tokens),
+            tokens: RwLock::new(Live::new(tokens)),
             persist,
             flight: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
@@ -79,38 +101,35 @@ impl OAuthCell {
         }
     }
 
+    fn live(&self) -> std::sync::RwLockReadGuard<'_, Live> {
+        self.tokens.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn tokens(&self) -> Tokens {
-        self.tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.live().tokens.clone()
     }
 
     pub(crate) fn set(&self, tokens: Tokens) {
-        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens;
+        let live = Live::new(tokens);
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = live;
     }
 
     pub fn access_token(&self) -> Secret {
-        self.tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .access
-            .clone()
+        self.live().tokens.access.clone()
+    }
+
+    /// The `Authorization` header value for the current access token (`Bearer ...`), marked
+    /// sensitive; `None` when the token holds bytes a header cannot.
+    pub fn bearer(&self) -> Option<http::HeaderValue> {
+        self.live().bearer.clone()
     }
 
     pub fn expires_at_ms(&self) -> i64 {
-        self.tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .expires_at_ms
+        self.live().tokens.expires_at_ms
     }
 
     pub fn has_refresh_token(&self) -> bool {
-        self.tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .refresh
-            .is_some()
+        self.live().tokens.refresh.is_some()
     }
 
     /// Expires within [`REFRESH_BEFORE_MS`] of `now`.

@@ -14,12 +14,33 @@ const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version
 const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// Connection-scoped headers (RFC 9110 §7.6.1) that never cross a proxy.
+/// Connection-scoped headers (RFC 9110 §7.6.1) that never cross a proxy. Names hyper knows are
+/// compared as names (a tag compare), the rest as text.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
-    ) || name.as_str().starts_with("proxy-")
+    [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
+}
+
+/// Request headers the proxy sets itself (or, for `accept-encoding`, replaces).
+fn replaced_upstream(name: &HeaderName) -> bool {
+    [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::AUTHORIZATION,
+        header::ACCEPT_ENCODING,
+        X_API_KEY,
+    ]
+    .contains(name)
 }
 
 /// Header names listed in the client's `Connection` header are hop-by-hop too.
@@ -44,12 +65,9 @@ pub fn upstream(client: &HeaderMap, credential: &Credential) -> HeaderMap {
     let listed = connection_listed(client);
     let mut out = HeaderMap::with_capacity(client.len() + 3);
     for (name, value) in client {
-        if is_hop_by_hop(name)
+        if replaced_upstream(name)
+            || is_hop_by_hop(name)
             || listed.iter().any(|l| l == name.as_str())
-            || matches!(
-                name.as_str(),
-                "host" | "content-length" | "x-api-key" | "authorization" | "accept-encoding"
-            )
         {
             continue;
         }
@@ -70,12 +88,12 @@ pub fn upstream(client: &HeaderMap, credential: &Credential) -> HeaderMap {
     }
     match credential {
         Credential::ApiKey(key) => {
-            if let Ok(v) = sensitive(key.expose()) {
+            if let Some(v) = key.header() {
                 out.insert(X_API_KEY, v);
             }
         }
         Credential::OAuth(cell) => {
-            if let Ok(v) = sensitive(&format!("Bearer {}", cell.access_token().expose())) {
+            if let Some(v) = cell.bearer() {
                 out.insert(header::AUTHORIZATION, v);
             }
             ensure_beta(&mut out, OAUTH_BETA);
@@ -84,15 +102,31 @@ pub fn upstream(client: &HeaderMap, credential: &Credential) -> HeaderMap {
     out
 }
 
-fn sensitive(s: &str) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
-    let mut v = HeaderValue::from_str(s)?;
-    v.set_sensitive(true);
-    Ok(v)
-}
-
 /// Make sure `beta` is in `anthropic-beta`, keeping the client's list and order, merging several
 /// header lines into one and dropping duplicates.
 pub fn ensure_beta(headers: &mut HeaderMap, beta: &str) {
+    // Most requests need no change (Claude Code's one line already lists it) or only the
+    // beta itself (no line): neither needs the list taken apart.
+    let mut lines = headers.get_all(&ANTHROPIC_BETA).iter();
+    match (lines.next(), lines.next()) {
+        (None, _) => {
+            if let Ok(v) = HeaderValue::from_str(beta) {
+                headers.insert(ANTHROPIC_BETA, v);
+            }
+            return;
+        }
+        (Some(line), None)
+            if line.to_str().is_ok() && canonical_with(line.as_bytes(), beta.as_bytes()) =>
+        {
+            return
+        }
+        _ => {}
+    }
+    merge_betas(headers, beta);
+}
+
+/// [`ensure_beta`] the long way: every line taken apart and the list written again.
+fn merge_betas(headers: &mut HeaderMap, beta: &str) {
     let mut betas: Vec<String> = Vec::new();
     for v in headers
         .get_all(&ANTHROPIC_BETA)
@@ -111,6 +145,26 @@ pub fn ensure_beta(headers: &mut HeaderMap, beta: &str) {
     if let Ok(v) = HeaderValue::from_str(&betas.join(",")) {
         headers.insert(ANTHROPIC_BETA, v);
     }
+}
+
+/// Whether a beta list is already what [`ensure_beta`] would make of it: items joined by bare
+/// commas, none empty, none padded, none twice, `beta` among them.
+fn canonical_with(line: &[u8], beta: &[u8]) -> bool {
+    let mut has = false;
+    for (i, item) in line.split(|&b| b == b',').enumerate() {
+        if item.is_empty()
+            || item.first().is_some_and(u8::is_ascii_whitespace)
+            || item.last().is_some_and(u8::is_ascii_whitespace)
+            || line
+                .split(|&b| b == b',')
+                .take(i)
+                .any(|earlier| earlier == item)
+        {
+            return false;
+        }
+        has |= item == beta;
+    }
+    has
 }
 
 /// Upstream response headers for the client: everything but hop-by-hop headers. `request-id`,
@@ -161,6 +215,63 @@ mod tests {
     }
 
     #[test]
+    fn the_beta_shortcuts_give_what_the_long_way_gives() {
+        let cases: &[&[&str]] = &[
+            &[],
+            &["oauth-2025-04-20"],
+            &["claude-code-20250219,oauth-2025-04-20,interleaved-thinking-2025-05-14"],
+            &["claude-code-20250219"],
+            &["claude-code-20250219, oauth-2025-04-20"],
+            &["oauth-2025-04-20,oauth-2025-04-20"],
+            &["a,,oauth-2025-04-20"],
+            &["oauth-2025-04-20,"],
+            &[" oauth-2025-04-20"],
+            &["a,oauth-2025-04-20,a"],
+            &["oauth-2025-04-20x"],
+            &["a", "oauth-2025-04-20"],
+            &["oauth-2025-04-20", "oauth-2025-04-20"],
+        ];
+        for lines in cases {
+            let pairs: Vec<(&str, &str)> = lines.iter().map(|l| ("anthropic-beta", *l)).collect();
+            let mut short = h(&pairs);
+            ensure_beta(&mut short, OAUTH_BETA);
+            let mut long = h(&pairs);
+            merge_betas(&mut long, OAUTH_BETA);
+            let all = |m: &HeaderMap| -> Vec<String> {
+                m.get_all("anthropic-beta")
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or_default().to_string())
+                    .collect()
+            };
+            assert_eq!(all(&short), all(&long), "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn the_bearer_value_follows_the_token_and_hides_it() {
+        let tokens = |access: &str| crate::auth::Tokens {
+            access: Secret::new(access),
+            refresh: None,
+            expires_at_ms: 0,
+        };
+        let cell = std::sync::Arc::new(crate::auth::OAuthCell::new(
+            tokens("at-1"),
+            crate::auth::Persist::Legacy,
+        ));
+        let cred = Credential::OAuth(cell.clone());
+        let out = upstream(&HeaderMap::new(), &cred);
+        assert_eq!(out["authorization"], "Bearer at-1");
+        assert!(out["authorization"].is_sensitive());
+        // A refresh replaces the value the next request sends.
+        cell.set(tokens("at-2"));
+        assert_eq!(
+            upstream(&HeaderMap::new(), &cred)["authorization"],
+            "Bearer at-2"
+        );
+        assert!(!format!("{cell:?}").contains("at-2"), "{cell:?}");
+    }
+
+    #[test]
     fn api_key_swap_strips_client_credentials_and_hop_by_hop() {
         let client = h(&[
             ("x-api-key", "client-key"),
@@ -178,7 +289,7 @@ mod tests {
             ("x-stainless-os", "Linux"),
             ("user-agent", "claude-cli/2.1.332"),
         ]);
-        let out = upstream(&client, &Credential::ApiKey(Secret::new("sk-account")));
+        let out = upstream(&client, &Credential::api_key(Secret::new("sk-account")));
         assert_eq!(out["x-api-key"], "sk-account");
         assert!(!out.contains_key("authorization"));
         for gone in [

@@ -26,13 +26,49 @@ pub type AccountId = usize;
 #[derive(Debug, Clone)]
 pub enum Credential {
     /// Sent as `x-api-key`.
-    ApiKey(Secret),
+    ApiKey(ApiKey),
     /// Sent as `Authorization: Bearer` with the `oauth-2025-04-20` beta; the tokens change when
     /// refreshed, so they live in a cell shared with the refresher.
     OAuth(Arc<OAuthCell>),
 }
 
+/// An API key, with the `x-api-key` value made from it once (every request of the account
+/// sends it).
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    secret: Secret,
+    /// Marked sensitive (its `Debug` shows no key); `None` when the key holds bytes a header
+    /// cannot.
+    header: Option<http::HeaderValue>,
+}
+
+impl ApiKey {
+    pub fn new(secret: Secret) -> Self {
+        let header = http::HeaderValue::from_str(secret.expose())
+            .ok()
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        Self { secret, header }
+    }
+
+    pub fn expose(&self) -> &str {
+        self.secret.expose()
+    }
+
+    /// The `x-api-key` header value.
+    pub fn header(&self) -> Option<http::HeaderValue> {
+        self.header.clone()
+    }
+}
+
 impl Credential {
+    /// An API-key credential.
+    pub fn api_key(secret: Secret) -> Self {
+        Credential::ApiKey(ApiKey::new(secret))
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Credential::ApiKey(_) => "api_key",

@@ -7,7 +7,7 @@ use crate::clock::{Clock, ManualClock};
 use crate::outcome::NetworkKind;
 
 fn key(label: &str) -> AccountSpec {
-    let credential = Credential::ApiKey(Secret::new(format!("sk-{label}")));
+    let credential = Credential::api_key(Secret::new(format!("sk-{label}")));
     AccountSpec::new(label, Source::Config, credential)
 }
 
