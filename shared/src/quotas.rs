@@ -30,14 +30,14 @@ pub struct AccountQuota {
 impl AccountQuota {
     /// Read the unified rate-limit headers of one answer. `None` unless both window utilisations
     /// are present and numeric (NeuroLink writes an entry only then).
-    pub fn from_headers(get: impl Fn(&str) -> Option<String>, now_ms: i64) -> Option<Self> {
+    pub fn from_headers<'a>(get: impl Fn(&str) -> Option<&'a str>, now_ms: i64) -> Option<Self> {
         let num = |name: &str| get(name).and_then(|v| v.trim().parse::<f64>().ok());
         let int = |name: &str| {
             get(name)
                 .and_then(|v| v.trim().parse::<i64>().ok())
                 .unwrap_or(0)
         };
-        let text = |name: &str| get(name).unwrap_or_else(|| "unknown".into());
+        let text = |name: &str| get(name).unwrap_or("unknown").to_string();
         Some(Self {
             session_used: num("anthropic-ratelimit-unified-5h-utilization")?,
             session_status: text("anthropic-ratelimit-unified-5h-status"),
@@ -93,12 +93,7 @@ mod tests {
             ("anthropic-ratelimit-unified-fallback-percentage", "0.5"),
             ("anthropic-ratelimit-unified-overage-status", "rejected"),
         ];
-        let get = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        };
+        let get = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
         let q = AccountQuota::from_headers(get, 7).unwrap();
         assert_eq!(
             (q.session_used, q.weekly_used, q.session_reset_at),

@@ -115,11 +115,7 @@ pub fn ensure_beta(headers: &mut HeaderMap, beta: &str) {
             }
             return;
         }
-        (Some(line), None)
-            if line.to_str().is_ok() && canonical_with(line.as_bytes(), beta.as_bytes()) =>
-        {
-            return
-        }
+        (Some(line), None) if canonical_with(line.as_bytes(), beta.as_bytes()) => return,
         _ => {}
     }
     merge_betas(headers, beta);
@@ -147,24 +143,35 @@ fn merge_betas(headers: &mut HeaderMap, beta: &str) {
     }
 }
 
-/// Whether a beta list is already what [`ensure_beta`] would make of it: items joined by bare
-/// commas, none empty, none padded, none twice, `beta` among them.
+/// Whether a beta list is already what [`ensure_beta`] would make of it: text a header can
+/// carry, items joined by bare commas, none empty, none padded, none twice, `beta` among them.
+/// One pass over the bytes; a list of more than 16 items takes the long way.
 fn canonical_with(line: &[u8], beta: &[u8]) -> bool {
-    let mut has = false;
-    for (i, item) in line.split(|&b| b == b',').enumerate() {
+    // What `HeaderValue::to_str` accepts (the long way skips a line it refuses).
+    if !line
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return false;
+    }
+    let mut items: [&[u8]; 16] = [&[]; 16];
+    let mut n = 0;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b',', line).chain([line.len()]) {
+        let item = &line[start..end];
         if item.is_empty()
-            || item.first().is_some_and(u8::is_ascii_whitespace)
-            || item.last().is_some_and(u8::is_ascii_whitespace)
-            || line
-                .split(|&b| b == b',')
-                .take(i)
-                .any(|earlier| earlier == item)
+            || item[0].is_ascii_whitespace()
+            || item[item.len() - 1].is_ascii_whitespace()
+            || n == items.len()
+            || items[..n].contains(&item)
         {
             return false;
         }
-        has |= item == beta;
+        items[n] = item;
+        n += 1;
+        start = end + 1;
     }
-    has
+    items[..n].contains(&beta)
 }
 
 /// Upstream response headers for the client: everything but hop-by-hop headers. `request-id`,
@@ -230,6 +237,11 @@ mod tests {
             &["oauth-2025-04-20x"],
             &["a", "oauth-2025-04-20"],
             &["oauth-2025-04-20", "oauth-2025-04-20"],
+            &["a\tb,oauth-2025-04-20"],
+            &["oauth-2025-04-20,\u{e9}t\u{e9}"],
+            &[","],
+            &[""],
+            &["a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q,oauth-2025-04-20"],
         ];
         for lines in cases {
             let pairs: Vec<(&str, &str)> = lines.iter().map(|l| ("anthropic-beta", *l)).collect();

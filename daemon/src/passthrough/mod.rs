@@ -456,11 +456,25 @@ pub(crate) async fn refresh_failed(app: &Arc<App>, id: AccountId, cell: &Arc<aut
 /// Keep the unified 5h/7d quota headers of an OAuth account's answer (written to
 /// `account-quotas.json` by the daemon's flush task, never once per request).
 fn record_quota(app: &App, id: AccountId, headers: &HeaderMap) {
+    // One pass over the answer's headers picks out the unified ones (a lookup by name per
+    // header cost more, and most answers have none): the first value of each, as `get` gives.
+    // A map yields a name's values one after the other, so a repeat follows its first.
+    const PREFIX: &str = "anthropic-ratelimit-unified-";
+    let mut unified: Vec<(&str, Option<&str>)> = Vec::with_capacity(8);
+    for (name, value) in headers {
+        let name = name.as_str();
+        if name.starts_with(PREFIX) && unified.last().is_none_or(|(last, _)| *last != name) {
+            unified.push((name, value.to_str().ok()));
+        }
+    }
+    if unified.is_empty() {
+        return;
+    }
     let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+        unified
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| *v)
     };
     let now = i64::try_from(app.now_ms()).unwrap_or(i64::MAX);
     if let Some(q) = neurolink_shared::quotas::AccountQuota::from_headers(get, now) {

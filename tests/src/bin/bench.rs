@@ -1,6 +1,6 @@
 //! Benchmark: the fake upstream directly vs through the real `neurolink` binary, in one run.
 //!
-//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS [--nginx]] [--sse N]`
+//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS [--nginx]] [--sse N] [--oauth]`
 //!
 //! Builds the release proxy, starts the fake upstream and the proxy as child processes (one
 //! API-key account), and, when `nginx` is on PATH, nginx as a reference reverse proxy in front of
@@ -12,7 +12,8 @@
 //! pass/fail: these machines are noisy, so compare ratios from the same run.
 //!
 //! `--soak SECS` only loads one path at c=32 (to attach a profiler); `--sse N` only measures the
-//! SSE stream, N per path.
+//! SSE stream, N per path; `--oauth` makes the proxy's account a subscription login, whose
+//! answers carry quota headers (the path most users take).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -38,6 +39,9 @@ struct Opts {
     soak_nginx: bool,
     /// With `soak`: load the stack-floor proxy with this upstream client instead.
     soak_floor: Option<String>,
+    /// The proxy's account is a subscription login (OAuth, with quota headers on every
+    /// answer) instead of an API key.
+    oauth: bool,
     /// Only the SSE rows, this many streams per target (direct, proxy, nginx).
     sse_only: Option<usize>,
 }
@@ -59,6 +63,7 @@ fn opts() -> Opts {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok());
     let soak_nginx = args.iter().any(|a| a == "--nginx");
+    let oauth = args.iter().any(|a| a == "--oauth");
     let soak_floor = args
         .iter()
         .position(|a| a == "--floor")
@@ -75,6 +80,7 @@ fn opts() -> Opts {
         soak,
         soak_nginx,
         soak_floor,
+        oauth,
         sse_only,
     }
 }
@@ -422,6 +428,21 @@ fn serve_fake() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let fake = FakeAnthropic::start_with(false).await?;
+        // A subscription login's answers carry the unified quota headers, as Anthropic's do:
+        // measuring that path (callgrind, `--soak` with an OAuth home) includes reading them.
+        fake.set_answer_headers(
+            BENCH_OAUTH_TOKEN,
+            &[
+                ("anthropic-ratelimit-unified-5h-utilization", "0.12"),
+                ("anthropic-ratelimit-unified-5h-status", "allowed"),
+                ("anthropic-ratelimit-unified-5h-reset", "1785518400"),
+                ("anthropic-ratelimit-unified-7d-utilization", "0.34"),
+                ("anthropic-ratelimit-unified-7d-status", "allowed"),
+                ("anthropic-ratelimit-unified-7d-reset", "1786006800"),
+                ("anthropic-ratelimit-unified-fallback-percentage", "0.5"),
+                ("anthropic-ratelimit-unified-overage-status", "rejected"),
+            ],
+        );
         let providers = neurolink_tests::fake_providers::FakeProviders::start().await?;
         println!("fake listening on {}", fake.addr);
         println!("providers listening on {}", providers.addr);
@@ -432,6 +453,9 @@ fn serve_fake() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// The access token of the bench's subscription login (see `serve_fake`).
+const BENCH_OAUTH_TOKEN: &str = "bench-oauth-access";
 
 /// The fake upstream in a child process; killed on drop.
 struct FakeProcess {
@@ -594,8 +618,21 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     let fake = FakeProcess::start()?;
     let home = TestHome::new()?;
     // `bench-translated` is served by the fake OpenAI, translated both ways.
+    let account = if o.oauth {
+        home.write(
+            "tokens.json",
+            &neurolink_tests::harness::token_store(&[(
+                "bench",
+                BENCH_OAUTH_TOKEN,
+                4_102_444_800_000,
+            )]),
+        )?;
+        ""
+    } else {
+        "accounts:\n  anthropic:\n    - {name: bench, apiKey: bench-upstream-key}\n"
+    };
     home.write_config(&format!(
-        "routing:\n  model-mappings:\n    - {{from: bench-translated, to: gpt-4o, provider: openai}}\nproviders:\n  anthropic:\n    baseUrl: http://{}\n  openai:\n    baseUrl: http://{}/v1\n    apiKey: bench-openai-key\naccounts:\n  anthropic:\n    - {{name: bench, apiKey: bench-upstream-key}}\n",
+        "routing:\n  model-mappings:\n    - {{from: bench-translated, to: gpt-4o, provider: openai}}\nproviders:\n  anthropic:\n    baseUrl: http://{}\n  openai:\n    baseUrl: http://{}/v1\n    apiKey: bench-openai-key\n{account}",
         fake.addr, fake.providers
     ))?;
     let mut daemon = Daemon::start(&home, &["-q"], &[])?;
