@@ -102,7 +102,7 @@ pub async fn forward(app: Arc<App>, rt: Arc<Runtime>, draft: Draft, mut req: Inb
         }
     }
     // The chain could not serve either: the answer is what it would be without one.
-    let (response, class) = end.answer(&app, &draft.request_id);
+    let (response, class) = end.answer(&app, draft.request_id());
     draft.finish(&app, response, None, Some(class))
 }
 
@@ -254,7 +254,7 @@ async fn serve_direct(
                     retry_after: None,
                 })
             });
-            let response = failure.into_response(&draft.request_id);
+            let response = failure.into_response(draft.request_id());
             draft.finish(app, response, None, Some("provider_failed"))
         }
     }

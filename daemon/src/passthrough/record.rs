@@ -21,14 +21,22 @@ pub struct DebugRequest {
 /// Bodies in the debug log stop here.
 const MAX_DEBUG_BODY: usize = 1024 * 1024;
 
+/// What names a request in its record and never changes once it started. Shared: an attempt
+/// that commits takes its own copy of the draft (its relay finishes the record), and copying
+/// these strings for every answer cost more than the rest of the copy.
+#[derive(Debug, Clone)]
+struct Head {
+    time: String,
+    request_id: String,
+    method: String,
+    path: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Draft {
     pub debug: Option<std::sync::Arc<DebugRequest>>,
     started: Instant,
-    time: String,
-    pub request_id: String,
-    method: String,
-    path: String,
+    head: std::sync::Arc<Head>,
     model: Option<String>,
     pub attempts: Vec<AttemptRecord>,
     /// The provider that answered, when it was not Anthropic.
@@ -40,18 +48,25 @@ impl Draft {
         Self {
             debug: None,
             started: Instant::now(),
-            time: rfc3339(app.now_ms()),
-            request_id: errors::request_id(),
-            method: method.to_string(),
-            path: path_and_query
-                .split('?')
-                .next()
-                .unwrap_or_default()
-                .to_string(),
+            head: std::sync::Arc::new(Head {
+                time: rfc3339(app.now_ms()),
+                request_id: errors::request_id(),
+                method: method.to_string(),
+                path: path_and_query
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            }),
             model: model.map(str::to_string),
             attempts: Vec::new(),
             fallback_provider: None,
         }
+    }
+
+    /// The id of the request (`req_nl_...`), also sent to the client with errors.
+    pub fn request_id(&self) -> &str {
+        &self.head.request_id
     }
 
     /// The model, once the body was read.
@@ -74,11 +89,13 @@ impl Draft {
         error_class: Option<String>,
     ) -> RequestRecord {
         let total_ms = self.elapsed_ms();
+        // By the end of an answer its relay's copy is usually the only one left.
+        let head = std::sync::Arc::try_unwrap(self.head).unwrap_or_else(|shared| (*shared).clone());
         RequestRecord {
-            time: self.time,
-            request_id: self.request_id,
-            method: self.method,
-            path: self.path,
+            time: head.time,
+            request_id: head.request_id,
+            method: head.method,
+            path: head.path,
             model: self.model,
             stream,
             account,
@@ -99,19 +116,19 @@ impl Draft {
         let r = app.redactor();
         let body = &d.body[..d.body.len().min(MAX_DEBUG_BODY)];
         let line = serde_json::json!({
-            "timestamp": self.time,
+            "timestamp": self.head.time,
             "type": "exchange",
-            "requestId": self.request_id,
+            "requestId": self.head.request_id,
             "request": {
-                "method": self.method,
-                "path": self.path,
+                "method": self.head.method,
+                "path": self.head.path,
                 "headers": r.headers(&d.headers),
                 "body": r.text(&String::from_utf8_lossy(body)),
                 "bodyTruncated": d.body.len() > MAX_DEBUG_BODY,
             },
             "response": {"status": status, "headers": r.headers(response_headers)},
         });
-        app.logs.debug(&self.time, line);
+        app.logs.debug(&self.head.time, line);
     }
 
     /// Record an answer given at once (not streamed through a relay) and pass it on.

@@ -108,7 +108,7 @@ pub async fn serve(
                     ("x-neurolink-token-count", c.method.as_str()),
                     ("x-neurolink-provider", link.provider.name.as_str()),
                     ("x-neurolink-model", link.model.as_str()),
-                    ("request-id", draft.request_id.as_str()),
+                    ("request-id", draft.request_id()),
                 ] {
                     if let Ok(v) = HeaderValue::from_str(value) {
                         h.insert(name, v);

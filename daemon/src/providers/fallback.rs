@@ -213,7 +213,7 @@ impl Upstream for LinkUpstream<'_> {
             );
         }
         for (name, value) in [
-            ("request-id", draft.request_id.as_str()),
+            ("request-id", draft.request_id()),
             ("x-neurolink-provider", self.link.provider.name.as_str()),
             ("x-neurolink-model", self.link.model.as_str()),
         ] {

@@ -66,7 +66,7 @@ pub async fn completions(State(app): State<Arc<App>>, req: Request) -> Response 
 
 async fn invalid(app: &App, draft: crate::passthrough::record::Draft, msg: String) -> Response {
     let response = errors::anthropic(
-        &draft.request_id,
+        draft.request_id(),
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
         &msg,

@@ -124,7 +124,7 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
         .sum();
     if header_bytes > MAX_HEADER_BYTES {
         let response = errors::anthropic(
-            &draft.request_id,
+            draft.request_id(),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "invalid_request_error",
             &format!(
@@ -136,7 +136,7 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
         return Err(draft.finish(app, response, None, Some("headers_too_large")));
     }
     let rt = app.runtime();
-    if let Some(denied) = check_client_key(&rt, &draft.request_id, req.headers()) {
+    if let Some(denied) = check_client_key(&rt, draft.request_id(), req.headers()) {
         return Err(draft.finish(app, denied, None, Some("proxy_auth")));
     }
     let declared = req
@@ -146,7 +146,7 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_REQUEST_BODY as u64) {
         // Said up front: answer before the client uploads any of it.
-        let response = too_large(&draft.request_id);
+        let response = too_large(draft.request_id());
         return Err(draft.finish(app, response, None, Some("request_too_large")));
     }
     let (parts, body) = req.into_parts();
@@ -157,7 +157,7 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
     .await;
     let Ok(read) = read else {
         let response = errors::anthropic(
-            &draft.request_id,
+            draft.request_id(),
             StatusCode::REQUEST_TIMEOUT,
             "timeout_error",
             &format!(
@@ -173,11 +173,11 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
             let over_limit = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             let (response, class) = if over_limit {
-                (too_large(&draft.request_id), "request_too_large")
+                (too_large(draft.request_id()), "request_too_large")
             } else {
                 (
                     errors::anthropic(
-                        &draft.request_id,
+                        draft.request_id(),
                         StatusCode::BAD_REQUEST,
                         "invalid_request_error",
                         &format!("could not read the request body: {e}"),
@@ -193,7 +193,7 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
             Ok(m) => m,
             Err(msg) => {
                 let response = errors::anthropic(
-                    &draft.request_id,
+                    draft.request_id(),
                     StatusCode::BAD_REQUEST,
                     "invalid_request_error",
                     &msg,

@@ -275,7 +275,6 @@ async fn commit<U: Upstream>(
 ) -> (Outcome, Reply) {
     let idle = rt.idle_timeout;
     let status = response.status();
-    let request_id = draft.request_id.clone();
     let (parts, mut body) = response.into_parts();
     let mut a = u.adapter(rt, &parts.headers);
     let first = loop {
@@ -306,7 +305,7 @@ async fn commit<U: Upstream>(
                 }
                 Err(message) => {
                     if let Some((o, f)) = u.adapter_failure(&mut a.adapter) {
-                        return decide(u, o, f, &request_id);
+                        return decide(u, o, f, draft.request_id());
                     }
                     let failure = Failure::Network {
                         kind: NetworkKind::Io,
@@ -321,7 +320,7 @@ async fn commit<U: Upstream>(
                 Ok(_) => continue,
                 Err(message) => {
                     if let Some((o, f)) = u.adapter_failure(&mut a.adapter) {
-                        return decide(u, o, f, &request_id);
+                        return decide(u, o, f, draft.request_id());
                     }
                     return network(NetworkKind::Io, message);
                 }
