@@ -197,21 +197,18 @@ pub async fn send<U: Upstream>(
     req: &Inbound,
     draft: &Draft,
 ) -> (Outcome, Reply) {
-    let p = u.prepare(rt, req);
-    let uri = match http::Uri::try_from(p.url) {
-        Ok(uri) => uri,
-        Err(e) => {
-            return network(
-                NetworkKind::Connect,
-                format!("the upstream URL is not valid: {e}"),
-            )
-        }
-    };
-    let mut request = http::Request::new(Full::new(p.body));
-    *request.method_mut() = p.method;
-    *request.uri_mut() = uri;
-    *request.headers_mut() = p.headers;
-    let response = match tokio::time::timeout(rt.headers_timeout, rt.upstream.send(request)).await {
+    // The request is built inside the awaited expression: a local moved into a future keeps
+    // its room in this function's state across the `.await`, and every caller's state holds
+    // that state again (see `passthrough::cold`).
+    let sent = {
+        let sending = match request_for(u, rt, req) {
+            Ok(request) => tokio::time::timeout(rt.headers_timeout, rt.upstream.send(request)),
+            Err(message) => return network(NetworkKind::Connect, message),
+        };
+        sending
+    }
+    .await;
+    let response = match sent {
         Err(_) => {
             let secs = rt.headers_timeout.as_secs();
             return network(
@@ -230,12 +227,17 @@ pub async fn send<U: Upstream>(
     u.observe(app, response.headers());
     let status = response.status();
     if status.is_success() {
-        let mut draft = draft.clone();
-        draft.attempts.push(neurolink_shared::ipc::AttemptRecord {
-            account: u.label(),
-            outcome: Outcome::Success.class().into(),
-        });
-        return commit(app, rt, u, response, draft).await;
+        // The relay's own copy of the record, with this attempt in it; made inside the call
+        // for the same reason as the request above.
+        let committed = || {
+            let mut draft = draft.clone();
+            draft.attempts.push(neurolink_shared::ipc::AttemptRecord {
+                account: u.label(),
+                outcome: Outcome::Success.class().into(),
+            });
+            draft
+        };
+        return commit(app, rt, u, response, committed()).await;
     }
     let headers = response.headers().clone();
     let body = match crate::passthrough::cold(read_capped(response, rt.idle_timeout)).await {
@@ -250,6 +252,22 @@ pub async fn send<U: Upstream>(
     };
     let (outcome, failure) = u.classify(status, &headers, body);
     decide(u, outcome, failure, "")
+}
+
+/// The request for `u`, or why its URL is not one.
+fn request_for<U: Upstream>(
+    u: &U,
+    rt: &Runtime,
+    req: &Inbound,
+) -> Result<http::Request<Full<Bytes>>, String> {
+    let p = u.prepare(rt, req);
+    let uri =
+        http::Uri::try_from(p.url).map_err(|e| format!("the upstream URL is not valid: {e}"))?;
+    let mut request = http::Request::new(Full::new(p.body));
+    *request.method_mut() = p.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = p.headers;
+    Ok(request)
 }
 
 /// Answer or retry, as `u` says for `outcome`.
