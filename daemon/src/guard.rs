@@ -44,10 +44,22 @@ pub fn spawn() -> std::io::Result<u32> {
 /// The guard's loop.
 pub fn run(parent_pid: u32, poll: Duration) -> ExitCode {
     let paths = Paths::from_env();
+    // The state file is read again only when it changed: a `stat` is silent to the daemon's
+    // file watcher, while reading the file woke it twice a second for nothing.
+    let mut seen = None;
+    let mut state = None;
     loop {
         std::thread::sleep(poll);
-        let Some(state) = read_state(&paths) else {
+        let Ok(meta) = std::fs::metadata(paths.state()) else {
             // Stopped cleanly: nothing left to do.
+            return ExitCode::SUCCESS;
+        };
+        let stamp = version(&meta);
+        if seen.as_ref() != Some(&stamp) {
+            state = read_state(&paths);
+            seen = Some(stamp);
+        }
+        let Some(state) = &state else {
             return ExitCode::SUCCESS;
         };
         if state.pid != parent_pid {
@@ -66,4 +78,14 @@ pub fn run(parent_pid: u32, poll: Duration) -> ExitCode {
         let _ = std::fs::remove_file(paths.socket());
         return ExitCode::SUCCESS;
     }
+}
+
+/// What tells one version of the state file from the next: it is replaced by a rename (a new
+/// inode) each time it is written.
+fn version(meta: &std::fs::Metadata) -> (Option<std::time::SystemTime>, u64, u64) {
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    (meta.modified().ok(), meta.len(), inode)
 }
