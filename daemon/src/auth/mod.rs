@@ -63,12 +63,8 @@ struct Live {
 
 impl Live {
     fn new(tokens: Tokens) -> Self {
-        let bearer = http::HeaderValue::from_str(&format!("Bearer {}", tokens.access.expose()))
-            .ok()
-            .map(|mut v| {
-                v.set_sensitive(true);
-                v
-            });
+        let bearer =
+            crate::passthrough::headers::sensitive(&format!("Bearer {}", tokens.access.expose()));
         Self { tokens, bearer }
     }
 }

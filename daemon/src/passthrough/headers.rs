@@ -102,6 +102,14 @@ pub fn upstream(client: &HeaderMap, credential: &Credential) -> HeaderMap {
     out
 }
 
+/// A credential as a header value, marked sensitive (its `Debug` shows no secret, and HTTP/2
+/// keeps it out of header compression); `None` when it holds bytes a header cannot.
+pub fn sensitive(secret: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(secret).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
 /// Make sure `beta` is in `anthropic-beta`, keeping the client's list and order, merging several
 /// header lines into one and dropping duplicates.
 pub fn ensure_beta(headers: &mut HeaderMap, beta: &str) {

@@ -282,15 +282,15 @@ fn plain_usage(b: &[u8]) -> Option<(RawUsage, usize)> {
         i += 1;
         ws(&mut i);
         let slot = match key {
-            b"input_tokens" => Some(0),
-            b"output_tokens" => Some(1),
-            b"cache_creation_input_tokens" => Some(2),
-            b"cache_read_input_tokens" => Some(3),
+            b"input_tokens" => Some((0, &mut raw.input_tokens)),
+            b"output_tokens" => Some((1, &mut raw.output_tokens)),
+            b"cache_creation_input_tokens" => Some((2, &mut raw.cache_creation_input_tokens)),
+            b"cache_read_input_tokens" => Some((3, &mut raw.cache_read_input_tokens)),
             _ => None,
         };
         match slot {
             None => i += peek::value_len(&b[i..])?,
-            Some(k) => {
+            Some((k, field)) => {
                 if std::mem::replace(&mut seen[k], true) {
                     // serde refuses a duplicate field.
                     return None;
@@ -310,12 +310,6 @@ fn plain_usage(b: &[u8]) -> Option<(RawUsage, usize)> {
                     }
                     i += digits;
                     Some(n)
-                };
-                let field = match k {
-                    0 => &mut raw.input_tokens,
-                    1 => &mut raw.output_tokens,
-                    2 => &mut raw.cache_creation_input_tokens,
-                    _ => &mut raw.cache_read_input_tokens,
                 };
                 *field = value;
             }

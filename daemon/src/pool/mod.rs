@@ -44,12 +44,7 @@ pub struct ApiKey {
 
 impl ApiKey {
     pub fn new(secret: Secret) -> Self {
-        let header = http::HeaderValue::from_str(secret.expose())
-            .ok()
-            .map(|mut v| {
-                v.set_sensitive(true);
-                v
-            });
+        let header = crate::passthrough::headers::sensitive(secret.expose());
         Self { secret, header }
     }
 

@@ -454,6 +454,15 @@ fn serve_fake() -> anyhow::Result<()> {
     })
 }
 
+/// `http://` and a fake's printed address, which must be on loopback: the bench contacts
+/// nothing else.
+fn loopback_url(addr: &str) -> anyhow::Result<String> {
+    let port = addr
+        .strip_prefix("127.0.0.1:")
+        .with_context(|| format!("the fake listens on {addr}, not on 127.0.0.1"))?;
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
 /// The access token of the bench's subscription login (see `serve_fake`).
 const BENCH_OAUTH_TOKEN: &str = "bench-oauth-access";
 
@@ -631,9 +640,9 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     } else {
         "accounts:\n  anthropic:\n    - {name: bench, apiKey: bench-upstream-key}\n"
     };
+    let (anthropic, openai) = (loopback_url(&fake.addr)?, loopback_url(&fake.providers)?);
     home.write_config(&format!(
-        "routing:\n  model-mappings:\n    - {{from: bench-translated, to: gpt-4o, provider: openai}}\nproviders:\n  anthropic:\n    baseUrl: http://{}\n  openai:\n    baseUrl: http://{}/v1\n    apiKey: bench-openai-key\n{account}",
-        fake.addr, fake.providers
+        "routing:\n  model-mappings:\n    - {{from: bench-translated, to: gpt-4o, provider: openai}}\nproviders:\n  anthropic:\n    baseUrl: {anthropic}\n  openai:\n    baseUrl: {openai}/v1\n    apiKey: bench-openai-key\n{account}",
     ))?;
     let mut daemon = Daemon::start(&home, &["-q"], &[])?;
     let pid = daemon.child.id();
@@ -687,11 +696,12 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     if nginx.is_none() {
         eprintln!("nginx is not on PATH: no reference row (apt-get install nginx-light)");
     }
+    // direct, via the proxy, via nginx (when there is one)
+    let mut targets = vec![direct.as_str(), proxy.as_str()];
+    if let Some(n) = &nginx {
+        targets.push(n.authority.as_str());
+    }
     if let Some(n) = o.sse_only {
-        let mut targets = vec![direct.as_str(), proxy.as_str()];
-        if let Some(n) = &nginx {
-            targets.push(n.authority.as_str());
-        }
         let sse = latency_set(&targets, &sse_body, &sse_headers, n).await?;
         for (name, l) in ["direct", "proxy", "nginx"].iter().zip(&sse) {
             println!(
@@ -706,11 +716,6 @@ async fn run(o: Opts) -> anyhow::Result<()> {
         .iter()
         .map(|p| rss_mb(*p).unwrap_or(0.0))
         .sum::<f64>();
-    // direct, via the proxy, via nginx (when there is one)
-    let mut targets = vec![direct.as_str(), proxy.as_str()];
-    if let Some(n) = &nginx {
-        targets.push(n.authority.as_str());
-    }
 
     eprintln!("latency, concurrency 1 ({n_lat} requests each)...");
     let lat = latency_set(&targets, &small, &[], n_lat).await?;
