@@ -1,6 +1,7 @@
 //! What the daemon, the CLI and the dashboard agree on.
 //!
 //! # Layout
+//! - [`ca_bundle`]: the extra certificate authorities of `server.caFile`.
 //! - [`atomic_file`]: 0600 temp-fsync-rename writes and the cross-process lock.
 //! - [`quotas`]: `account-quotas.json`, the unified 5h/7d utilisation per account.
 //! - [`ipc`]: the control socket protocol (JSON-RPC 2.0 lines) and its client.
@@ -15,6 +16,7 @@
 //! This crate knows nothing about HTTP; its only I/O is files and the control socket.
 
 pub mod atomic_file;
+pub mod ca_bundle;
 pub mod config;
 pub mod ipc;
 pub mod paths;

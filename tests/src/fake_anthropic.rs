@@ -88,6 +88,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub credential: String,
+    /// HTTP/1.1, or HTTP/2 over TLS.
+    pub version: http::Version,
 }
 
 #[derive(Default)]
@@ -109,6 +111,7 @@ struct Shared {
 
 pub struct FakeAnthropic {
     pub addr: SocketAddr,
+    https: bool,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -127,25 +130,43 @@ impl FakeAnthropic {
 
     /// Like [`FakeAnthropic::start`]; `record: false` keeps only the counters.
     pub async fn start_with(record: bool) -> std::io::Result<Self> {
+        Self::serve(record, None).await
+    }
+
+    /// An HTTPS fake (`https://127.0.0.1:P`) presenting `tls`'s certificate, recording every
+    /// request; over HTTP/2 when the client picks it by ALPN.
+    pub async fn start_tls(tls: tokio_rustls::TlsAcceptor) -> std::io::Result<Self> {
+        Self::serve(true, Some(tls)).await
+    }
+
+    async fn serve(record: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             record,
             ..Shared::default()
         });
-        let task = crate::serve::spawn(
+        let https = tls.is_some();
+        let task = crate::serve::spawn_with(
             listener,
+            tls,
             shared.clone(),
             |s| {
                 s.connections.fetch_add(1, Ordering::SeqCst);
             },
             handle,
         );
-        Ok(Self { addr, shared, task })
+        Ok(Self {
+            addr,
+            https,
+            shared,
+            task,
+        })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The next `times` requests with `credential` get `behavior`.
@@ -275,6 +296,7 @@ async fn handle(
             headers: parts.headers.clone(),
             body: body.clone(),
             credential: cred.clone(),
+            version: parts.version,
         });
     }
     let behavior = lock(&shared.scripts)

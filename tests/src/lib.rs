@@ -13,6 +13,7 @@
 //! - [`secrets`]: the secrets the fakes gave out, and the scan of every temp home for them.
 //! - [`serve`]: the accept loop the fakes share.
 //! - [`sse`]: the exact SSE bytes the fake sends, shared by tests that compare them.
+//! - [`tls`]: a certificate authority made at run time, for HTTPS fakes.
 //!
 //! Nothing here contacts any address but loopback.
 
@@ -26,3 +27,4 @@ pub mod secrets;
 pub mod serve;
 pub mod soak;
 pub mod sse;
+pub mod tls;

@@ -170,6 +170,15 @@ fn load_config(paths: &Paths) -> anyhow::Result<config::ProxyConfig> {
     Ok(config::load(None, paths, &EnvSource::Process)?.config)
 }
 
+/// The client for the CLI's own calls (login, refresh): the daemon's, trusting `server.caFile`
+/// too, so a login works on the network the proxy works on.
+fn own_client(cfg: &config::ProxyConfig) -> anyhow::Result<reqwest::Client> {
+    let roots =
+        crate::upstream::trust::ExtraRoots::from_config(&cfg.server).map_err(anyhow::Error::msg)?;
+    crate::server::runtime::client(std::time::Duration::from_secs(10), &roots)
+        .map_err(anyhow::Error::msg)
+}
+
 /// One row of `auth list`.
 fn rows(paths: &Paths) -> anyhow::Result<Vec<serde_json::Value>> {
     let cfg = load_config(paths)?;
@@ -362,9 +371,7 @@ fn refresh(paths: &Paths, label: Option<&str>, format: OutputFormat) -> anyhow::
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .build()?;
+    let client = own_client(&cfg)?;
     let refresher = Refresher::new(
         client,
         Endpoint::from_config(&cfg.providers.anthropic_oauth),
@@ -612,9 +619,7 @@ fn login(
         None => ask_method()?,
     };
     let cfg = load_config(paths)?;
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .build()?;
+    let client = own_client(&cfg)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

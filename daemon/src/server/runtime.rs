@@ -12,6 +12,8 @@ use std::time::Duration;
 use neurolink_shared::config::{ProxyConfig, Strategy};
 use neurolink_shared::Secret;
 
+use crate::upstream::trust::ExtraRoots;
+
 /// What the command line fixed; a reload of the config file does not change these.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -40,6 +42,8 @@ pub struct Runtime {
     /// `server.authKey`: what clients must present (none on a loopback listener without one).
     pub auth_key: Option<Secret>,
     pub connect_timeout: Duration,
+    /// `server.caFile`'s authorities, trusted by both clients beside the built-in roots.
+    pub extra_roots: ExtraRoots,
     pub headers_timeout: Duration,
     pub idle_timeout: Duration,
     /// The whole client request body must arrive within this.
@@ -52,7 +56,7 @@ pub struct Runtime {
     /// A translated stream silent this long gets a keep-alive comment.
     pub stream_keepalive: Duration,
     /// The client for proxied requests (the hot path). Rebuilt only when the connect timeout
-    /// changes, so a reload keeps the pooled upstream connections.
+    /// or the trusted authorities change, so a reload keeps the pooled upstream connections.
     pub upstream: crate::upstream::client::UpstreamClient,
     /// The client for the proxy's own calls (OAuth, countTokens): reqwest's conveniences (JSON,
     /// forms) where speed does not matter.
@@ -60,27 +64,29 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// The runtime for `config` under `overrides`; `previous` lends its HTTP client when the
-    /// connect timeout is unchanged.
+    /// The runtime for `config` under `overrides`; `previous` lends its HTTP clients when the
+    /// connect timeout and the trusted authorities are unchanged.
     pub fn new(
         config: ProxyConfig,
         overrides: &Overrides,
         previous: Option<&Runtime>,
     ) -> Result<Self, String> {
         let connect_timeout = Duration::from_secs(config.server.connect_timeout_secs.0);
+        let extra_roots = ExtraRoots::from_config(&config.server)?;
         let (client, upstream) = match previous {
-            Some(p) if p.connect_timeout == connect_timeout => {
+            Some(p) if p.connect_timeout == connect_timeout && p.extra_roots == extra_roots => {
                 (p.client.clone(), p.upstream.clone())
             }
             _ => (
-                client(connect_timeout).map_err(|e| e.to_string())?,
-                crate::upstream::client::UpstreamClient::new(connect_timeout)?,
+                client(connect_timeout, &extra_roots)?,
+                crate::upstream::client::UpstreamClient::new(connect_timeout, &extra_roots)?,
             ),
         };
         Ok(Self {
             base_url: config.providers.anthropic.base_url.value.clone(),
             auth_key: config.server.auth_key().cloned(),
             connect_timeout,
+            extra_roots,
             headers_timeout: Duration::from_secs(config.server.headers_timeout_secs.0),
             idle_timeout: Duration::from_secs(config.server.idle_timeout_secs.0.max(1)),
             client_body_timeout: Duration::from_secs(
@@ -100,11 +106,15 @@ impl Runtime {
     }
 }
 
-/// The upstream HTTP client: rustls, kept-alive connections, no Nagle delay.
-pub fn client(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// The client for the proxy's own calls: rustls trusting the built-in roots and `roots`,
+/// kept-alive connections, no Nagle delay.
+pub fn client(connect_timeout: Duration, roots: &ExtraRoots) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
+        .tcp_nodelay(true);
+    roots
+        .reqwest(builder)?
         .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }

@@ -29,7 +29,8 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::connect::{self, BoxError, ConnectTimeout, Connector};
-use super::pool::{Checkout, Http1, Key, Pool};
+use super::pool::{Checkout, Http1, Key, Opening, Pool};
+use super::trust::ExtraRoots;
 use crate::outcome::NetworkKind;
 
 /// Serving threads with an upstream pool of their own (lanes 1 to this); requests sent from any
@@ -97,16 +98,20 @@ impl std::error::Error for SendError {
 
 impl UpstreamClient {
     /// A client whose connections (TCP, any proxy tunnel) must be made within `connect_timeout`,
-    /// with the proxies the environment names now.
-    pub fn new(connect_timeout: Duration) -> Result<Self, String> {
-        Self::with_proxies(connect_timeout, Matcher::from_env())
+    /// with the proxies the environment names now, trusting the built-in roots and `roots`.
+    pub fn new(connect_timeout: Duration, roots: &ExtraRoots) -> Result<Self, String> {
+        Self::with_proxies(connect_timeout, Matcher::from_env(), roots)
     }
 
-    fn with_proxies(connect_timeout: Duration, proxies: Matcher) -> Result<Self, String> {
+    fn with_proxies(
+        connect_timeout: Duration,
+        proxies: Matcher,
+        roots: &ExtraRoots,
+    ) -> Result<Self, String> {
         let proxies = Arc::new(proxies);
         Ok(Self {
             lanes: (0..=MAX_LANES).map(|_| Arc::default()).collect(),
-            connector: connect::connector(connect_timeout, proxies.clone())?,
+            connector: connect::connector(connect_timeout, proxies.clone(), roots)?,
             proxies,
             h2_prior_knowledge: false,
         })
@@ -122,6 +127,7 @@ impl UpstreamClient {
         let pool = &self.lanes[lane.min(self.lanes.len() - 1)];
         let uri = req.uri().clone();
         let mut fresh_only = false;
+        let mut waited = false;
         loop {
             let pooled = if fresh_only {
                 None
@@ -130,9 +136,25 @@ impl UpstreamClient {
             };
             let (conn, reused) = match pooled {
                 Some(conn) => (conn, true),
-                // Boxed: the connection set-up (TLS, HTTP/2 handshake) is the larger part of
-                // this future and rare.
-                None => (Box::pin(self.open(pool, &key, &uri)).await?, false),
+                None => {
+                    let may_be_h2 = !waited && (key.is_https() || self.h2_prior_knowledge);
+                    let leading = match pool.opening(&key, may_be_h2) {
+                        Opening::Wait(done) => {
+                            // Once only: if that opening failed, this request opens its own
+                            // rather than queueing behind the next attempt.
+                            done.await;
+                            waited = true;
+                            continue;
+                        }
+                        Opening::Lead(leading) => Some(leading),
+                        Opening::Alone => None,
+                    };
+                    // Boxed: the connection set-up (TLS, HTTP/2 handshake) is the larger part
+                    // of this future and rare.
+                    let conn = Box::pin(self.open(pool, &key, &uri)).await;
+                    drop(leading);
+                    (conn?, false)
+                }
             };
             let sent = match conn {
                 Checkout::Http1(mut conn) => {
@@ -178,7 +200,9 @@ impl UpstreamClient {
             .await
             .map_err(SendError::Connect)?;
         let connected = io.connected();
-        if connected.is_negotiated_h2() || self.h2_prior_knowledge {
+        let h2 = connected.is_negotiated_h2() || self.h2_prior_knowledge;
+        pool.learned(key, h2);
+        if h2 {
             let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
@@ -330,8 +354,12 @@ mod tests {
     }
 
     fn client() -> UpstreamClient {
-        UpstreamClient::with_proxies(Duration::from_secs(5), Matcher::builder().build())
-            .expect("client")
+        UpstreamClient::with_proxies(
+            Duration::from_secs(5),
+            Matcher::builder().build(),
+            &ExtraRoots::default(),
+        )
+        .expect("client")
     }
 
     async fn get(client: &UpstreamClient, url: &str) -> String {
@@ -396,6 +424,46 @@ mod tests {
             assert!(said.starts_with("true "), "{said}");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_http2_requests_wait_for_one_connection() {
+        let (addr, accepted) = upstream(Speaks::Http2).await;
+        let mut client = client();
+        client.h2_prior_knowledge = true;
+        let url = format!("http://{addr}/v1/messages");
+        let (a, b, c, d) = tokio::join!(
+            get(&client, &url),
+            get(&client, &url),
+            get(&client, &url),
+            get(&client, &url)
+        );
+        for said in [a, b, c, d] {
+            assert!(said.starts_with("true "), "{said}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_on_a_failed_opening_fail_too_instead_of_queueing() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let mut client = client();
+        client.h2_prior_knowledge = true;
+        let send = || {
+            let mut req = http::Request::new(Full::new(Bytes::new()));
+            *req.uri_mut() = format!("http://127.0.0.1:{port}/v1/messages")
+                .parse()
+                .expect("url");
+            client.send(req)
+        };
+        let (a, b, c) = tokio::join!(send(), send(), send());
+        for r in [a, b, c] {
+            let e = r.expect_err("nothing listens");
+            assert_eq!(kind_of(&e), NetworkKind::Connect);
+        }
     }
 
     #[tokio::test]

@@ -23,6 +23,8 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::trust::ExtraRoots;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// TCP keep-alive probes on pooled connections, so a peer that vanished is noticed.
@@ -35,8 +37,12 @@ pub type Stream = MaybeHttpsStream<Tcp>;
 pub type Connector = HttpsConnector<Connect>;
 
 /// The connector for `proxies`, whose connections (TCP, any proxy tunnel) must be made within
-/// `timeout`.
-pub fn connector(timeout: Duration, proxies: Arc<Matcher>) -> Result<Connector, String> {
+/// `timeout`, trusting the built-in roots and `roots`.
+pub fn connector(
+    timeout: Duration,
+    proxies: Arc<Matcher>,
+    roots: &ExtraRoots,
+) -> Result<Connector, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -48,8 +54,7 @@ pub fn connector(timeout: Duration, proxies: Arc<Matcher>) -> Result<Connector, 
         timeout,
     };
     Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_tls_config(roots.rustls_config()?)
         .https_or_http()
         .enable_all_versions()
         .wrap_connector(connect))

@@ -18,6 +18,7 @@
 pub mod client;
 mod connect;
 mod pool;
+pub mod trust;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -217,10 +218,11 @@ pub async fn send<U: Upstream>(
             );
         }
         Ok(Err(e)) => {
-            return network(
-                client::kind_of(&e),
-                format!("upstream request failed: {}", error_chain(&e)),
-            )
+            let mut message = format!("upstream request failed: {}", error_chain(&e));
+            if let Some(hint) = trust::hint_for(&message) {
+                message = format!("{message} ({hint})");
+            }
+            return network(client::kind_of(&e), message);
         }
         Ok(Ok(r)) => r,
     };

@@ -3,7 +3,10 @@
 //! - HTTP/1.1: a list of connections. One is handed out only when it is ready, that is idle:
 //!   a connection still reading an earlier answer's body stays listed and is skipped. The most
 //!   recently used ready one goes first (its TCP window and caches are warm).
-//! - HTTP/2: one shared connection; every request gets a handle to it.
+//! - HTTP/2: one shared connection; every request gets a handle to it. While the first
+//!   connection to an upstream that may speak HTTP/2 is being opened (TLS, then ALPN says), the
+//!   requests that arrive meanwhile wait for it ([`Pool::opening`]) instead of each opening one
+//!   of their own: Claude Code starts with several requests at once.
 //!
 //! Each connection is driven by a task of its own (hyper's `Connection` future), so one closed
 //! by the upstream while idle shows as closed here and is dropped at the next look. Connections
@@ -47,6 +50,11 @@ impl PartialEq for Key {
 impl Eq for Key {}
 
 impl Key {
+    /// Whether the upstream is reached over TLS (where ALPN may pick HTTP/2).
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
     /// `None` for a URI without a scheme and authority (the client refuses it).
     pub fn of(uri: &Uri) -> Option<Self> {
         Some(Self {
@@ -61,6 +69,34 @@ pub struct Http1 {
     pub sender: H1,
     /// It goes to an HTTP proxy: requests are sent in absolute form.
     pub proxied: bool,
+}
+
+/// See [`Pool::opening`].
+pub enum Opening {
+    /// Open a connection; requests that come meanwhile wait until this is dropped.
+    Lead(Leading),
+    /// Wait for the connection another request is opening, then look in the pool again.
+    Wait(tokio::sync::futures::OwnedNotified),
+    /// Open a connection of one's own.
+    Alone,
+}
+
+/// Held by the request opening a connection others wait for; dropping it (the connection is in
+/// the pool, or opening failed) wakes them.
+pub struct Leading {
+    pool: Arc<Pool>,
+    key: Key,
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        let mut upstreams = self.pool.upstreams();
+        if let Some(u) = upstreams.iter_mut().find(|u| u.key == self.key) {
+            if let Some(done) = u.connecting.take() {
+                done.notify_waiters();
+            }
+        }
+    }
 }
 
 /// A connection handed out for one request.
@@ -78,6 +114,10 @@ struct Upstream {
     key: Key,
     http1: Vec<Idle>,
     http2: Option<H2>,
+    /// A connection is being opened by a request others may wait for; told when it is done.
+    connecting: Option<Arc<tokio::sync::Notify>>,
+    /// Whether the last connection made negotiated HTTP/2 (`None`: none made yet).
+    speaks_h2: Option<bool>,
 }
 
 impl Upstream {
@@ -93,7 +133,7 @@ impl Upstream {
     }
 
     fn is_empty(&self) -> bool {
-        self.http1.is_empty() && self.http2.is_none()
+        self.http1.is_empty() && self.http2.is_none() && self.connecting.is_none()
     }
 }
 
@@ -161,6 +201,36 @@ impl Pool {
         self.sweep_while_held();
     }
 
+    /// What a request that found no connection to `key` does: open one and let later requests
+    /// wait for it, or wait for the one being opened. Only an upstream that may speak HTTP/2
+    /// (`may_be_h2`: TLS, where ALPN decides) and has not been seen speaking HTTP/1.1 is waited
+    /// for: an HTTP/1.1 connection serves one request at a time, so waiting would gain nothing.
+    pub fn opening(self: &Arc<Self>, key: &Key, may_be_h2: bool) -> Opening {
+        if !may_be_h2 {
+            return Opening::Alone;
+        }
+        let mut upstreams = self.upstreams();
+        let u = Self::entry(&mut upstreams, key);
+        if u.speaks_h2 == Some(false) {
+            return Opening::Alone;
+        }
+        match &u.connecting {
+            Some(done) => Opening::Wait(done.clone().notified_owned()),
+            None => {
+                u.connecting = Some(Arc::default());
+                Opening::Lead(Leading {
+                    pool: self.clone(),
+                    key: key.clone(),
+                })
+            }
+        }
+    }
+
+    /// Remember which protocol a new connection to `key` negotiated.
+    pub fn learned(&self, key: &Key, h2: bool) {
+        Self::entry(&mut self.upstreams(), key).speaks_h2 = Some(h2);
+    }
+
     fn entry<'a>(upstreams: &'a mut Vec<Upstream>, key: &Key) -> &'a mut Upstream {
         let i = match upstreams.iter().position(|u| &u.key == key) {
             Some(i) => i,
@@ -169,6 +239,8 @@ impl Pool {
                     key: key.clone(),
                     http1: Vec::new(),
                     http2: None,
+                    connecting: None,
+                    speaks_h2: None,
                 });
                 upstreams.len() - 1
             }

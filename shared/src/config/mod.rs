@@ -123,7 +123,8 @@ pub fn load(
     })
 }
 
-/// Parse and validate config text. `origin` is only used in messages.
+/// Parse and validate config text. `origin` is named in messages, and relative paths in the
+/// config (`server.caFile`) are relative to its directory.
 pub fn parse(
     text: &str,
     format: Format,
@@ -157,7 +158,14 @@ pub fn parse(
             value.map_err(|(key, e)| invalid(origin, Some((e.line(), e.column())), key, &e))
         }
     })?;
-    let config = parsed.unwrap_or_default();
+    let mut config = parsed.unwrap_or_default();
+    if let Some(ca) = &mut config.server.ca_file {
+        if !ca.value.is_empty() {
+            ca.value = crate::ca_bundle::resolve(&ca.value, origin)
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
     let known = if ignored.is_empty() {
         Default::default()
     } else {
@@ -545,6 +553,9 @@ fn validate(c: &ProxyConfig, origin: &Path, warnings: &mut Vec<String>) -> Resul
                 "{file}: `server.authKey` is written literally; use \"${{NEUROLINK_PROXY_KEY}}\" instead"
             ));
         }
+    }
+    if let Some(ca) = c.server.ca_file() {
+        crate::ca_bundle::read(ca).map_err(|m| semantic(origin, "server.caFile", m))?;
     }
     let t = c.routing.quota_threshold.0;
     if !(0.0..=1.0).contains(&t) {

@@ -335,6 +335,10 @@ pub struct ServerConfig {
     /// Client connections served at once; one more gets a 503.
     #[serde(default = "max_connections")]
     pub max_connections: Num<u64>,
+    /// Certificate authorities trusted for upstream HTTPS besides the built-in roots (a
+    /// TLS-inspecting corporate proxy's). Resolved to an absolute path when the file is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<IString>,
 }
 
 impl Default for ServerConfig {
@@ -351,6 +355,7 @@ impl Default for ServerConfig {
             client_header_timeout_secs: client_header_timeout(),
             client_body_timeout_secs: client_body_timeout(),
             max_connections: max_connections(),
+            ca_file: None,
         }
     }
 }
@@ -384,6 +389,14 @@ fn idle_timeout() -> Num<u64> {
 }
 
 impl ServerConfig {
+    /// `server.caFile`, treating an empty one (`${CORP_CA:-}`) as none.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file
+            .as_ref()
+            .map(|f| std::path::Path::new(f.value.as_str()))
+            .filter(|p| !p.as_os_str().is_empty())
+    }
+
     /// The configured auth key, treating an empty one (`${KEY:-}`) as none.
     pub fn auth_key(&self) -> Option<&crate::Secret> {
         self.auth_key

@@ -28,4 +28,5 @@ mod sdk;
 mod service;
 mod settings;
 mod streaming;
+mod tls;
 mod upstream_proxy;

@@ -1,0 +1,223 @@
+//! HTTPS upstreams: a certificate authority made for the test run stands in for a corporate
+//! TLS-inspecting proxy's. The daemon trusts it only through `server.caFile`; with it, requests
+//! go over TLS, HTTP/2 when the upstream offers it by ALPN (as api.anthropic.com does).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use neurolink_shared::ipc::IpcClient;
+use neurolink_tests::fake_anthropic::FakeAnthropic;
+use neurolink_tests::harness::{
+    command, config_with_keys, message_body, send_message, Daemon, TestHome,
+};
+use neurolink_tests::tls::{Alpn, TestCa};
+
+/// A home whose config sends key `key-a` to `upstream`, trusting `ca_file` when given.
+fn home_for(upstream: &str, ca_file: Option<&str>) -> TestHome {
+    let home = TestHome::new().unwrap();
+    home.write_config(&config(upstream, ca_file)).unwrap();
+    home
+}
+
+fn config(upstream: &str, ca_file: Option<&str>) -> String {
+    let mut yaml = config_with_keys(upstream, "fill-first", &[("a", "key-a")]);
+    if let Some(file) = ca_file {
+        yaml.push_str(&format!("server:\n  caFile: {file}\n"));
+    }
+    yaml
+}
+
+/// One client connection to the daemon, so that its requests are served by one thread, which
+/// keeps its own upstream connections. (reqwest's pool may open a second connection when the
+/// next request comes before it has taken the first back.)
+struct OneConnection {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl OneConnection {
+    async fn to(d: &Daemon) -> Self {
+        let host = d.url.trim_start_matches("http://").to_string();
+        let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Self { send, host }
+    }
+
+    /// `POST /v1/messages`: the status and the whole body.
+    async fn post(&mut self, stream: bool) -> (u16, String) {
+        self.send.ready().await.unwrap();
+        let req = http::Request::post("/v1/messages")
+            .header("host", &self.host)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(message_body(stream).to_string())))
+            .unwrap();
+        let r = self.send.send_request(req).await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+}
+
+async fn https_fake(ca: &TestCa, alpn: Alpn) -> FakeAnthropic {
+    FakeAnthropic::start_tls(ca.acceptor(alpn).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_file_makes_an_https_upstream_trusted_and_http2_is_spoken_when_offered() {
+    let ca = TestCa::new().unwrap();
+    let fake = https_fake(&ca, Alpn::Http2).await;
+    let home = TestHome::new().unwrap();
+    // Relative to the config file's directory.
+    home.write("corp-ca.pem", &ca.ca_pem).unwrap();
+    home.write_config(&config(&fake.url(), Some("corp-ca.pem")))
+        .unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let mut client = OneConnection::to(&d).await;
+
+    let (status, body) = client.post(false).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["content"][0]["text"],
+        "Hello from the fake upstream."
+    );
+    let seen = fake.last().unwrap();
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    assert_eq!(seen.headers["x-api-key"], "key-a");
+
+    // A stream arrives whole over the same HTTP/2 connection.
+    let (status, text) = client.post(true).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("event: message_start"), "{text}");
+    assert!(
+        text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        "{text}"
+    );
+    assert_eq!(fake.connections(), 1, "one HTTP/2 connection carried both");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_offering_only_http1_over_tls_gets_http1() {
+    let ca = TestCa::new().unwrap();
+    let fake = https_fake(&ca, Alpn::Http1).await;
+    let home = TestHome::new().unwrap();
+    let ca_file = home.write("ca.pem", &ca.ca_pem).unwrap();
+    home.write_config(&config(&fake.url(), Some(&ca_file.display().to_string())))
+        .unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let mut client = OneConnection::to(&d).await;
+    for _ in 0..3 {
+        let (status, body) = client.post(false).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(fake.last().unwrap().version, http::Version::HTTP_11);
+    assert_eq!(fake.connections(), 1, "the connection is kept and reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_fails_with_a_hint_naming_the_setting() {
+    let ca = TestCa::new().unwrap();
+    let fake = https_fake(&ca, Alpn::Http2).await;
+    let home = home_for(&fake.url(), None);
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let r = send_message(&d.url, false).await;
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("certificate"), "{body}");
+    assert!(body.contains("server.caFile"), "{body}");
+    assert_eq!(
+        fake.total(),
+        0,
+        "no request went over an untrusted connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_share_the_http2_connection_being_opened() {
+    let ca = TestCa::new().unwrap();
+    let fake = https_fake(&ca, Alpn::Http2).await;
+    let home = TestHome::new().unwrap();
+    home.write("ca.pem", &ca.ca_pem).unwrap();
+    home.write_config(&config(&fake.url(), Some("ca.pem")))
+        .unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    // The daemon serves on one thread per core, each with its own upstream connections: at
+    // most that many connections, however many requests arrive at once.
+    let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().min(16));
+    let n = 4 * lanes;
+    let requests: Vec<_> = (0..n)
+        .map(|_| {
+            let url = d.url.clone();
+            tokio::spawn(async move { send_message(&url, false).await.status() })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+    assert_eq!(fake.total(), n);
+    assert!(
+        fake.connections() <= lanes,
+        "{} connections for {n} requests on {lanes} serving threads",
+        fake.connections()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_adds_the_ca_file_takes_effect_without_a_restart() {
+    let ca = TestCa::new().unwrap();
+    let fake = https_fake(&ca, Alpn::Http2).await;
+    let home = home_for(&fake.url(), None);
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    assert_eq!(send_message(&d.url, false).await.status(), 502);
+
+    home.write("ca.pem", &ca.ca_pem).unwrap();
+    home.write_config(&config(&fake.url(), Some("ca.pem")))
+        .unwrap();
+    let mut c = IpcClient::connect(&home.neurolink_home().join("daemon.sock"))
+        .await
+        .unwrap();
+    c.call("config.reload", None).await.unwrap();
+    assert_eq!(send_message(&d.url, false).await.status(), 200);
+    assert_eq!(fake.total(), 1);
+}
+
+#[test]
+fn a_bad_ca_file_is_refused_by_config_check_and_at_start_naming_the_file() {
+    let home = TestHome::new().unwrap();
+    home.write_config(&config("https://localhost", Some("missing.pem")))
+        .unwrap();
+    let out = command(&home).args(["config", "check"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("server.caFile") && stderr.contains("missing.pem"),
+        "{stderr}"
+    );
+
+    home.write("not-a-cert.pem", "hello\n").unwrap();
+    home.write_config(&config("https://localhost", Some("not-a-cert.pem")))
+        .unwrap();
+    let out = command(&home).args(["config", "check"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not-a-cert.pem: holds no certificate"),
+        "{stderr}"
+    );
+    let out = command(&home)
+        .args(["proxy", "start", "-p", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("not-a-cert.pem"), "{printed}");
+}
