@@ -38,6 +38,7 @@ struct State {
 
 pub struct FakeOAuth {
     pub addr: SocketAddr,
+    https: bool,
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -54,24 +55,45 @@ fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 
 impl FakeOAuth {
     pub async fn start() -> std::io::Result<Self> {
+        Self::serve(None).await
+    }
+
+    /// The same endpoints over HTTPS, presenting `tls`'s certificate.
+    pub async fn start_tls(tls: tokio_rustls::TlsAcceptor) -> std::io::Result<Self> {
+        Self::serve(Some(tls)).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
             expires_in: 28_800,
             ..State::default()
         }));
-        let task = crate::serve::spawn(listener, state.clone(), |_| {}, handle);
-        Ok(Self { addr, state, task })
+        let https = tls.is_some();
+        let task = crate::serve::spawn_with(listener, tls, state.clone(), |_| {}, handle);
+        Ok(Self {
+            addr,
+            https,
+            state,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:P` (or `https://`).
+    fn origin(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The login page: `providers.anthropic-oauth.authorizeUrl` (and `consoleAuthorizeUrl`).
     pub fn authorize_url(&self) -> String {
-        format!("http://{}/oauth/authorize", self.addr)
+        format!("{}/oauth/authorize", self.origin())
     }
 
     /// `providers.anthropic-oauth.createApiKeyUrl`.
     pub fn create_api_key_url(&self) -> String {
-        format!("http://{}/api/oauth/claude_cli/create_api_key", self.addr)
+        format!("{}/api/oauth/claude_cli/create_api_key", self.origin())
     }
 
     /// The email the next code exchange reports.
@@ -91,7 +113,7 @@ impl FakeOAuth {
 
     /// The URL to put in `providers.anthropic-oauth.tokenUrl`.
     pub fn token_url(&self) -> String {
-        format!("http://{}/v1/oauth/token", self.addr)
+        format!("{}/v1/oauth/token", self.origin())
     }
 
     /// Accept `token` as a valid refresh token (one use).

@@ -4,8 +4,9 @@
 //! - A plain request (absolute form, `POST http://127.0.0.1:P/v1/messages HTTP/1.1`) is recorded
 //!   and piped to its target, which must be a loopback address.
 //! - A `CONNECT host:443` is recorded and answered `200`; what the client sends next (the TLS
-//!   ClientHello, whose server name is in clear text) is recorded too, then the tunnel closes.
-//!   Nothing is forwarded: a CONNECT target is never contacted.
+//!   ClientHello, whose server name is in clear text) is recorded too. A target given as a
+//!   loopback address (`CONNECT 127.0.0.1:P`) then gets the tunnel's bytes both ways; any other
+//!   target is never contacted, and the tunnel closes.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -116,6 +117,11 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) {
         state.changed.notify_waiters();
     };
     if request_line.starts_with("CONNECT ") {
+        let target = request_line
+            .split(' ')
+            .nth(1)
+            .and_then(|authority| authority.parse::<SocketAddr>().ok())
+            .filter(|a| a.ip().is_loopback());
         if conn
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
             .await
@@ -130,7 +136,15 @@ async fn serve(mut conn: TcpStream, state: Arc<State>) {
         {
             hello.extend_from_slice(&chunk[..n]);
         }
-        return record(hello);
+        record(hello.clone());
+        let Some(target) = target else { return };
+        let Ok(mut upstream) = TcpStream::connect(target).await else {
+            return;
+        };
+        if upstream.write_all(&hello).await.is_ok() {
+            let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+        }
+        return;
     }
     record(Vec::new());
     // Absolute form: pipe to the target, which must be on loopback.

@@ -7,8 +7,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use neurolink_shared::ipc::IpcClient;
 use neurolink_tests::fake_anthropic::FakeAnthropic;
+use neurolink_tests::fake_oauth::FakeOAuth;
 use neurolink_tests::harness::{
-    command, config_with_keys, message_body, send_message, Daemon, TestHome,
+    command, config_with_keys, message_body, now_ms, send_message, token_store_with, Daemon,
+    TestHome,
 };
 use neurolink_tests::tls::{Alpn, TestCa};
 
@@ -220,4 +222,48 @@ fn a_bad_ca_file_is_refused_by_config_check_and_at_start_naming_the_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(printed.contains("not-a-cert.pem"), "{printed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_by_the_daemon_and_the_cli_trust_the_ca_file_too() {
+    let ca = TestCa::new().unwrap();
+    let fake = https_fake(&ca, Alpn::Http2).await;
+    let oauth = FakeOAuth::start_tls(ca.acceptor(Alpn::Http1).unwrap())
+        .await
+        .unwrap();
+    oauth.register("rt-0");
+    let home = TestHome::new().unwrap();
+    home.write("ca.pem", &ca.ca_pem).unwrap();
+    // Expired: the first request refreshes it, over HTTPS, with the daemon's own client.
+    home.write(
+        "tokens.json",
+        &token_store_with(&[("alice", "at-0", "rt-0", now_ms() - 60_000)]),
+    )
+    .unwrap();
+    let yaml = format!(
+        "providers:\n  anthropic: {{baseUrl: \"{}\"}}\n  anthropic-oauth: {{tokenUrl: \"{}\"}}\nserver:\n  caFile: ca.pem\n",
+        fake.url(),
+        oauth.token_url()
+    );
+    home.write_config(&yaml).unwrap();
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    assert_eq!(send_message(&d.url, false).await.status(), 200);
+    assert_eq!(fake.count("at-1"), 1);
+    assert_eq!(oauth.refreshes(), 1);
+
+    // The CLI's client trusts it as well.
+    let cli = tokio::task::spawn_blocking({
+        let mut c = command(&home);
+        c.args(["auth", "refresh", "anthropic"]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert_eq!(oauth.refreshes(), 2);
+    assert_eq!(oauth.reuses(), 0);
 }

@@ -5,6 +5,7 @@
 use neurolink_tests::fake_anthropic::FakeAnthropic;
 use neurolink_tests::fake_proxy::FakeProxy;
 use neurolink_tests::harness::{config_with_keys, send_message, Daemon, TestHome};
+use neurolink_tests::tls::{Alpn, TestCa};
 
 /// `alice:s3cret`, as HTTP Basic credentials.
 const BASIC: &str = "Basic YWxpY2U6czNjcmV0";
@@ -101,4 +102,41 @@ async fn an_https_upstream_is_tunneled_with_connect_and_tls_to_the_upstream_insi
     for line in d.drain_output() {
         assert!(!line.contains("s3cret"), "{line}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_answers_through_the_tunnel_over_http2_end_to_end() {
+    let ca = TestCa::new().unwrap();
+    let fake = FakeAnthropic::start_tls(ca.acceptor(Alpn::Http2).unwrap())
+        .await
+        .unwrap();
+    let proxy = FakeProxy::start().await.unwrap();
+    let home = home_for(&fake.url());
+    home.write("ca.pem", &ca.ca_pem).unwrap();
+    let mut config =
+        std::fs::read_to_string(home.neurolink_home().join("proxy-config.yaml")).unwrap();
+    config.push_str("server:\n  caFile: ca.pem\n");
+    home.write_config(&config).unwrap();
+    let via = proxy.url(Some("alice:s3cret"));
+    let d = Daemon::start(&home, &[], &[("HTTPS_PROXY", &via), ("NO_PROXY", "")]).unwrap();
+    let r = post(&d).await;
+    assert_eq!(r.status(), 200);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        answer["content"][0]["text"],
+        "Hello from the fake upstream."
+    );
+    assert_eq!(fake.last().unwrap().version, http::Version::HTTP_2);
+    let connect = &proxy.wait_for(1).await[0];
+    assert_eq!(
+        connect.request_line,
+        format!("CONNECT {} HTTP/1.1", fake.addr),
+        "{connect:?}"
+    );
+    assert_eq!(connect.proxy_authorization.as_deref(), Some(BASIC));
+    assert_eq!(
+        connect.tunneled.first(),
+        Some(&0x16),
+        "TLS inside the tunnel"
+    );
 }
