@@ -320,19 +320,23 @@ async fn keep_tokens_fresh(app: Arc<App>) {
 }
 
 /// Tell subscribers when a cooldown runs out (the pool has no timers: a cooling account just
-/// becomes pickable again), so a dashboard need not poll.
+/// becomes pickable again), so a dashboard need not poll. Sleeps until the soonest end, or until
+/// an account starts cooling: an idle daemon with nothing cooling never wakes for this.
 async fn announce_cooldown_ends(app: Arc<App>) {
     let mut cooling: Vec<String> = Vec::new();
     loop {
-        tokio::time::sleep(COOLDOWN_CHECK).await;
         let now = app.now_ms();
+        let mut soonest: Option<u64> = None;
         let (still, ended): (Vec<String>, Vec<String>) = {
             let pool = app.pool();
             let mut still = Vec::new();
             let mut ended = Vec::new();
             for (id, a) in pool.accounts().iter().enumerate() {
                 match pool.state(id, now) {
-                    crate::pool::State::Cooling { .. } => still.push(a.spec.label.clone()),
+                    crate::pool::State::Cooling { until } => {
+                        soonest = Some(soonest.map_or(until, |s| s.min(until)));
+                        still.push(a.spec.label.clone());
+                    }
                     crate::pool::State::Active if cooling.contains(&a.spec.label) => {
                         ended.push(a.spec.label.clone())
                     }
@@ -350,11 +354,21 @@ async fn announce_cooldown_ends(app: Arc<App>) {
             ));
         }
         cooling = still;
+        // A cooldown that starts after the look above leaves a permit: no wake-up is lost.
+        let started = app.cooldown_started.notified();
+        match soonest {
+            Some(until) => {
+                // A millisecond past the end, so the next look sees it over.
+                let wait = Duration::from_millis(until.saturating_sub(now) + 1);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = started => {}
+                }
+            }
+            None => started.await,
+        }
     }
 }
-
-/// How often cooldown ends are looked for (the dashboard's countdowns tick at the same pace).
-const COOLDOWN_CHECK: Duration = Duration::from_millis(500);
 
 /// Log cleanup at start and then hourly.
 async fn clean_logs_every(dir: std::path::PathBuf) {

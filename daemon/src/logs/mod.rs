@@ -77,6 +77,9 @@ struct Shared {
     /// The writer's state: whoever holds it writes (the thread, or [`LogSender::flush`]).
     writer: Mutex<Writer>,
     dropped: AtomicU64,
+    /// The writer thread found nothing to write for a whole period and sleeps until a line
+    /// comes: an idle daemon does not wake ten times a second for its log.
+    idle: std::sync::atomic::AtomicBool,
 }
 
 /// Where request-path code sends log lines.
@@ -120,7 +123,9 @@ impl LogSender {
             q.push(line);
             q.len()
         };
-        if len == WAKE_AT {
+        // The first line into an empty queue wakes a writer that went idle (see `start`).
+        let wake = len == WAKE_AT || (len == 1 && self.shared.idle.load(Ordering::SeqCst));
+        if wake {
             if let Some(t) = &self.thread {
                 t.unpark();
             }
@@ -146,15 +151,27 @@ pub fn start(dir: PathBuf, debug: bool) -> LogSender {
         queue: Mutex::new(Vec::with_capacity(256)),
         writer: Mutex::new(Writer::new(dir)),
         dropped: AtomicU64::new(0),
+        idle: std::sync::atomic::AtomicBool::new(false),
     });
     let for_thread = shared.clone();
     let thread = std::thread::Builder::new()
         .name("neurolink-log".into())
         .spawn(move || loop {
             std::thread::park_timeout(FLUSH_EVERY);
-            if let Err(e) = for_thread.drain() {
-                tracing::warn!("request log write failed: {e}");
+            match for_thread.drain() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::warn!("request log write failed: {e}"),
             }
+            // Nothing came for a whole period: sleep until a line does. `idle` is set before
+            // the queue is looked at, and a sender looks at `idle` after its push, so either
+            // this look sees the line or the sender sees `idle` and wakes the thread (an
+            // `unpark` before the `park` makes the `park` return at once).
+            for_thread.idle.store(true, Ordering::SeqCst);
+            if lock(&for_thread.queue).is_empty() {
+                std::thread::park();
+            }
+            for_thread.idle.store(false, Ordering::SeqCst);
         })
         .map(|h| h.thread().clone());
     let thread = match thread {
@@ -172,18 +189,18 @@ pub fn start(dir: PathBuf, debug: bool) -> LogSender {
 }
 
 impl Shared {
-    /// Take what is queued and write it.
-    fn drain(&self) -> std::io::Result<()> {
+    /// Take what is queued and write it; `false` when nothing was queued.
+    fn drain(&self) -> std::io::Result<bool> {
         let mut w = lock(&self.writer);
         {
             let mut q = lock(&self.queue);
             if q.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             // Swap in the writer's spare vector: both keep their capacity.
             std::mem::swap(&mut *q, &mut w.batch);
         }
-        w.write_batch()
+        w.write_batch().map(|()| true)
     }
 }
 
@@ -322,6 +339,7 @@ mod tests {
                 queue: Mutex::new(Vec::new()),
                 writer: Mutex::new(Writer::new(dir.to_path_buf())),
                 dropped: AtomicU64::new(0),
+                idle: std::sync::atomic::AtomicBool::new(false),
             }),
             thread: None,
             debug,
@@ -413,5 +431,35 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(lines(&path).len(), 1);
+    }
+
+    #[test]
+    fn an_idle_writer_wakes_for_the_next_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("logs");
+        let s = start(dir.clone(), false);
+        let path = dir.join("proxy-2026-01-02.jsonl");
+        let wait_for = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while lines(&path).len() < n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(lines(&path).len(), n);
+        };
+        // Idle from the start: the first line wakes it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !s.shared.idle.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(s.shared.idle.load(Ordering::SeqCst), "the writer went idle");
+        s.record(record("2026-01-02T00:00:00Z", "r1"));
+        wait_for(1);
+        // Idle again, and woken again.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !s.shared.idle.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        s.record(record("2026-01-02T00:00:01Z", "r2"));
+        wait_for(2);
     }
 }

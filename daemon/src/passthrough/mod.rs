@@ -322,6 +322,10 @@ fn report(app: &App, id: AccountId, label: &str, outcome: &Outcome) {
         pool.report(id, outcome, now);
         (before, pool.state(id, now))
     };
+    if let State::Cooling { .. } = after {
+        // Also when it was cooling already: the end may have moved.
+        app.cooldown_started.notify_one();
+    }
     if std::mem::discriminant(&before) != std::mem::discriminant(&after) {
         use neurolink_shared::ipc::{AccountChange, Event};
         let change = match after {

@@ -75,6 +75,9 @@ pub struct App {
     pub provider_stats: crate::providers::stats::ProviderStats,
     /// Gemini's thought signatures of the calls it made, for the next turn.
     pub signatures: Arc<crate::translate::gemini::Signatures>,
+    /// An account started cooling: the task that announces cooldown ends looks again (it
+    /// otherwise sleeps until the soonest end it knows of).
+    pub cooldown_started: tokio::sync::Notify,
 }
 
 /// How many finished requests `logs.tail` can return.
@@ -103,6 +106,7 @@ impl App {
             logins: Mutex::new(std::collections::HashMap::new()),
             provider_stats: Default::default(),
             signatures: Default::default(),
+            cooldown_started: tokio::sync::Notify::new(),
             logs,
             runtime: RwLock::new(Arc::new(runtime)),
             credentials: RwLock::new(Arc::new(credentials)),
