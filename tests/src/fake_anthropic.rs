@@ -139,6 +139,14 @@ impl FakeAnthropic {
         Self::serve(true, Some(tls)).await
     }
 
+    /// Like [`FakeAnthropic::start_tls`]; `record: false` keeps only the counters.
+    pub async fn start_tls_with(
+        record: bool,
+        tls: tokio_rustls::TlsAcceptor,
+    ) -> std::io::Result<Self> {
+        Self::serve(record, Some(tls)).await
+    }
+
     async fn serve(record: bool, tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

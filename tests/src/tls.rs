@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
 
@@ -44,6 +45,38 @@ impl TestCa {
             leaf_der: leaf.der().clone(),
             leaf_key: leaf_key.serialize_der(),
         })
+    }
+
+    /// Keep it in `dir` (the bench hands it to its fake upstream, a child process).
+    pub fn save(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(dir.join("ca.pem"), &self.ca_pem)?;
+        std::fs::write(dir.join("leaf.der"), self.leaf_der.as_ref())?;
+        std::fs::write(dir.join("leaf.key"), &self.leaf_key)
+    }
+
+    /// What [`TestCa::save`] kept in `dir`.
+    pub fn load(dir: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self {
+            ca_pem: std::fs::read_to_string(dir.join("ca.pem"))?,
+            leaf_der: std::fs::read(dir.join("leaf.der"))?.into(),
+            leaf_key: std::fs::read(dir.join("leaf.key"))?,
+        })
+    }
+
+    /// A TLS client trusting only this authority, offering HTTP/1.1 by ALPN.
+    pub fn connector(&self) -> anyhow::Result<tokio_rustls::TlsConnector> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(cert?)?;
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
     }
 
     /// A TLS acceptor presenting the `localhost` / `127.0.0.1` certificate, offering `alpn`.

@@ -1,6 +1,6 @@
 //! Benchmark: the fake upstream directly vs through the real `neurolink` binary, in one run.
 //!
-//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS [--nginx]] [--sse N] [--oauth]`
+//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS [--nginx]] [--sse N] [--oauth] [--tls]`
 //!
 //! Builds the release proxy, starts the fake upstream and the proxy as child processes (one
 //! API-key account), and, when `nginx` is on PATH, nginx as a reference reverse proxy in front of
@@ -13,7 +13,10 @@
 //!
 //! `--soak SECS` only loads one path at c=32 (to attach a profiler); `--sse N` only measures the
 //! SSE stream, N per path; `--oauth` makes the proxy's account a subscription login, whose
-//! answers carry quota headers (the path most users take).
+//! answers carry quota headers (the path most users take); `--tls` makes the fake upstream
+//! HTTPS (a certificate from a CA made for the run, HTTP/2 offered by ALPN, as Anthropic does):
+//! the proxy then speaks HTTP/2 over TLS upstream, nginx HTTP/1.1 over TLS, and the direct row
+//! is the bench client over TLS (HTTP/1.1).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -24,6 +27,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use neurolink_tests::fake_anthropic::FakeAnthropic;
+use neurolink_tests::tls::{Alpn, TestCa};
 
 mod floor;
 use neurolink_tests::harness::{build_release, neurolink_bin, Daemon, TestHome};
@@ -44,6 +48,8 @@ struct Opts {
     oauth: bool,
     /// Only the SSE rows, this many streams per target (direct, proxy, nginx).
     sse_only: Option<usize>,
+    /// The fake upstream speaks HTTPS (HTTP/2 by ALPN).
+    tls: bool,
 }
 
 fn opts() -> Opts {
@@ -64,6 +70,7 @@ fn opts() -> Opts {
         .and_then(|s| s.parse().ok());
     let soak_nginx = args.iter().any(|a| a == "--nginx");
     let oauth = args.iter().any(|a| a == "--oauth");
+    let tls = args.iter().any(|a| a == "--tls");
     let soak_floor = args
         .iter()
         .position(|a| a == "--floor")
@@ -82,12 +89,19 @@ fn opts() -> Opts {
         soak_floor,
         oauth,
         sse_only,
+        tls,
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--serve-fake") {
-        return serve_fake();
+    if let Some(i) = std::env::args().position(|a| a == "--serve-fake") {
+        // `--serve-fake [--tls DIR]`: DIR holds the run's CA and certificate.
+        let tls = std::env::args()
+            .skip(i + 1)
+            .skip_while(|a| a != "--tls")
+            .nth(1)
+            .map(std::path::PathBuf::from);
+        return serve_fake(tls);
     }
     if let Some(i) = std::env::args().position(|a| a == "--serve-floor") {
         // `--serve-floor UPSTREAM CLIENT`: the stack-floor proxy; prints its address.
@@ -119,9 +133,20 @@ fn build_proxy() -> anyhow::Result<()> {
 
 type Conn = SendRequest<Full<Bytes>>;
 
+/// With `--tls`: the fake's address and how to reach it (the direct rows go over TLS too).
+static DIRECT_TLS: std::sync::OnceLock<(String, tokio_rustls::TlsConnector)> =
+    std::sync::OnceLock::new();
+
 async fn connect(authority: &str) -> anyhow::Result<Conn> {
     let tcp = TcpStream::connect(authority).await?;
     tcp.set_nodelay(true)?;
+    if let Some((_, tls)) = DIRECT_TLS.get().filter(|(a, _)| a == authority) {
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+        let stream = tls.connect(name, tcp).await?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        return Ok(send);
+    }
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
     Ok(send)
@@ -422,12 +447,18 @@ async fn rss_with_open_streams(authority: &str, pid: u32, n: usize) -> anyhow::R
 
 /// Child mode: run the fake upstream alone in this process until stdin closes, so that the
 /// direct path (bench client process to fake process) crosses processes like the proxied one.
-fn serve_fake() -> anyhow::Result<()> {
+fn serve_fake(tls: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let fake = FakeAnthropic::start_with(false).await?;
+        let fake = match tls {
+            Some(dir) => {
+                let acceptor = TestCa::load(&dir)?.acceptor(Alpn::Http2)?;
+                FakeAnthropic::start_tls_with(false, acceptor).await?
+            }
+            None => FakeAnthropic::start_with(false).await?,
+        };
         // A subscription login's answers carry the unified quota headers, as Anthropic's do:
         // measuring that path (callgrind, `--soak` with an OAuth home) includes reading them.
         fake.set_answer_headers(
@@ -454,13 +485,14 @@ fn serve_fake() -> anyhow::Result<()> {
     })
 }
 
-/// `http://` and a fake's printed address, which must be on loopback: the bench contacts
-/// nothing else.
-fn loopback_url(addr: &str) -> anyhow::Result<String> {
+/// `http://` (or `https://`) and a fake's printed address, which must be on loopback: the bench
+/// contacts nothing else.
+fn loopback_url(addr: &str, https: bool) -> anyhow::Result<String> {
     let port = addr
         .strip_prefix("127.0.0.1:")
         .with_context(|| format!("the fake listens on {addr}, not on 127.0.0.1"))?;
-    Ok(format!("http://127.0.0.1:{port}"))
+    let scheme = if https { "https" } else { "http" };
+    Ok(format!("{scheme}://127.0.0.1:{port}"))
 }
 
 /// The access token of the bench's subscription login (see `serve_fake`).
@@ -475,10 +507,15 @@ struct FakeProcess {
 }
 
 impl FakeProcess {
-    fn start() -> anyhow::Result<Self> {
+    /// `tls`: the directory of the run's CA and certificate (HTTPS), or plain HTTP.
+    fn start(tls: Option<&std::path::Path>) -> anyhow::Result<Self> {
         use std::io::BufRead;
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("--serve-fake")
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("--serve-fake");
+        if let Some(dir) = tls {
+            command.arg("--tls").arg(dir);
+        }
+        let mut child = command
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()?;
@@ -554,8 +591,9 @@ struct Nginx {
 }
 
 impl Nginx {
-    /// Start it in front of `upstream`; `None` when there is no nginx here.
-    fn start(upstream: &str) -> anyhow::Result<Option<Self>> {
+    /// Start it in front of `upstream` (over TLS, trusting the PEM file `ca`, when given);
+    /// `None` when there is no nginx here.
+    fn start(upstream: &str, ca: Option<&std::path::Path>) -> anyhow::Result<Option<Self>> {
         if !Command::new("nginx")
             .arg("-v")
             .output()
@@ -576,6 +614,16 @@ impl Nginx {
             template
                 .replace("{{PREFIX}}", &prefix.path().display().to_string())
                 .replace("{{UPSTREAM}}", upstream)
+                .replace("{{SCHEME}}", if ca.is_some() { "https" } else { "http" })
+                .replace(
+                    "{{TLS}}",
+                    &ca.map_or_else(String::new, |ca| {
+                        format!(
+                            "\n            proxy_ssl_trusted_certificate {};\n            proxy_ssl_verify on;\n            proxy_ssl_name 127.0.0.1;\n            proxy_ssl_session_reuse on;",
+                            ca.display()
+                        )
+                    }),
+                )
                 .replace("{{PORT}}", &port.to_string()),
         )?;
         let child = Command::new("nginx")
@@ -624,8 +672,22 @@ impl Drop for Nginx {
 }
 
 async fn run(o: Opts) -> anyhow::Result<()> {
-    let fake = FakeProcess::start()?;
     let home = TestHome::new()?;
+    // With `--tls`: a CA for this run, kept in the home (the proxy's `server.caFile`), its
+    // certificate and key handed to the fake.
+    let tls_dir = home.neurolink_home().join("bench-tls");
+    let ca_file = if o.tls {
+        std::fs::create_dir_all(&tls_dir)?;
+        let ca = TestCa::new()?;
+        ca.save(&tls_dir)?;
+        Some((tls_dir.join("ca.pem"), ca.connector()?))
+    } else {
+        None
+    };
+    let fake = FakeProcess::start(ca_file.as_ref().map(|_| tls_dir.as_path()))?;
+    if let Some((_, connector)) = &ca_file {
+        let _ = DIRECT_TLS.set((fake.addr.clone(), connector.clone()));
+    }
     // `bench-translated` is served by the fake OpenAI, translated both ways.
     let account = if o.oauth {
         home.write(
@@ -640,9 +702,15 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     } else {
         "accounts:\n  anthropic:\n    - {name: bench, apiKey: bench-upstream-key}\n"
     };
-    let (anthropic, openai) = (loopback_url(&fake.addr)?, loopback_url(&fake.providers)?);
+    let (anthropic, openai) = (
+        loopback_url(&fake.addr, o.tls)?,
+        loopback_url(&fake.providers, false)?,
+    );
+    let server = ca_file.as_ref().map_or_else(String::new, |(ca, _)| {
+        format!("server:\n  caFile: {}\n", ca.display())
+    });
     home.write_config(&format!(
-        "routing:\n  model-mappings:\n    - {{from: bench-translated, to: gpt-4o, provider: openai}}\nproviders:\n  anthropic:\n    baseUrl: {anthropic}\n  openai:\n    baseUrl: {openai}/v1\n    apiKey: bench-openai-key\n{account}",
+        "routing:\n  model-mappings:\n    - {{from: bench-translated, to: gpt-4o, provider: openai}}\nproviders:\n  anthropic:\n    baseUrl: {anthropic}\n  openai:\n    baseUrl: {openai}/v1\n    apiKey: bench-openai-key\n{account}{server}",
     ))?;
     let mut daemon = Daemon::start(&home, &["-q"], &[])?;
     let pid = daemon.child.id();
@@ -663,7 +731,8 @@ async fn run(o: Opts) -> anyhow::Result<()> {
             return Ok(());
         }
         if o.soak_nginx {
-            let Some(nginx) = Nginx::start(&direct)? else {
+            let Some(nginx) = Nginx::start(&direct, ca_file.as_ref().map(|(ca, _)| ca.as_path()))?
+            else {
                 bail!("--nginx: nginx is not on PATH");
             };
             eprintln!(
@@ -692,7 +761,7 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     let events = std::env::var("BENCH_SSE_EVENTS").unwrap_or_else(|_| "1000".into());
     let sse_headers = [("x-fake-events", events.as_str())];
 
-    let nginx = Nginx::start(&direct)?;
+    let nginx = Nginx::start(&direct, ca_file.as_ref().map(|(ca, _)| ca.as_path()))?;
     if nginx.is_none() {
         eprintln!("nginx is not on PATH: no reference row (apt-get install nginx-light)");
     }
@@ -812,6 +881,7 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     let results = json!({
         "date": humantime_now(),
         "quick": o.quick,
+        "tls": o.tls,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "rows": rows.iter().map(|(name, v)| json!({"measure": name, "direct": v[0], "proxy": v[1], "added": v[1] - v[0], "ratio": v[1] / v[0], "nginx": v.get(2)})).collect::<Vec<_>>(),
         "rss_mb": {"idle": rss_idle, "idle_after_load": rss_after, "open_streams_1000": rss_streams, "nginx_idle": with_nginx.then_some(rss_nginx_idle)},
