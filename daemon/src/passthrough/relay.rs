@@ -196,7 +196,7 @@ const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 pub struct Relay<A: Adapter> {
     sink: Option<Box<dyn Sink>>,
     first: Option<Bytes>,
-    upstream: hyper::body::Incoming,
+    upstream: crate::upstream::client::UpstreamBody,
     timing: Timing,
     /// Fires at the next idle or keep-alive due time. Made the first time upstream has nothing
     /// ready (an answer that arrives whole never needs one) and re-armed lazily: a chunk only
@@ -228,7 +228,7 @@ impl<A: Adapter> Relay<A> {
     /// `first` is what the commit produced (whole events, for SSE), already through the adapter.
     pub fn new(
         first: Bytes,
-        upstream: hyper::body::Incoming,
+        upstream: crate::upstream::client::UpstreamBody,
         timing: Timing,
         adapter: A,
         sse: bool,

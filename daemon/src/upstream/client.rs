@@ -29,7 +29,7 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::connect::{self, BoxError, ConnectTimeout, Connector};
-use super::pool::{Checkout, Http1, Key, Opening, Pool};
+use super::pool::{Checkout, Http1, Key, Opening, Pool, StreamSlot};
 use super::trust::ExtraRoots;
 use crate::outcome::NetworkKind;
 
@@ -55,8 +55,51 @@ pub struct UpstreamClient {
     lanes: Arc<[Arc<Pool>]>,
     connector: Connector,
     proxies: Arc<Matcher>,
-    /// Speak HTTP/2 without TLS (tests: ALPN needs TLS, and tests have no trusted certificate).
+    /// Speak HTTP/2 without TLS (tests of this module; the e2e suite has TLS).
     h2_prior_knowledge: bool,
+    /// Streams one HTTP/2 connection carries at once before another is opened.
+    streams_per_connection: usize,
+}
+
+/// Streams per HTTP/2 connection: the least a server should allow (RFC 9113 §6.5.2). Past the
+/// server's own limit, hyper would queue a request inside the connection, behind streams that
+/// can last minutes.
+pub const STREAMS_PER_CONNECTION: usize = 100;
+
+/// An upstream answer's body. Over HTTP/2 it holds its stream's place on the connection until
+/// it is dropped, which is how the pool counts each connection's open streams.
+pub struct UpstreamBody {
+    inner: Incoming,
+    _stream: Option<StreamSlot>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("inner", &self.inner)
+            .field("http2", &self._stream.is_some())
+            .finish()
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Why a request got no answer.
@@ -114,6 +157,7 @@ impl UpstreamClient {
             connector: connect::connector(connect_timeout, proxies.clone(), roots)?,
             proxies,
             h2_prior_knowledge: false,
+            streams_per_connection: STREAMS_PER_CONNECTION,
         })
     }
 
@@ -121,7 +165,7 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         mut req: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<Incoming>, SendError> {
+    ) -> Result<http::Response<UpstreamBody>, SendError> {
         let key = Key::of(req.uri()).ok_or(SendError::NotAbsolute)?;
         let lane = LANE.with(std::cell::Cell::get);
         let pool = &self.lanes[lane.min(self.lanes.len() - 1)];
@@ -132,7 +176,7 @@ impl UpstreamClient {
             let pooled = if fresh_only {
                 None
             } else {
-                pool.checkout(&key)
+                pool.checkout(&key, self.streams_per_connection)
             };
             let (conn, reused) = match pooled {
                 Some(conn) => (conn, true),
@@ -168,12 +212,19 @@ impl UpstreamClient {
                     to_http1(&mut req, conn.proxied);
                     let sent = conn.sender.try_send_request(req).await;
                     pool.put_http1(&key, conn);
-                    sent
+                    sent.map(|r| (r, None))
                 }
-                Checkout::Http2(mut sender) => sender.try_send_request(req).await,
+                Checkout::Http2(mut sender, slot) => {
+                    sender.try_send_request(req).await.map(|r| (r, Some(slot)))
+                }
             };
             match sent {
-                Ok(response) => return Ok(response),
+                Ok((response, slot)) => {
+                    return Ok(response.map(|inner| UpstreamBody {
+                        inner,
+                        _stream: slot,
+                    }))
+                }
                 Err(mut e) => match e.take_message() {
                     // It never left, and the connection was an old one the upstream may have
                     // closed meanwhile: once more, on a new connection.
@@ -213,8 +264,8 @@ impl UpstreamClient {
                     tracing::debug!("upstream HTTP/2 connection ended: {e}");
                 }
             });
-            pool.put_http2(key, sender.clone());
-            return Ok(Checkout::Http2(sender));
+            let slot = pool.put_http2(key, sender.clone());
+            return Ok(Checkout::Http2(sender, slot));
         }
         let (sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
@@ -442,6 +493,59 @@ mod tests {
             assert!(said.starts_with("true "), "{said}");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_http2_connection_gets_a_new_one_instead_of_queueing_requests() {
+        // The upstream allows two streams per connection and answers only once five requests
+        // are in at the same time: five can be open at once only on more connections.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let all_in = Arc::new(tokio::sync::Barrier::new(5));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let all_in = all_in.clone();
+                let service = service_fn(move |_req: http::Request<Incoming>| {
+                    let all_in = all_in.clone();
+                    async move {
+                        all_in.wait().await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"true"),
+                        )))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .max_concurrent_streams(2)
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        let mut client = client();
+        client.h2_prior_knowledge = true;
+        client.streams_per_connection = 2;
+        let url = format!("http://{addr}/v1/messages");
+        let five = futures_util::future::join_all((0..5).map(|_| get(&client, &url)));
+        let said = tokio::time::timeout(Duration::from_secs(30), five)
+            .await
+            .expect("all five were open at once");
+        assert!(said.iter().all(|s| s == "true"), "{said:?}");
+        assert!(accepted.load(Ordering::SeqCst) >= 3);
+        // Their streams are closed now: the next request fits on a connection made already.
+        let before = accepted.load(Ordering::SeqCst);
+        let one = tokio::spawn({
+            let client = client.clone();
+            let url = url.clone();
+            async move { get(&client, &url).await }
+        });
+        // It waits at the barrier for four more; those four fill the connections again.
+        let more = futures_util::future::join_all((0..4).map(|_| get(&client, &url)));
+        let (one, _) = tokio::join!(one, more);
+        assert_eq!(one.expect("task"), "true");
+        assert_eq!(accepted.load(Ordering::SeqCst), before);
     }
 
     #[tokio::test]

@@ -26,9 +26,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
+use client::UpstreamBody;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
 use crate::outcome::{NetworkKind, NextStep, Outcome};
 use crate::passthrough::record::Draft;
@@ -290,7 +290,7 @@ async fn commit<U: Upstream>(
     app: &Arc<App>,
     rt: &Runtime,
     u: &U,
-    response: http::Response<Incoming>,
+    response: http::Response<UpstreamBody>,
     draft: Draft,
 ) -> (Outcome, Reply) {
     let idle = rt.idle_timeout;
@@ -377,7 +377,7 @@ async fn commit<U: Upstream>(
 
 /// Read a (small) error body whole, up to 1 MiB.
 pub async fn read_capped(
-    response: http::Response<Incoming>,
+    response: http::Response<UpstreamBody>,
     idle: Duration,
 ) -> Result<Bytes, Failure> {
     let mut incoming = response.into_body();
@@ -423,7 +423,7 @@ pub fn network(kind: NetworkKind, message: String) -> (Outcome, Reply) {
 }
 
 /// The next piece of the body's data (trailers are skipped); `None` at its end.
-pub async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
+pub async fn next_chunk(body: &mut UpstreamBody) -> Result<Option<Bytes>, hyper::Error> {
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
             return Ok(Some(data));
@@ -433,7 +433,7 @@ pub async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Err
 }
 
 /// The body's length when the upstream announced it.
-fn content_length(headers: &HeaderMap, body: &Incoming) -> Option<u64> {
+fn content_length(headers: &HeaderMap, body: &UpstreamBody) -> Option<u64> {
     http_body::Body::size_hint(body).exact().or_else(|| {
         headers
             .get(http::header::CONTENT_LENGTH)?

@@ -3,16 +3,20 @@
 //! - HTTP/1.1: a list of connections. One is handed out only when it is ready, that is idle:
 //!   a connection still reading an earlier answer's body stays listed and is skipped. The most
 //!   recently used ready one goes first (its TCP window and caches are warm).
-//! - HTTP/2: one shared connection; every request gets a handle to it. While the first
-//!   connection to an upstream that may speak HTTP/2 is being opened (TLS, then ALPN says), the
-//!   requests that arrive meanwhile wait for it ([`Pool::opening`]) instead of each opening one
-//!   of their own: Claude Code starts with several requests at once.
+//! - HTTP/2: shared connections, each carrying up to a number of concurrent streams (the
+//!   client's `streams_per_connection`, 100 by default: the least a server should allow, RFC
+//!   9113 §6.5.2). A request beyond that on every connection gets a new one instead of queueing
+//!   inside hyper behind streams that may last minutes. While the first connection to an
+//!   upstream that may speak HTTP/2 is being opened (TLS, then ALPN says), the requests that
+//!   arrive meanwhile wait for it ([`Pool::opening`]) instead of each opening one of their own:
+//!   Claude Code starts with several requests at once.
 //!
 //! Each connection is driven by a task of its own (hyper's `Connection` future), so one closed
 //! by the upstream while idle shows as closed here and is dropped at the next look. Connections
 //! last handed out more than [`IDLE`] ago are dropped too, by a sweeper task that runs while
 //! the pool holds any.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -99,10 +103,35 @@ impl Drop for Leading {
     }
 }
 
+/// A stream's place on an HTTP/2 connection, held until the answer's body is read or dropped.
+pub struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A shared HTTP/2 connection and how many streams are open on it.
+struct Shared2 {
+    sender: H2,
+    streams: Arc<AtomicUsize>,
+    /// When a stream was last handed out.
+    since: Instant,
+}
+
+impl Shared2 {
+    fn slot(&mut self, now: Instant) -> StreamSlot {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        self.since = now;
+        StreamSlot(self.streams.clone())
+    }
+}
+
 /// A connection handed out for one request.
 pub enum Checkout {
     Http1(Http1),
-    Http2(H2),
+    Http2(H2, StreamSlot),
 }
 
 struct Idle {
@@ -113,7 +142,7 @@ struct Idle {
 struct Upstream {
     key: Key,
     http1: Vec<Idle>,
-    http2: Option<H2>,
+    http2: Vec<Shared2>,
     /// A connection is being opened by a request others may wait for; told when it is done.
     connecting: Option<Arc<tokio::sync::Notify>>,
     /// Whether the last connection made negotiated HTTP/2 (`None`: none made yet).
@@ -127,13 +156,14 @@ impl Upstream {
             !i.conn.sender.is_closed()
                 && (!i.conn.sender.is_ready() || now.duration_since(i.since) < IDLE)
         });
-        if self.http2.as_ref().is_some_and(H2::is_closed) {
-            self.http2 = None;
-        }
+        self.http2.retain(|c| {
+            !c.sender.is_closed()
+                && (c.streams.load(Ordering::Relaxed) > 0 || now.duration_since(c.since) < IDLE)
+        });
     }
 
     fn is_empty(&self) -> bool {
-        self.http1.is_empty() && self.http2.is_none() && self.connecting.is_none()
+        self.http1.is_empty() && self.http2.is_empty() && self.connecting.is_none()
     }
 }
 
@@ -152,17 +182,22 @@ impl Pool {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A connection to `key` that can take a request now, if the pool has one.
-    pub fn checkout(&self, key: &Key) -> Option<Checkout> {
+    /// A connection to `key` that can take a request now, if the pool has one: an HTTP/2
+    /// connection with fewer than `streams` streams open, or an idle HTTP/1.1 one.
+    pub fn checkout(&self, key: &Key, streams: usize) -> Option<Checkout> {
         let mut upstreams = self.upstreams();
         let u = upstreams.iter_mut().find(|u| &u.key == key)?;
-        if let Some(h2) = &u.http2 {
-            if !h2.is_closed() {
-                return Some(Checkout::Http2(h2.clone()));
-            }
-            u.http2 = None;
-        }
         let now = Instant::now();
+        if !u.http2.is_empty() {
+            u.http2.retain(|c| !c.sender.is_closed());
+            if let Some(c) = u
+                .http2
+                .iter_mut()
+                .find(|c| c.streams.load(Ordering::Relaxed) < streams)
+            {
+                return Some(Checkout::Http2(c.sender.clone(), c.slot(now)));
+            }
+        }
         loop {
             let i = u.http1.iter().rposition(|i| i.conn.sender.is_ready())?;
             let idle = u.http1.swap_remove(i);
@@ -195,10 +230,18 @@ impl Pool {
         self.sweep_while_held();
     }
 
-    /// Share a new HTTP/2 connection with the requests that follow.
-    pub fn put_http2(self: &Arc<Self>, key: &Key, sender: H2) {
-        Self::entry(&mut self.upstreams(), key).http2 = Some(sender);
+    /// Share a new HTTP/2 connection with the requests that follow; the slot is for the
+    /// request that opened it.
+    pub fn put_http2(self: &Arc<Self>, key: &Key, sender: H2) -> StreamSlot {
+        let mut shared = Shared2 {
+            sender,
+            streams: Arc::default(),
+            since: Instant::now(),
+        };
+        let slot = shared.slot(shared.since);
+        Self::entry(&mut self.upstreams(), key).http2.push(shared);
         self.sweep_while_held();
+        slot
     }
 
     /// What a request that found no connection to `key` does: open one and let later requests
@@ -238,7 +281,7 @@ impl Pool {
                 upstreams.push(Upstream {
                     key: key.clone(),
                     http1: Vec::new(),
-                    http2: None,
+                    http2: Vec::new(),
                     connecting: None,
                     speaks_h2: None,
                 });

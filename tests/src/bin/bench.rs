@@ -181,7 +181,10 @@ async fn once(
     conn.ready().await?;
     let resp = conn.send_request(req).await?;
     if !resp.status().is_success() {
-        bail!("status {}", resp.status());
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        let text = String::from_utf8_lossy(&body[..body.len().min(400)]).into_owned();
+        bail!("status {status}: {text}");
     }
     let mut body = resp.into_body();
     let mut first = None;
@@ -260,7 +263,9 @@ async fn latency_set_with(
     let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
     for ((conn, authority), make) in conns.iter_mut().zip(targets).zip(make) {
         for _ in 0..(n / 10).max(1) {
-            once(conn, make(authority)).await?;
+            once(conn, make(authority))
+                .await
+                .with_context(|| format!("a request to {authority}"))?;
         }
     }
     for _ in 0..ROUNDS {
@@ -271,7 +276,9 @@ async fn latency_set_with(
             .zip(make)
         {
             for _ in 0..n / ROUNDS {
-                let (f, t) = once(conn, make(authority)).await?;
+                let (f, t) = once(conn, make(authority))
+                    .await
+                    .with_context(|| format!("a request to {authority}"))?;
                 s.firsts.push(f);
                 s.totals.push(t);
             }
@@ -619,7 +626,7 @@ impl Nginx {
                     "{{TLS}}",
                     &ca.map_or_else(String::new, |ca| {
                         format!(
-                            "\n            proxy_ssl_trusted_certificate {};\n            proxy_ssl_verify on;\n            proxy_ssl_name 127.0.0.1;\n            proxy_ssl_session_reuse on;",
+                            "\n            proxy_ssl_trusted_certificate {};\n            proxy_ssl_verify on;\n            proxy_ssl_name localhost;\n            proxy_ssl_session_reuse on;",
                             ca.display()
                         )
                     }),
@@ -659,6 +666,16 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // Its complaints, if any (a failed upstream handshake shows only as a 502 otherwise).
+        if let Ok(log) = std::fs::read_to_string(self.prefix.path().join("error.log")) {
+            for line in log
+                .lines()
+                .filter(|l| l.contains("[error]") || l.contains("[crit]"))
+                .take(5)
+            {
+                eprintln!("nginx: {line}");
+            }
+        }
         // Through the master, so the workers go too.
         let _ = Command::new("nginx")
             .arg("-p")
