@@ -121,6 +121,12 @@ struct Shared2 {
 }
 
 impl Shared2 {
+    /// Open, and either carrying streams or used within [`IDLE`].
+    fn usable(&self, now: Instant) -> bool {
+        !self.sender.is_closed()
+            && (self.streams.load(Ordering::Relaxed) > 0 || now.duration_since(self.since) < IDLE)
+    }
+
     fn slot(&mut self, now: Instant) -> StreamSlot {
         self.streams.fetch_add(1, Ordering::Relaxed);
         self.since = now;
@@ -156,10 +162,7 @@ impl Upstream {
             !i.conn.sender.is_closed()
                 && (!i.conn.sender.is_ready() || now.duration_since(i.since) < IDLE)
         });
-        self.http2.retain(|c| {
-            !c.sender.is_closed()
-                && (c.streams.load(Ordering::Relaxed) > 0 || now.duration_since(c.since) < IDLE)
-        });
+        self.http2.retain(|c| c.usable(now));
     }
 
     fn is_empty(&self) -> bool {
@@ -189,7 +192,9 @@ impl Pool {
         let u = upstreams.iter_mut().find(|u| &u.key == key)?;
         let now = Instant::now();
         if !u.http2.is_empty() {
-            u.http2.retain(|c| !c.sender.is_closed());
+            // Unused for [`IDLE`], a connection may have died unnoticed (a laptop slept, the
+            // network changed): a request written into it would wait for TCP to give up.
+            u.http2.retain(|c| c.usable(now));
             if let Some(c) = u
                 .http2
                 .iter_mut()
@@ -320,5 +325,74 @@ impl Pool {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    use super::*;
+
+    /// An HTTP/2 connection to a loopback server that answers nothing (none is sent here).
+    async fn h2_connection() -> H2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        sender
+    }
+
+    fn key() -> Key {
+        Key::of(&Uri::from_static("http://127.0.0.1:1/")).expect("key")
+    }
+
+    #[tokio::test]
+    async fn http2_streams_are_counted_until_their_slots_drop() {
+        let pool = Arc::new(Pool::default());
+        let first = pool.put_http2(&key(), h2_connection().await);
+        let Some(Checkout::Http2(_, second)) = pool.checkout(&key(), 2) else {
+            panic!("room for a second stream");
+        };
+        assert!(pool.checkout(&key(), 2).is_none(), "two streams: full");
+        drop(first);
+        assert!(pool.checkout(&key(), 2).is_some(), "a slot came back");
+        drop(second);
+    }
+
+    #[tokio::test]
+    async fn an_http2_connection_unused_for_the_idle_time_is_not_handed_out() {
+        let pool = Arc::new(Pool::default());
+        drop(pool.put_http2(&key(), h2_connection().await));
+        assert!(pool.checkout(&key(), 100).is_some(), "fresh");
+        for u in pool.upstreams().iter_mut() {
+            for c in &mut u.http2 {
+                c.since = Instant::now()
+                    .checked_sub(IDLE + Duration::from_secs(1))
+                    .expect("the clock is past the idle time");
+            }
+        }
+        assert!(
+            pool.checkout(&key(), 100).is_none(),
+            "stale: a new one is made"
+        );
+        assert!(pool.upstreams().iter().all(|u| u.http2.is_empty()));
     }
 }
