@@ -66,7 +66,7 @@ pub fn watch(app: Arc<App>, file: PathBuf) -> notify::Result<notify::Recommended
 
 /// Whether a file event can mean new content. Opening, reading and closing a file, and changes
 /// of its times or mode, do not.
-fn can_change_content(kind: &EventKind) -> bool {
+pub(crate) fn can_change_content(kind: &EventKind) -> bool {
     match kind {
         EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any => true,
         EventKind::Modify(ModifyKind::Metadata(_)) => false,

@@ -1,21 +1,28 @@
 //! Accounts changed by another process (`neurolink auth login|enable|disable|logout`, NeuroLink,
 //! a refresh by the CLI) reach the running daemon without a restart.
 //!
-//! The token files are polled (their size and modification time, once a second) rather than
-//! watched with inotify: other processes replace them by rename, which inotify reports on the
-//! folder rather than the file, and a stat per second costs nothing.
+//! The NeuroLink home is watched (the folder, not the files: other processes replace the token
+//! files by rename, which inotify reports on the folder), and a change of a token file's size or
+//! modification time is what counts. The files are also looked at every [`SLOW_POLL`], for
+//! filesystems that report nothing (network mounts), and every [`POLL`] when no watcher could be
+//! set up or a change could not be taken in yet.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use neurolink_shared::ipc::{AccountChange, AccountState, Event};
+use notify::Watcher;
 
 use crate::accounts;
 use crate::pool::Credential;
 use crate::server::App;
 
-/// How often the token files are checked.
+/// How often the token files are looked at without a watcher, or after a change that could not
+/// be taken in yet.
 pub const POLL: Duration = Duration::from_secs(1);
+
+/// How often they are looked at with a watcher, in case it misses something.
+pub const SLOW_POLL: Duration = Duration::from_secs(30);
 
 type Stamp = Option<(u64, SystemTime)>;
 
@@ -29,13 +36,50 @@ fn stamps(app: &App) -> (Stamp, Stamp) {
     (stamp(&p.tokens()), stamp(&p.legacy_credentials()))
 }
 
+/// A watcher of the home that wakes `changed` when a token file may have new content.
+fn watcher(app: &App, changed: Arc<tokio::sync::Notify>) -> notify::Result<impl Watcher> {
+    let p = &app.settings.paths;
+    let names = [p.tokens(), p.legacy_credentials()].map(|f| f.file_name().map(|n| n.to_owned()));
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let ours = event
+            .paths
+            .iter()
+            .any(|path| names.iter().any(|n| n.as_deref() == path.file_name()));
+        if ours && crate::config_watch::can_change_content(&event.kind) {
+            changed.notify_one();
+        }
+    })?;
+    std::fs::create_dir_all(&p.home).map_err(notify::Error::io)?;
+    watcher.watch(&p.home, notify::RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
 pub async fn watch(app: Arc<App>) {
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let watching = match watcher(&app, changed.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::debug!("token files polled every second: cannot watch the home ({e})");
+            None
+        }
+    };
     let mut last = stamps(&app);
+    let mut retry = false;
     loop {
-        tokio::time::sleep(POLL).await;
+        let wait = if watching.is_none() || retry {
+            POLL
+        } else {
+            SLOW_POLL
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = changed.notified() => {}
+        }
         let now = stamps(&app);
-        if now != last && reload(&app).await == Reconciled::Fully {
-            // Only then: a change that could not be taken in yet is looked at again next poll.
+        // Only when it was taken in: a change that could not be yet is looked at again soon.
+        retry = now != last && reload(&app).await == Reconciled::Partly;
+        if !retry {
             last = now;
         }
     }
