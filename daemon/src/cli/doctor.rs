@@ -40,7 +40,7 @@ fn check(name: &'static str, level: Level, detail: impl Into<String>, fix: Optio
     }
 }
 
-pub fn run(format: OutputFormat) -> ExitCode {
+pub fn run(format: OutputFormat, network: bool) -> ExitCode {
     let paths = Paths::from_env();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -49,7 +49,13 @@ pub fn run(format: OutputFormat) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return super::output::fail(e),
     };
-    let checks = rt.block_on(checks(&paths));
+    let checks = rt.block_on(async {
+        let mut out = checks(&paths).await;
+        if network {
+            out.extend(upstreams(&paths).await);
+        }
+        out
+    });
     let problems = checks.iter().filter(|c| c.level == Level::Problem).count();
     if format == OutputFormat::Json {
         let out = serde_json::json!({"checks": checks, "problems": problems});
@@ -383,4 +389,85 @@ async fn checks(paths: &Paths) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// How long `--network` waits for each upstream's answer.
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `--network`: one request to each Anthropic base URL in use, with the proxy's own client.
+async fn upstreams(paths: &Paths) -> Vec<Check> {
+    let Ok(loaded) = config::load(None, paths, &EnvSource::Process) else {
+        return Vec::new(); // The config check already says why.
+    };
+    let cfg = loaded.config;
+    let mut bases = vec![cfg.providers.anthropic.base_url.value.clone()];
+    for a in &cfg.accounts.anthropic {
+        if let Some(url) = &a.base_url {
+            if !bases.contains(&url.value) {
+                bases.push(url.value.clone());
+            }
+        }
+    }
+    let roots = match crate::upstream::trust::ExtraRoots::from_config(&cfg.server) {
+        Ok(r) => r,
+        Err(e) => return vec![check("upstream", Level::Problem, e, None)],
+    };
+    let client = match crate::upstream::client::UpstreamClient::new(NETWORK_TIMEOUT, &roots) {
+        Ok(c) => c,
+        Err(e) => return vec![check("upstream", Level::Problem, e, None)],
+    };
+    let mut out = Vec::new();
+    for base in bases {
+        out.push(reach(&client, &base).await);
+    }
+    out
+}
+
+/// `GET <base>/v1/models` without credentials: any HTTP answer (a 401, most likely) shows the
+/// network, proxies and TLS let the proxy through.
+async fn reach(client: &crate::upstream::client::UpstreamClient, base: &str) -> Check {
+    let url = format!("{}/v1/models", base.trim_end_matches('/'));
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return check(
+            "upstream",
+            Level::Problem,
+            format!("{base} is not a URL"),
+            None,
+        );
+    };
+    let mut req = http::Request::new(http_body_util::Full::new(bytes::Bytes::new()));
+    *req.uri_mut() = uri;
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(NETWORK_TIMEOUT, client.send(req)).await {
+        Ok(Ok(r)) => check(
+            "upstream",
+            Level::Ok,
+            format!(
+                "{base} answers (HTTP {} over {:?}, {} ms)",
+                r.status().as_u16(),
+                r.version(),
+                started.elapsed().as_millis()
+            ),
+            None,
+        ),
+        Ok(Err(e)) => {
+            let chain = crate::upstream::error_chain(&e);
+            let fix = crate::upstream::trust::hint_for(&chain).unwrap_or(
+                "check the network; behind a proxy, set HTTPS_PROXY (for a service: in its \
+                 unit or plist environment)",
+            );
+            check(
+                "upstream",
+                Level::Problem,
+                format!("{base}: {chain}"),
+                Some(fix),
+            )
+        }
+        Err(_) => check(
+            "upstream",
+            Level::Problem,
+            format!("{base}: no answer within {} s", NETWORK_TIMEOUT.as_secs()),
+            Some("check the network; behind a proxy, set HTTPS_PROXY"),
+        ),
+    }
 }

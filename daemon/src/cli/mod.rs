@@ -49,9 +49,16 @@ pub enum Command {
     Auth(auth::AuthCommand),
     /// Check config, accounts, daemon, Claude settings, service, port and logs; explain each fix.
     #[command(
-        after_help = "Exit status: 0 when nothing is wrong, 1 when a check finds a problem."
+        after_help = "Exit status: 0 when nothing is wrong, 1 when a check finds a problem.\n\n\
+Examples:\n  neurolink doctor\n  neurolink doctor --network   # also reach Anthropic, as the proxy would"
     )]
-    Doctor,
+    Doctor {
+        /// Also connect to each Anthropic base URL the accounts use, through the same proxies
+        /// (HTTPS_PROXY...) and trusted authorities (server.caFile) as the proxy, and report
+        /// what answers: catches a TLS-inspecting network or a proxy that is needed but not set.
+        #[arg(long)]
+        network: bool,
+    },
     /// Try it all with simulated accounts: a daemon, traffic and the dashboard; nothing of yours
     /// is touched, and quitting removes everything.
     #[command(
@@ -338,7 +345,7 @@ pub fn main() -> ExitCode {
             std::time::Duration::from_millis(poll_interval_ms.max(50)),
         ),
         Command::Proxy(ProxyCommand::Status) => control::status(output::format()),
-        Command::Doctor => doctor::run(output::format()),
+        Command::Doctor { network } => doctor::run(output::format(), network),
         Command::Rpc { method, params } => control::rpc(&method, params.as_deref()),
         Command::Tui { socket } => tui(socket),
         Command::Demo { headless } => crate::demo::run(crate::demo::DemoOptions {

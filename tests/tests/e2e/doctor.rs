@@ -87,3 +87,48 @@ fn problems_are_named_with_their_fix_and_fail_the_exit_status() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_reaches_the_upstream_and_names_an_untrusted_certificate_s_fix() {
+    use neurolink_tests::tls::{Alpn, TestCa};
+    let ca = TestCa::new().unwrap();
+    let fake = FakeAnthropic::start_tls(ca.acceptor(Alpn::Http2).unwrap())
+        .await
+        .unwrap();
+    let home = TestHome::new().unwrap();
+    home.write_config(&config_with_keys(
+        &fake.url(),
+        "fill-first",
+        &[("a", "key-a")],
+    ))
+    .unwrap();
+    let network = |home: &TestHome| {
+        let out = command(home)
+            .args(["doctor", "--network", "--format", "json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        find(&v, "upstream").clone()
+    };
+
+    // The command blocks this thread; the fake answers on the runtime's other one.
+    let up = network(&home);
+    assert_eq!(up["level"], "problem", "{up}");
+    assert!(
+        up["fix"].as_str().unwrap().contains("server.caFile"),
+        "{up}"
+    );
+
+    home.write("ca.pem", &ca.ca_pem).unwrap();
+    let mut config = config_with_keys(&fake.url(), "fill-first", &[("a", "key-a")]);
+    config.push_str("server:\n  caFile: ca.pem\n");
+    home.write_config(&config).unwrap();
+    let up = network(&home);
+    assert_eq!(up["level"], "ok", "{up}");
+    let detail = up["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&fake.url()) && detail.contains("HTTP/2"),
+        "{up}"
+    );
+    assert!(fake.total() >= 1, "the fake was asked");
+}
