@@ -155,7 +155,7 @@ impl FakeAnthropic {
             ..Shared::default()
         });
         let https = tls.is_some();
-        let task = crate::serve::spawn_with(
+        let task = crate::serve::spawn(
             listener,
             tls,
             shared.clone(),

@@ -71,7 +71,7 @@ impl FakeOAuth {
             ..State::default()
         }));
         let https = tls.is_some();
-        let task = crate::serve::spawn_with(listener, tls, state.clone(), |_| {}, handle);
+        let task = crate::serve::spawn(listener, tls, state.clone(), |_| {}, handle);
         Ok(Self {
             addr,
             https,

@@ -85,7 +85,7 @@ impl FakeProviders {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
-        let task = crate::serve::spawn(listener, shared.clone(), |_| {}, handle);
+        let task = crate::serve::spawn(listener, None, shared.clone(), |_| {}, handle);
         Ok(Self { addr, shared, task })
     }
 

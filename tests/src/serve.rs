@@ -11,30 +11,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// Serve `handler` on `listener` until the returned task is aborted; `state` is handed to every
-/// request, and `on_accept` sees each new connection. A handler's error closes the connection
-/// without an answer (how a fake plays a server that drops the request).
+/// Serve `handler` on `listener` until the returned task is aborted, over TLS when `tls` is
+/// given; `state` is handed to every request, and `on_accept` sees each new TCP connection
+/// (before any handshake). A handler's error closes the connection without an answer (how a fake
+/// plays a server that drops the request).
 pub fn spawn<S, H, F, B, E>(
-    listener: TcpListener,
-    state: Arc<S>,
-    on_accept: fn(&S),
-    handler: H,
-) -> tokio::task::JoinHandle<()>
-where
-    S: Send + Sync + 'static,
-    H: Fn(Arc<S>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
-    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
-    E: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    spawn_with(listener, None, state, on_accept, handler)
-}
-
-/// [`spawn`], over TLS when `tls` is given. `on_accept` counts TCP connections, before the
-/// handshake.
-pub fn spawn_with<S, H, F, B, E>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     state: Arc<S>,

@@ -274,6 +274,13 @@ impl Pool {
         }
     }
 
+    /// Whether an HTTP/2 connection to `key` is open (it may be full).
+    pub fn has_http2(&self, key: &Key) -> bool {
+        self.upstreams()
+            .iter()
+            .any(|u| &u.key == key && u.http2.iter().any(|c| !c.sender.is_closed()))
+    }
+
     /// Remember which protocol a new connection to `key` negotiated.
     pub fn learned(&self, key: &Key, h2: bool) {
         Self::entry(&mut self.upstreams(), key).speaks_h2 = Some(h2);
