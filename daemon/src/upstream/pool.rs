@@ -13,8 +13,9 @@
 //!
 //! Each connection is driven by a task of its own (hyper's `Connection` future), so one closed
 //! by the upstream while idle shows as closed here and is dropped at the next look. Connections
-//! last handed out more than [`IDLE`] ago are dropped too, by a sweeper task that runs while
-//! the pool holds any.
+//! idle for more than [`IDLE`] (an HTTP/1.1 one last handed out that long ago, an HTTP/2 one
+//! without a stream that long) are neither handed out nor kept: one may have died unnoticed
+//! (a laptop slept, the network changed). A sweeper task drops them while the pool holds any.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -103,33 +104,67 @@ impl Drop for Leading {
     }
 }
 
+/// The streams open on an HTTP/2 connection, and since when it has had none.
+struct Streams {
+    open: AtomicUsize,
+    /// Set when the last open stream ends (and when the connection is made).
+    idle_since: Mutex<Instant>,
+}
+
 /// A stream's place on an HTTP/2 connection, held until the answer's body is read or dropped.
-pub struct StreamSlot(Arc<AtomicUsize>);
+pub struct StreamSlot(Arc<Streams>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.0.open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            *self
+                .0
+                .idle_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        }
     }
 }
 
-/// A shared HTTP/2 connection and how many streams are open on it.
+/// A shared HTTP/2 connection and its streams.
 struct Shared2 {
     sender: H2,
-    streams: Arc<AtomicUsize>,
-    /// When a stream was last handed out.
-    since: Instant,
+    streams: Arc<Streams>,
 }
 
 impl Shared2 {
-    /// Open, and either carrying streams or used within [`IDLE`].
-    fn usable(&self, now: Instant) -> bool {
-        !self.sender.is_closed()
-            && (self.streams.load(Ordering::Relaxed) > 0 || now.duration_since(self.since) < IDLE)
+    fn new(sender: H2) -> Self {
+        Self {
+            sender,
+            streams: Arc::new(Streams {
+                open: AtomicUsize::new(0),
+                idle_since: Mutex::new(Instant::now()),
+            }),
+        }
     }
 
-    fn slot(&mut self, now: Instant) -> StreamSlot {
-        self.streams.fetch_add(1, Ordering::Relaxed);
-        self.since = now;
+    fn open_streams(&self) -> usize {
+        self.streams.open.load(Ordering::Relaxed)
+    }
+
+    /// Open, and either carrying streams or without any for less than [`IDLE`] (a stream that
+    /// lasted minutes kept it alive).
+    fn usable(&self, now: Instant) -> bool {
+        if self.sender.is_closed() {
+            return false;
+        }
+        self.open_streams() > 0 || {
+            let idle_since = *self
+                .streams
+                .idle_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            now.saturating_duration_since(idle_since) < IDLE
+        }
+    }
+
+    fn slot(&self) -> StreamSlot {
+        self.streams.open.fetch_add(1, Ordering::Relaxed);
         StreamSlot(self.streams.clone())
     }
 }
@@ -195,12 +230,8 @@ impl Pool {
             // Unused for [`IDLE`], a connection may have died unnoticed (a laptop slept, the
             // network changed): a request written into it would wait for TCP to give up.
             u.http2.retain(|c| c.usable(now));
-            if let Some(c) = u
-                .http2
-                .iter_mut()
-                .find(|c| c.streams.load(Ordering::Relaxed) < streams)
-            {
-                return Some(Checkout::Http2(c.sender.clone(), c.slot(now)));
+            if let Some(c) = u.http2.iter().find(|c| c.open_streams() < streams) {
+                return Some(Checkout::Http2(c.sender.clone(), c.slot()));
             }
         }
         loop {
@@ -238,12 +269,8 @@ impl Pool {
     /// Share a new HTTP/2 connection with the requests that follow; the slot is for the
     /// request that opened it.
     pub fn put_http2(self: &Arc<Self>, key: &Key, sender: H2) -> StreamSlot {
-        let mut shared = Shared2 {
-            sender,
-            streams: Arc::default(),
-            since: Instant::now(),
-        };
-        let slot = shared.slot(shared.since);
+        let shared = Shared2::new(sender);
+        let slot = shared.slot();
         Self::entry(&mut self.upstreams(), key).http2.push(shared);
         self.sweep_while_held();
         slot
@@ -388,14 +415,30 @@ mod tests {
     async fn an_http2_connection_unused_for_the_idle_time_is_not_handed_out() {
         let pool = Arc::new(Pool::default());
         drop(pool.put_http2(&key(), h2_connection().await));
-        assert!(pool.checkout(&key(), 100).is_some(), "fresh");
-        for u in pool.upstreams().iter_mut() {
-            for c in &mut u.http2 {
-                c.since = Instant::now()
-                    .checked_sub(IDLE + Duration::from_secs(1))
-                    .expect("the clock is past the idle time");
+        let long_ago = || {
+            Instant::now()
+                .checked_sub(IDLE + Duration::from_secs(1))
+                .expect("the clock is past the idle time")
+        };
+        let set_idle_since = |at: Instant| {
+            for u in pool.upstreams().iter() {
+                for c in &u.http2 {
+                    *c.streams.idle_since.lock().expect("lock") = at;
+                }
             }
-        }
+        };
+        // A stream handed out long ago that just ended: the connection was busy until now.
+        let Some(Checkout::Http2(_, long_stream)) = pool.checkout(&key(), 100) else {
+            panic!("fresh");
+        };
+        set_idle_since(long_ago());
+        drop(long_stream);
+        assert!(
+            pool.checkout(&key(), 100).is_some(),
+            "busy until a moment ago"
+        );
+        // Without a stream for the idle time: stale.
+        set_idle_since(long_ago());
         assert!(
             pool.checkout(&key(), 100).is_none(),
             "stale: a new one is made"
