@@ -13,8 +13,8 @@
 //!
 //! Each connection is driven by a task of its own (hyper's `Connection` future), so one closed
 //! by the upstream while idle shows as closed here and is dropped at the next look. Connections
-//! idle for more than [`IDLE`] (an HTTP/1.1 one last handed out that long ago, an HTTP/2 one
-//! without a stream that long) are neither handed out nor kept: one may have died unnoticed
+//! idle for more than [`IDLE`] (an HTTP/1.1 one without an answer to read that long, as far as
+//! the sweeper saw, an HTTP/2 one without a stream that long) are neither handed out nor kept: one may have died unnoticed
 //! (a laptop slept, the network changed). A sweeper task drops them while the pool holds any.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -193,6 +193,13 @@ struct Upstream {
 impl Upstream {
     /// Drop what is closed or idle too long.
     fn sweep(&mut self, now: Instant) {
+        // One still reading an answer is in use: its idle time starts after it, not when its
+        // request was sent (an answer may stream for minutes).
+        for i in &mut self.http1 {
+            if !i.conn.sender.is_ready() {
+                i.since = now;
+            }
+        }
         self.http1.retain(|i| {
             !i.conn.sender.is_closed()
                 && (!i.conn.sender.is_ready() || now.duration_since(i.since) < IDLE)
@@ -409,6 +416,76 @@ mod tests {
         drop(first);
         assert!(pool.checkout(&key(), 2).is_some(), "a slot came back");
         drop(second);
+    }
+
+    #[tokio::test]
+    async fn an_http1_connection_busy_past_the_idle_time_is_handed_out_after_its_answer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let answer = Arc::new(tokio::sync::Notify::new());
+        let go = answer.clone();
+        tokio::spawn(async move {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |_req| {
+                let go = go.clone();
+                async move {
+                    go.notified().await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        Bytes::from_static(b"done"),
+                    )))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = http1::handshake(TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let mut req = http::Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = Uri::from_static("/");
+        let answered = tokio::spawn(sender.send_request(req));
+        let pool = Arc::new(Pool::default());
+        pool.put_http1(
+            &key(),
+            Http1 {
+                sender,
+                proxied: false,
+            },
+        );
+        // Its request went out longer ago than the idle time, and it is still answering.
+        for u in pool.upstreams().iter_mut() {
+            for i in &mut u.http1 {
+                i.since = Instant::now()
+                    .checked_sub(IDLE + Duration::from_secs(1))
+                    .expect("the clock is past the idle time");
+            }
+        }
+        let now = Instant::now();
+        for u in pool.upstreams().iter_mut() {
+            u.sweep(now);
+        }
+        answer.notify_one();
+        let response = answered.await.expect("task").expect("answer");
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut found = pool.checkout(&key(), 100);
+        while found.is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            found = pool.checkout(&key(), 100);
+        }
+        assert!(
+            matches!(found, Some(Checkout::Http1(_))),
+            "busy until a moment ago: handed out"
+        );
     }
 
     #[tokio::test]
