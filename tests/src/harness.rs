@@ -230,6 +230,15 @@ impl Daemon {
         }
     }
 
+    /// `127.0.0.1:PORT`: where the daemon listens, without the scheme (for raw connections
+    /// and `Host` headers).
+    pub fn authority(&self) -> String {
+        self.url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, rest)| rest)
+            .to_string()
+    }
+
     /// Lines printed since the last call.
     pub fn drain_output(&self) -> Vec<String> {
         self.output.try_iter().collect()

@@ -360,9 +360,9 @@ mod tests {
 
     /// A loopback upstream that answers each request with its target and `Host` header, and
     /// counts the connections it accepted.
-    async fn upstream(speaks: Speaks) -> (String, Arc<AtomicUsize>) {
+    async fn upstream(speaks: Speaks) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
+        let addr = listener.local_addr().expect("addr");
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
@@ -403,6 +403,18 @@ mod tests {
             }
         });
         (addr, accepted)
+    }
+
+    /// `/v1/messages` on the loopback upstream listening on `port`.
+    fn messages_url(port: u16) -> String {
+        format!("http://127.0.0.1:{port}/v1/messages")
+    }
+
+    /// A client speaking HTTP/2 without TLS, as the test upstreams do.
+    fn h2_client() -> UpstreamClient {
+        let mut client = client();
+        client.h2_prior_knowledge = true;
+        client
     }
 
     fn client() -> UpstreamClient {
@@ -466,9 +478,8 @@ mod tests {
     #[tokio::test]
     async fn http2_shares_one_connection_between_concurrent_requests() {
         let (addr, accepted) = upstream(Speaks::Http2).await;
-        let mut client = client();
-        client.h2_prior_knowledge = true;
-        let url = format!("http://{addr}/v1/messages");
+        let client = h2_client();
+        let url = messages_url(addr.port());
         // One first, so the connection exists before the concurrent ones look for it.
         assert!(get(&client, &url).await.starts_with("true "));
         let (a, b, c) = tokio::join!(get(&client, &url), get(&client, &url), get(&client, &url));
@@ -481,9 +492,8 @@ mod tests {
     #[tokio::test]
     async fn concurrent_first_http2_requests_wait_for_one_connection() {
         let (addr, accepted) = upstream(Speaks::Http2).await;
-        let mut client = client();
-        client.h2_prior_knowledge = true;
-        let url = format!("http://{addr}/v1/messages");
+        let client = h2_client();
+        let url = messages_url(addr.port());
         let (a, b, c, d) = tokio::join!(
             get(&client, &url),
             get(&client, &url),
@@ -525,10 +535,9 @@ mod tests {
                 );
             }
         });
-        let mut client = client();
-        client.h2_prior_knowledge = true;
+        let mut client = h2_client();
         client.streams_per_connection = 2;
-        let url = format!("http://{addr}/v1/messages");
+        let url = messages_url(addr.port());
         let five = futures_util::future::join_all((0..5).map(|_| get(&client, &url)));
         let said = tokio::time::timeout(Duration::from_secs(30), five)
             .await
@@ -557,13 +566,10 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("port")
             .port();
-        let mut client = client();
-        client.h2_prior_knowledge = true;
+        let client = h2_client();
         let send = || {
             let mut req = http::Request::new(Full::new(Bytes::new()));
-            *req.uri_mut() = format!("http://127.0.0.1:{port}/v1/messages")
-                .parse()
-                .expect("url");
+            *req.uri_mut() = messages_url(port).parse().expect("url");
             client.send(req)
         };
         let (a, b, c) = tokio::join!(send(), send(), send());

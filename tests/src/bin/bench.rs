@@ -492,8 +492,8 @@ fn serve_fake(tls: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     })
 }
 
-/// `http://` (or `https://`) and a fake's printed address, which must be on loopback: the bench
-/// contacts nothing else.
+/// The URL (plain or TLS scheme) of a fake's printed address, which must be on loopback: the
+/// bench contacts nothing else.
 fn loopback_url(addr: &str, https: bool) -> anyhow::Result<String> {
     let port = addr
         .strip_prefix("127.0.0.1:")
@@ -732,7 +732,7 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     let mut daemon = Daemon::start(&home, &["-q"], &[])?;
     let pid = daemon.child.id();
     let direct = fake.addr.clone();
-    let proxy = daemon.url.trim_start_matches("http://").to_string();
+    let proxy = daemon.authority();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = rss_mb(pid)?;
     if let Some(secs) = o.soak {

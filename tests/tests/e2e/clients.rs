@@ -202,7 +202,7 @@ async fn claude_code_answers_through_the_pool_from_a_private_network_also_after_
     let isolation = private_network_available();
     let _bridge = match &isolation {
         Ok(()) => {
-            let daemon = d.url.trim_start_matches("http://").to_string();
+            let daemon = d.authority();
             Some(bridge(&home.path().join("bridge.sock"), daemon).await)
         }
         Err(why) => {

@@ -400,7 +400,7 @@ async fn upstream_connections_are_kept_alive_and_reused() {
     // One client connection, as Claude Code keeps one alive: it is served by one thread of
     // the proxy, whose upstream pool must reuse one upstream connection. (A client opening
     // several connections may meet several serving threads, each with its own pool.)
-    let addr = d.url.trim_start_matches("http://").to_string();
+    let addr = d.authority();
     let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let (mut client, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))

@@ -165,7 +165,7 @@ async fn with_an_auth_key_status_needs_it_and_health_says_little() {
 async fn a_declared_body_over_the_limit_is_refused_before_it_is_sent() {
     let fake = FakeAnthropic::start().await.unwrap();
     let (_home, d) = daemon_with(&fake, &[("a", "key-a")], "").await;
-    let addr = d.url.trim_start_matches("http://").to_string();
+    let addr = d.authority();
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     tcp.write_all(
         format!("POST /v1/messages HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 40000000\r\n\r\n{{").as_bytes(),
@@ -265,7 +265,7 @@ async fn slow_headers_idle_connections_and_too_many_connections_are_cut() {
         "server: {clientHeaderTimeoutSecs: 3, maxConnections: 8}\n",
     )
     .await;
-    let addr = d.url.trim_start_matches("http://").to_string();
+    let addr = d.authority();
 
     // Headers at a trickle: cut after the header timeout.
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -343,7 +343,7 @@ async fn a_body_that_stops_coming_gets_a_408() {
         "server: {clientBodyTimeoutSecs: 1}\n",
     )
     .await;
-    let addr = d.url.trim_start_matches("http://").to_string();
+    let addr = d.authority();
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     tcp.write_all(
         format!("POST /v1/messages HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"model\":").as_bytes(),

@@ -21,6 +21,15 @@ fn home_for(upstream: &str, ca_file: Option<&str>) -> TestHome {
     home
 }
 
+/// A home whose config sends key `key-a` to `fake` and trusts `ca`, kept in the home as `file`
+/// and named relatively.
+fn trusting_home(fake: &FakeAnthropic, ca: &TestCa, file: &str) -> TestHome {
+    let home = TestHome::new().unwrap();
+    home.write(file, &ca.ca_pem).unwrap();
+    home.write_config(&config(&fake.url(), Some(file))).unwrap();
+    home
+}
+
 fn config(upstream: &str, ca_file: Option<&str>) -> String {
     let mut yaml = config_with_keys(upstream, "fill-first", &[("a", "key-a")]);
     if let Some(file) = ca_file {
@@ -39,7 +48,7 @@ struct OneConnection {
 
 impl OneConnection {
     async fn to(d: &Daemon) -> Self {
-        let host = d.url.trim_start_matches("http://").to_string();
+        let host = d.authority();
         let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
@@ -73,11 +82,8 @@ async fn https_fake(ca: &TestCa, alpn: Alpn) -> FakeAnthropic {
 async fn a_ca_file_makes_an_https_upstream_trusted_and_http2_is_spoken_when_offered() {
     let ca = TestCa::new().unwrap();
     let fake = https_fake(&ca, Alpn::Http2).await;
-    let home = TestHome::new().unwrap();
     // Relative to the config file's directory.
-    home.write("corp-ca.pem", &ca.ca_pem).unwrap();
-    home.write_config(&config(&fake.url(), Some("corp-ca.pem")))
-        .unwrap();
+    let home = trusting_home(&fake, &ca, "corp-ca.pem");
     let d = Daemon::start(&home, &[], &[]).unwrap();
     let mut client = OneConnection::to(&d).await;
 
@@ -143,10 +149,7 @@ async fn an_untrusted_certificate_fails_with_a_hint_naming_the_setting() {
 async fn concurrent_first_requests_share_the_http2_connection_being_opened() {
     let ca = TestCa::new().unwrap();
     let fake = https_fake(&ca, Alpn::Http2).await;
-    let home = TestHome::new().unwrap();
-    home.write("ca.pem", &ca.ca_pem).unwrap();
-    home.write_config(&config(&fake.url(), Some("ca.pem")))
-        .unwrap();
+    let home = trusting_home(&fake, &ca, "ca.pem");
     let d = Daemon::start(&home, &[], &[]).unwrap();
     // The daemon serves on one thread per core, each with its own upstream connections: at
     // most that many connections, however many requests arrive at once.

@@ -21,6 +21,16 @@ async fn post(d: &Daemon) -> reqwest::Response {
     send_message(&d.url, false).await
 }
 
+/// A 200 carrying the fake upstream's normal answer.
+async fn assert_fake_answer(r: reqwest::Response) {
+    assert_eq!(r.status(), 200);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        answer["content"][0]["text"],
+        "Hello from the fake upstream."
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_upstream_goes_through_http_proxy_in_absolute_form_with_its_credentials() {
     let fake = FakeAnthropic::start().await.unwrap();
@@ -29,13 +39,7 @@ async fn an_http_upstream_goes_through_http_proxy_in_absolute_form_with_its_cred
     let via = proxy.url(Some("alice:s3cret"));
     let d = Daemon::start(&home, &[], &[("HTTP_PROXY", &via), ("NO_PROXY", "")]).unwrap();
     for _ in 0..2 {
-        let r = post(&d).await;
-        assert_eq!(r.status(), 200);
-        let answer: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(
-            answer["content"][0]["text"],
-            "Hello from the fake upstream."
-        );
+        assert_fake_answer(post(&d).await).await;
     }
     let seen = proxy.wait_for(1).await;
     let first = &seen[0];
@@ -119,13 +123,7 @@ async fn an_https_upstream_answers_through_the_tunnel_over_http2_end_to_end() {
     home.write_config(&config).unwrap();
     let via = proxy.url(Some("alice:s3cret"));
     let d = Daemon::start(&home, &[], &[("HTTPS_PROXY", &via), ("NO_PROXY", "")]).unwrap();
-    let r = post(&d).await;
-    assert_eq!(r.status(), 200);
-    let answer: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(
-        answer["content"][0]["text"],
-        "Hello from the fake upstream."
-    );
+    assert_fake_answer(post(&d).await).await;
     assert_eq!(fake.last().unwrap().version, http::Version::HTTP_2);
     let connect = &proxy.wait_for(1).await[0];
     assert_eq!(
