@@ -9,7 +9,9 @@
 //!
 //! Request headers shape normal streams, so a client can ask through the proxy:
 //! `x-fake-events: N` text deltas, `x-fake-hold-ms: N` wait before the last event,
-//! `x-fake-cut-inside: K` K whole events, then half of the next, then the connection breaks.
+//! `x-fake-cut-inside: K` K whole events, then half of the next, then the connection breaks,
+//! `x-fake-pace-ms: N` each event N ms after the one before (a model writing, as the real API
+//! streams).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -550,7 +552,10 @@ fn normal(
                 }),
                 None,
             ),
-            None => (None, None),
+            None => (
+                None,
+                header_num(headers, "x-fake-pace-ms").map(Duration::from_millis),
+            ),
         },
     };
     stream_response(shared.clone(), common, events, cut_after, delay, hold)

@@ -190,6 +190,12 @@ const HOLD_LIMIT: usize = 16 * 1024;
 /// hold limit).
 const TURNS: u8 = 3;
 
+/// A chunk that arrives this long after the one before it goes out at once, when nothing is
+/// held: upstream is writing as a model generates (events tens of milliseconds apart), and
+/// waiting [`TURNS`] for a burst that is not coming would cost every event three wake-ups and a
+/// copy. Chunks of one burst arrive microseconds apart.
+const GAP: Duration = Duration::from_millis(1);
+
 /// A comment line: ignored by SSE clients, it keeps idle connections from being timed out.
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
@@ -390,10 +396,12 @@ impl<A: Adapter> http_body::Body for Relay<A> {
         // Output is gathered while upstream has more ready, and sent once it has not: one write
         // to the client for a burst of events instead of one per upstream chunk. An HTTP/1.1
         // upstream body hands over one chunk per turn of its connection task (two turns,
-        // measured), so "nothing ready" is believed only after [`TURNS`] yields; an event that
-        // arrives alone waits just those turns, microseconds.
+        // measured), so "nothing ready" is believed only after [`TURNS`] yields. An event that
+        // arrives after a pause ([`GAP`]), as a model's do, goes out at once instead.
         // Chunks that arrive in one poll arrive together: the clock is read once for them.
         let mut stamped = false;
+        // Whether this poll's first chunk came after a gap (see [`GAP`]).
+        let mut after_gap = false;
         loop {
             let ending = match Pin::new(&mut this.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -402,14 +410,18 @@ impl<A: Adapter> http_body::Body for Relay<A> {
                         continue;
                     };
                     if !stamped {
-                        this.last_chunk = Instant::now();
+                        let now = Instant::now();
+                        after_gap = now.duration_since(this.last_chunk) >= GAP;
+                        this.last_chunk = now;
                         stamped = true;
                     }
                     match this.adapter.chunk(chunk) {
                         // Nothing whole yet: read on (the adapter holds the bytes).
                         Ok(None) => continue,
                         Ok(Some(out)) if out.is_empty() => continue,
-                        Ok(Some(out)) if this.held.is_empty() && out.len() >= HOLD_LIMIT => {
+                        Ok(Some(out))
+                            if this.held.is_empty() && (after_gap || out.len() >= HOLD_LIMIT) =>
+                        {
                             return this.out(out);
                         }
                         Ok(Some(out)) => {

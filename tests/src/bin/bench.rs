@@ -1,18 +1,20 @@
 //! Benchmark: the fake upstream directly vs through the real `neurolink` binary, in one run.
 //!
-//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS [--nginx]] [--sse N] [--oauth] [--tls]`
+//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS [--nginx]] [--sse N] [--paced] [--oauth] [--tls]`
 //!
 //! Builds the release proxy, starts the fake upstream and the proxy as child processes (one
 //! API-key account), and, when `nginx` is on PATH, nginx as a reference reverse proxy in front of
 //! the same fake (`tests/bench/nginx.conf`). Then measures every path with a lean hyper client
 //! (one connection per worker, keep-alive): latency at concurrency 1, throughput at concurrency 32
 //! with the CPU each path's own processes spent per request (their rusage over the run), a 128 KB
-//! request body, SSE time to first and last byte of a 1,000-event stream, and RSS idle and
+//! request body, SSE time to first and last byte of a 1,000-event stream, paced streams (CPU per
+//! event while 32 answers are written a few milliseconds apart), and RSS idle and
 //! holding 1,000 open streams. Prints a table with ratios to direct and writes JSON. Figures, not
 //! pass/fail: these machines are noisy, so compare ratios from the same run.
 //!
 //! `--soak SECS` only loads one path at c=32 (to attach a profiler); `--sse N` only measures the
-//! SSE stream, N per path; `--oauth` makes the proxy's account a subscription login, whose
+//! SSE stream, N per path; `--paced` only the paced streams (32 at once, events 2 ms apart, as a
+//! model writes: the proxy's CPU per event on the path real answers take); `--oauth` makes the proxy's account a subscription login, whose
 //! answers carry quota headers (the path most users take); `--tls` makes the fake upstream
 //! HTTPS (a certificate from a CA made for the run, HTTP/2 offered by ALPN, as Anthropic does):
 //! the proxy then speaks HTTP/2 over TLS upstream, nginx HTTP/1.1 over TLS, and the direct row
@@ -50,6 +52,8 @@ struct Opts {
     sse_only: Option<usize>,
     /// The fake upstream speaks HTTPS (HTTP/2 by ALPN).
     tls: bool,
+    /// Only the paced-stream rows.
+    paced_only: bool,
 }
 
 fn opts() -> Opts {
@@ -71,6 +75,7 @@ fn opts() -> Opts {
     let soak_nginx = args.iter().any(|a| a == "--nginx");
     let oauth = args.iter().any(|a| a == "--oauth");
     let tls = args.iter().any(|a| a == "--tls");
+    let paced_only = args.iter().any(|a| a == "--paced");
     let soak_floor = args
         .iter()
         .position(|a| a == "--floor")
@@ -90,6 +95,7 @@ fn opts() -> Opts {
         oauth,
         sse_only,
         tls,
+        paced_only,
     }
 }
 
@@ -398,6 +404,114 @@ async fn throughput(
         total += t.await??;
     }
     Ok((total, start.elapsed().as_secs_f64()))
+}
+
+/// Events in a paced stream, and how far apart the fake writes them.
+const PACED_EVENTS: &str = "100";
+const PACE_MS: &str = "2";
+
+/// Paced streams at concurrency `streams`: what a path costs while models write their answers,
+/// events a few milliseconds apart (real answers arrive that way; the other SSE rows flood the
+/// path with a stream that is ready at once). CPU of the target's processes per event, and the
+/// time to a stream's first and last byte.
+struct Paced {
+    cpu_us_per_event: f64,
+    first_p50: f64,
+    last_p50: f64,
+}
+
+async fn paced_set(
+    targets: &[(&str, &dyn Fn() -> Vec<u32>)],
+    body: &Bytes,
+    streams: usize,
+    secs: f64,
+) -> anyhow::Result<Vec<Paced>> {
+    let mut events = vec![0u64; targets.len()];
+    let mut ticks = vec![0u64; targets.len()];
+    let mut samples: Vec<Samples> = targets.iter().map(|_| Samples::default()).collect();
+    for _ in 0..ROUNDS {
+        for (i, (authority, pids)) in targets.iter().enumerate() {
+            let before = cpu_ticks(&pids());
+            let (n, s) = paced(authority, body, streams, secs / ROUNDS as f64).await?;
+            ticks[i] += cpu_ticks(&pids()).saturating_sub(before);
+            events[i] += n;
+            samples[i].firsts.extend(s.firsts);
+            samples[i].totals.extend(s.totals);
+        }
+    }
+    let per_tick_us = 1e6 / clock_ticks_per_second();
+    Ok(samples
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let lat = s.lat();
+            Paced {
+                cpu_us_per_event: ticks[i] as f64 * per_tick_us / events[i].max(1) as f64,
+                first_p50: lat.ttfb_p50,
+                last_p50: lat.p50,
+            }
+        })
+        .collect())
+}
+
+/// `streams` clients reading paced streams one after the other for `secs`: the events read
+/// (counted by their blank-line ends) and each stream's timings.
+async fn paced(
+    authority: &str,
+    body: &Bytes,
+    streams: usize,
+    secs: f64,
+) -> anyhow::Result<(u64, Samples)> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..streams {
+        let authority = authority.to_string();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = connect(&authority).await?;
+            let mut events = 0u64;
+            let mut samples = Samples::default();
+            let headers = [("x-fake-events", PACED_EVENTS), ("x-fake-pace-ms", PACE_MS)];
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                conn.ready().await?;
+                let resp = conn
+                    .send_request(request(&authority, &body, &headers))
+                    .await?;
+                if !resp.status().is_success() {
+                    bail!("status {} from {authority}", resp.status());
+                }
+                let mut b = resp.into_body();
+                let (mut first, mut last_byte) = (None, 0u8);
+                while let Some(frame) = b.frame().await {
+                    let Ok(data) = frame?.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    first.get_or_insert_with(|| start.elapsed());
+                    let ends = data.windows(2).filter(|w| w == b"\n\n").count();
+                    let across = last_byte == b'\n' && data[0] == b'\n';
+                    events += (ends + usize::from(across)) as u64;
+                    last_byte = data[data.len() - 1];
+                }
+                let total = start.elapsed();
+                samples.firsts.push(first.unwrap_or(total));
+                samples.totals.push(total);
+            }
+            Ok::<_, anyhow::Error>((events, samples))
+        }));
+    }
+    let mut events = 0;
+    let mut all = Samples::default();
+    for t in tasks {
+        let (n, s) = t.await??;
+        events += n;
+        all.firsts.extend(s.firsts);
+        all.totals.extend(s.totals);
+    }
+    Ok((events, all))
 }
 
 fn rss_mb(pid: u32) -> anyhow::Result<f64> {
@@ -787,6 +901,26 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     if let Some(n) = &nginx {
         targets.push(n.authority.as_str());
     }
+    let fake_pid = fake.child.id();
+    let fake_pids = move || vec![fake_pid];
+    let proxy_pids = move || vec![pid];
+    let nginx_pids_now = || nginx.as_ref().map(Nginx::pids).unwrap_or_default();
+    let mut cpu_targets: Vec<(&str, &dyn Fn() -> Vec<u32>)> =
+        vec![(direct.as_str(), &fake_pids), (proxy.as_str(), &proxy_pids)];
+    if let Some(n) = &nginx {
+        cpu_targets.push((n.authority.as_str(), &nginx_pids_now));
+    }
+    let paced_streams = 32;
+    if o.paced_only {
+        let paced = paced_set(&cpu_targets, &sse_body, paced_streams, secs).await?;
+        for (name, p) in ["direct", "proxy", "nginx"].iter().zip(&paced) {
+            println!(
+                "{name:>6}: paced SSE CPU per event {:.2} µs, first byte p50 {:.3} ms, last byte p50 {:.3} ms",
+                p.cpu_us_per_event, p.first_p50, p.last_p50
+            );
+        }
+        return Ok(());
+    }
     if let Some(n) = o.sse_only {
         let sse = latency_set(&targets, &sse_body, &sse_headers, n).await?;
         for (name, l) in ["direct", "proxy", "nginx"].iter().zip(&sse) {
@@ -806,20 +940,15 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     eprintln!("latency, concurrency 1 ({n_lat} requests each)...");
     let lat = latency_set(&targets, &small, &[], n_lat).await?;
     eprintln!("throughput, concurrency 32 ({secs} s each)...");
-    let fake_pid = fake.child.id();
-    let fake_pids = move || vec![fake_pid];
-    let proxy_pids = move || vec![pid];
-    let nginx_pids_now = || nginx.as_ref().map(Nginx::pids).unwrap_or_default();
-    let mut thru_targets: Vec<(&str, &dyn Fn() -> Vec<u32>)> =
-        vec![(direct.as_str(), &fake_pids), (proxy.as_str(), &proxy_pids)];
-    if let Some(n) = &nginx {
-        thru_targets.push((n.authority.as_str(), &nginx_pids_now));
-    }
-    let thru = throughput_set(&thru_targets, &small, 32, secs).await?;
+    let thru = throughput_set(&cpu_targets, &small, 32, secs).await?;
     eprintln!("128 KB request body ({n_body} requests each)...");
     let body = latency_set(&targets, &big, &[], n_body).await?;
     eprintln!("SSE, 1,000 events ({n_sse} streams each)...");
     let sse = latency_set(&targets, &sse_body, &sse_headers, n_sse).await?;
+    eprintln!(
+        "paced SSE: {paced_streams} streams at once, {PACED_EVENTS} events {PACE_MS} ms apart ({secs} s each)..."
+    );
+    let paced = paced_set(&cpu_targets, &sse_body, paced_streams, secs).await?;
     eprintln!("translated SSE through the OpenAI fake ({n_sse} streams each)...");
     let translated_body = Bytes::from(json!({"model":"bench-translated","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"say hi"}]}).to_string());
     let openai_body = Bytes::from(json!({"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"say hi"}]}).to_string());
@@ -856,6 +985,14 @@ async fn run(o: Opts) -> anyhow::Result<()> {
         (
             "SSE last byte p50, 1,000 events (ms)",
             sse.iter().map(|l| l.p50).collect(),
+        ),
+        (
+            "paced SSE: CPU per event, 32 streams (µs; direct: the fake's own)",
+            paced.iter().map(|p| p.cpu_us_per_event).collect(),
+        ),
+        (
+            "paced SSE last byte p50, 100 events 2 ms apart (ms)",
+            paced.iter().map(|p| p.last_p50).collect(),
         ),
         (
             "translated SSE first byte p50, vs OpenAI direct (ms)",

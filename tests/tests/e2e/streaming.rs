@@ -120,6 +120,38 @@ async fn failure_after_first_byte_ends_with_an_error_event_and_no_retry() {
     assert_eq!(a["counters"]["errors"]["stream_error"], 1);
 }
 
+/// Events a few milliseconds apart, as a model writes them, go out one by one as they come
+/// (the relay sends a chunk that follows a pause at once), whole and unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_events_go_out_whole_as_they_come() {
+    let fake = FakeAnthropic::start().await.unwrap();
+    let (_home, d) = proxy(&fake, &[("a", "key-a")]).await;
+    let r = http()
+        .post(format!("{}/v1/messages", d.url))
+        .header("x-fake-events", "6")
+        .header("x-fake-pace-ms", "5")
+        .json(&message_body(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = body.next().await {
+        chunks.push(String::from_utf8(chunk.unwrap().to_vec()).unwrap());
+    }
+    for c in &chunks {
+        assert!(c.ends_with("\n\n"), "a chunk ends inside an event: {c:?}");
+    }
+    let words = ["Hello", " from", " the fake upstream."];
+    let parts: Vec<&str> = (0..6).map(|i| words[i % 3]).collect();
+    let expected = sse::text_stream("msg_fake_0", "claude-sonnet-4-5", &parts).concat();
+    assert_eq!(chunks.concat(), expected);
+    let a = d.account("a").await.unwrap();
+    assert_eq!(a["counters"]["outputTokens"], sse::OUTPUT_TOKENS);
+    assert_eq!(a["counters"]["successes"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_streams() {
     let fake = FakeAnthropic::start().await.unwrap();
