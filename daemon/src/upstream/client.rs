@@ -10,8 +10,8 @@
 //! pool (`upstream/pool.rs`: a short list under an uncontended lock) and hyper's own send.
 //!
 //! Connections are made by `upstream/connect.rs` (TCP, HTTP proxies, `CONNECT` tunnels, TLS). ALPN
-//! decides the protocol: api.anthropic.com is spoken to over HTTP/2, plain `http://` upstreams
-//! over HTTP/1.1.
+//! decides the protocol: api.anthropic.com is spoken to over HTTP/2 (`upstream/http2.rs`, the
+//! `h2` crate directly), plain `http://` upstreams over HTTP/1.1 (hyper's client).
 //!
 //! A request sent on a pooled connection that the upstream closed in the meantime never left:
 //! hyper hands it back, and it goes again on a new connection. A request that may have left
@@ -26,9 +26,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::Connection;
 use hyper_util::client::proxy::matcher::Matcher;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::connect::{self, BoxError, ConnectTimeout, Connector};
+pub use super::connect::BoxError;
+use super::connect::{self, ConnectTimeout, Connector};
+use super::http2;
 use super::pool::{Checkout, Http1, Key, Opening, Pool, StreamSlot};
 use super::trust::ExtraRoots;
 use crate::outcome::NetworkKind;
@@ -69,7 +70,7 @@ pub const STREAMS_PER_CONNECTION: usize = 100;
 /// An upstream answer's body. Over HTTP/2 it holds its stream's place on the connection until
 /// it is dropped, which is how the pool counts each connection's open streams.
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Inner,
     _stream: Option<StreamSlot>,
 }
 
@@ -77,28 +78,53 @@ impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamBody")
             .field("inner", &self.inner)
-            .field("http2", &self._stream.is_some())
             .finish()
     }
 }
 
+#[derive(Debug)]
+enum Inner {
+    Http1(Incoming),
+    Http2(http2::RecvBody),
+}
+
 impl hyper::body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        match &mut self.inner {
+            Inner::Http1(b) => match std::pin::Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BoxError::from(e)))),
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            Inner::Http2(b) => match std::pin::Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BoxError::from(e)))),
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Http1(b) => b.is_end_stream(),
+            Inner::Http2(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Http1(b) => b.size_hint(),
+            Inner::Http2(b) => b.size_hint(),
+        }
     }
 }
 
@@ -108,9 +134,9 @@ pub enum SendError {
     /// No connection could be made (TCP, proxy, tunnel or TLS).
     Connect(BoxError),
     /// The connection was made but HTTP could not start on it.
-    Handshake(hyper::Error),
+    Handshake(BoxError),
     /// The request failed on its connection.
-    Request(hyper::Error),
+    Request(BoxError),
     /// The URL has no scheme or host.
     NotAbsolute,
 }
@@ -132,7 +158,7 @@ impl std::error::Error for SendError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SendError::Connect(e) => Some(e.as_ref()),
-            SendError::Handshake(e) => Some(e),
+            SendError::Handshake(e) => Some(e.as_ref()),
             SendError::Request(e) => e.source(),
             SendError::NotAbsolute => None,
         }
@@ -213,29 +239,32 @@ impl UpstreamClient {
                     to_http1(&mut req, conn.proxied);
                     let sent = conn.sender.try_send_request(req).await;
                     pool.put_http1(&key, conn);
-                    sent.map(|r| (r, None))
+                    match sent {
+                        Ok(r) => Ok(r.map(|b| UpstreamBody {
+                            inner: Inner::Http1(b),
+                            _stream: None,
+                        })),
+                        Err(mut e) => Err((e.take_message(), BoxError::from(e.into_error()))),
+                    }
                 }
-                Checkout::Http2(mut sender, slot) => {
-                    sender.try_send_request(req).await.map(|r| (r, Some(slot)))
-                }
+                Checkout::Http2(mut sender, slot) => match sender.send(req).await {
+                    Ok(r) => Ok(r.map(|b| UpstreamBody {
+                        inner: Inner::Http2(b),
+                        _stream: Some(slot),
+                    })),
+                    Err(f) => Err((f.unsent, BoxError::from(f.error))),
+                },
             };
             match sent {
-                Ok((response, slot)) => {
-                    return Ok(response.map(|inner| UpstreamBody {
-                        inner,
-                        _stream: slot,
-                    }))
+                Ok(response) => return Ok(response),
+                // It never left, and the connection was an old one the upstream may have
+                // closed meanwhile: once more, on a new connection.
+                Err((Some(unsent), _)) if reused => {
+                    req = unsent;
+                    *req.uri_mut() = uri.clone();
+                    fresh_only = true;
                 }
-                Err(mut e) => match e.take_message() {
-                    // It never left, and the connection was an old one the upstream may have
-                    // closed meanwhile: once more, on a new connection.
-                    Some(unsent) if reused => {
-                        req = unsent;
-                        *req.uri_mut() = uri.clone();
-                        fresh_only = true;
-                    }
-                    _ => return Err(SendError::Request(e.into_error())),
-                },
+                Err((_, e)) => return Err(SendError::Request(e)),
             }
         }
     }
@@ -255,22 +284,15 @@ impl UpstreamClient {
         let h2 = connected.is_negotiated_h2() || self.h2_prior_knowledge;
         pool.learned(key, h2);
         if h2 {
-            let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(io)
+            let sender = http2::handshake(io)
                 .await
-                .map_err(SendError::Handshake)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("upstream HTTP/2 connection ended: {e}");
-                }
-            });
+                .map_err(|e| SendError::Handshake(e.into()))?;
             let slot = pool.put_http2(key, sender.clone());
             return Ok(Checkout::Http2(sender, slot));
         }
         let (sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(SendError::Handshake)?;
+            .map_err(|e| SendError::Handshake(e.into()))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("upstream connection ended: {e}");
@@ -344,7 +366,7 @@ mod tests {
 
     use http_body_util::BodyExt;
     use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio::net::TcpListener;
 
     use super::*;

@@ -17,6 +17,7 @@
 
 pub mod client;
 mod connect;
+mod http2;
 mod pool;
 pub mod trust;
 
@@ -310,7 +311,7 @@ async fn commit<U: Upstream>(
                     NetworkKind::Io,
                     format!(
                         "upstream body failed before the first event: {}",
-                        error_chain(&e)
+                        error_chain(e.as_ref())
                     ),
                 )
             }
@@ -395,7 +396,7 @@ pub async fn read_capped(
             Ok(Err(e)) => {
                 return Err(Failure::Network {
                     kind: NetworkKind::Io,
-                    message: format!("upstream error body failed: {}", error_chain(&e)),
+                    message: format!("upstream error body failed: {}", error_chain(e.as_ref())),
                 })
             }
             Err(_) => {
@@ -423,7 +424,7 @@ pub fn network(kind: NetworkKind, message: String) -> (Outcome, Reply) {
 }
 
 /// The next piece of the body's data (trailers are skipped); `None` at its end.
-pub async fn next_chunk(body: &mut UpstreamBody) -> Result<Option<Bytes>, hyper::Error> {
+pub async fn next_chunk(body: &mut UpstreamBody) -> Result<Option<Bytes>, client::BoxError> {
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
             return Ok(Some(data));

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::Uri;
 use http_body_util::Full;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 
 /// Pooled connections unused this long are closed.
 pub const IDLE: Duration = Duration::from_secs(90);
@@ -35,7 +35,7 @@ pub const IDLE: Duration = Duration::from_secs(90);
 const MAX_PER_UPSTREAM: usize = 512;
 
 pub type H1 = http1::SendRequest<Full<Bytes>>;
-pub type H2 = http2::SendRequest<Full<Bytes>>;
+pub type H2 = super::http2::Sender;
 
 /// Which upstream a connection goes to.
 #[derive(Clone, Debug)]
@@ -393,12 +393,9 @@ mod tests {
             }
         });
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(tcp))
+        super::super::http2::handshake(TokioIo::new(tcp))
             .await
-            .expect("handshake");
-        tokio::spawn(conn);
-        sender
+            .expect("handshake")
     }
 
     fn key() -> Key {

@@ -59,16 +59,31 @@ impl OneConnection {
 
     /// `POST /v1/messages`: the status and the whole body.
     async fn post(&mut self, stream: bool) -> (u16, String) {
-        self.send.ready().await.unwrap();
-        let req = http::Request::post("/v1/messages")
-            .header("host", &self.host)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(message_body(stream).to_string())))
-            .unwrap();
-        let r = self.send.send_request(req).await.unwrap();
+        let r = self
+            .send(Bytes::from(message_body(stream).to_string()), &[])
+            .await;
         let status = r.status().as_u16();
         let body = r.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+}
+
+impl OneConnection {
+    /// `POST /v1/messages` with this body and these headers; the answer as it starts.
+    async fn send(
+        &mut self,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> http::Response<hyper::body::Incoming> {
+        self.send.ready().await.unwrap();
+        let mut req = http::Request::post("/v1/messages")
+            .header("host", &self.host)
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body)).unwrap();
+        self.send.send_request(req).await.unwrap()
     }
 }
 
@@ -107,6 +122,61 @@ async fn a_ca_file_makes_an_https_upstream_trusted_and_http2_is_spoken_when_offe
         "{text}"
     );
     assert_eq!(fake.connections(), 1, "one HTTP/2 connection carried both");
+}
+
+/// Over HTTP/2: a request body larger than the stream's first flow-control window (64 KB)
+/// arrives whole; a client that leaves mid-stream resets its stream, which the upstream sees
+/// as a cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_large_bodies_arrive_whole_and_a_client_leaving_cancels_its_stream() {
+    let ca = TestCa::new().unwrap();
+    let fake = https_fake(&ca, Alpn::Http2).await;
+    let home = trusting_home(&fake, &ca, "ca.pem");
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let mut client = OneConnection::to(&d).await;
+
+    let mut big = message_body(false);
+    big["messages"][0]["content"] = "x".repeat(200 * 1024).into();
+    let big = Bytes::from(big.to_string());
+    let r = client.send(big.clone(), &[]).await;
+    assert_eq!(r.status(), 200);
+    r.into_body().collect().await.unwrap();
+    let seen = fake.last().unwrap();
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    assert_eq!(seen.body, big, "the body arrived whole");
+
+    // Upstream sends all but the last event, then holds the stream open.
+    let r = client
+        .send(
+            Bytes::from(message_body(true).to_string()),
+            &[("x-fake-hold-ms", "60000")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let mut body = r.into_body();
+    let mut seen = String::new();
+    while !seen.contains("event: message_delta") {
+        let frame = body.frame().await.expect("the stream goes on").unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert_eq!(fake.cancels(), 0);
+    drop(body);
+    drop(client);
+    assert_eq!(
+        fake.wait_cancels(1, std::time::Duration::from_secs(10))
+            .await,
+        1,
+        "the upstream saw the client leave"
+    );
+
+    // (The next client connection may be served by another thread, with upstream connections
+    // of its own, so the count of upstream connections says nothing here.)
+    let mut client = OneConnection::to(&d).await;
+    let (status, text) = client.post(false).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(fake.last().unwrap().version, http::Version::HTTP_2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
