@@ -88,14 +88,17 @@ impl Sender {
         req: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<RecvBody>, SendFailure> {
         // Waits while the connection has as many streams open as the upstream allows; fails
-        // at once when the connection is gone, with the request not sent.
+        // at once when the connection is gone or going (the upstream sent GOAWAY), with the
+        // request not sent. A going connection may live on for minutes while its last streams
+        // finish: it is marked closed so that the pool stops handing it out now.
         let send = match std::future::poll_fn(|cx| self.send.poll_ready(cx)).await {
             Ok(()) => &mut self.send,
             Err(error) => {
+                self.closed.store(true, Ordering::Relaxed);
                 return Err(SendFailure {
                     error,
                     unsent: Some(req),
-                })
+                });
             }
         };
         let (mut parts, body) = req.into_parts();
@@ -140,23 +143,34 @@ fn body_bytes(mut body: Full<Bytes>) -> Bytes {
 }
 
 /// Headers HTTP/2 forbids (RFC 9113 §8.2.2): h2 refuses a request that carries one. The
-/// passthrough already drops hop-by-hop headers; this is for any other caller.
+/// passthrough already drops hop-by-hop headers, so this is one pass over the names that finds
+/// nothing; it is for any other caller.
 fn strip_connection_headers(headers: &mut HeaderMap) {
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::HeaderName::from_static("keep-alive"),
-        header::HeaderName::from_static("proxy-connection"),
-    ] {
-        if headers.contains_key(&name) {
-            headers.remove(&name);
-        }
+    let forbidden = |name: &header::HeaderName| {
+        [
+            header::CONNECTION,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+        ]
+        .contains(name)
+            || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+    };
+    let te_other_than_trailers = |headers: &HeaderMap| {
+        headers
+            .get(header::TE)
+            .is_some_and(|te| te.as_bytes() != b"trailers")
+    };
+    let found = headers
+        .keys()
+        .any(|name| forbidden(name) || name == header::TE);
+    if !found {
+        return;
     }
-    if headers
-        .get(header::TE)
-        .is_some_and(|te| te.as_bytes() != b"trailers")
-    {
+    let names: Vec<header::HeaderName> = headers.keys().filter(|n| forbidden(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+    if te_other_than_trailers(headers) {
         headers.remove(header::TE);
     }
 }
@@ -201,5 +215,107 @@ impl Body for RecvBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    header::HeaderName::from_static(k),
+                    http::HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connection_specific_headers_are_dropped_and_te_trailers_kept() {
+        let mut h = headers(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("te", "trailers"),
+            ("x-api-key", "k"),
+        ]);
+        strip_connection_headers(&mut h);
+        assert_eq!(h, headers(&[("te", "trailers"), ("x-api-key", "k")]));
+
+        let mut h = headers(&[("te", "gzip"), ("anthropic-version", "2023-06-01")]);
+        strip_connection_headers(&mut h);
+        assert_eq!(h, headers(&[("anthropic-version", "2023-06-01")]));
+
+        let clean = headers(&[("content-type", "application/json"), ("x-api-key", "k")]);
+        let mut h = clean.clone();
+        strip_connection_headers(&mut h);
+        assert_eq!(h, clean);
+    }
+
+    /// An upstream that sent GOAWAY takes no new stream, but its connection lives on while a
+    /// stream it accepted before streams: the sender says closed at once, so the pool drops it
+    /// instead of handing it to every later request (each would fail on it first).
+    #[tokio::test]
+    async fn a_connection_told_goaway_counts_as_closed_while_its_last_stream_runs() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                return;
+            };
+            let Some(Ok((_req, mut respond))) = conn.accept().await else {
+                return;
+            };
+            // The answer starts and never ends; then the upstream says it is going away.
+            let open = respond.send_response(http::Response::new(()), false);
+            conn.graceful_shutdown();
+            while conn.accept().await.is_some() {}
+            drop(open);
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut sender = handshake(TokioIo::new(tcp)).await.expect("handshake");
+        let request = || {
+            http::Request::post(format!("http://{addr}/v1/messages"))
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .expect("request")
+        };
+        let answer = sender
+            .send(request())
+            .await
+            .expect("the first answer starts");
+        // Until the GOAWAY has arrived, the connection takes streams.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::future::poll_fn(|cx| sender.send.poll_ready(cx))
+            .await
+            .is_ok()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "no GOAWAY seen");
+            tokio::task::yield_now().await;
+        }
+        assert!(!sender.is_closed(), "nothing was sent on it yet");
+        let failed = sender.send(request()).await.expect_err("no new stream");
+        assert!(failed.unsent.is_some(), "the request is given back");
+        assert!(sender.is_closed());
+        drop(answer);
+    }
+
+    #[test]
+    fn a_full_body_is_read_in_one_piece() {
+        assert_eq!(
+            body_bytes(Full::new(Bytes::from_static(b"{}"))),
+            Bytes::from_static(b"{}")
+        );
+        assert!(body_bytes(Full::new(Bytes::new())).is_empty());
     }
 }
