@@ -214,34 +214,16 @@ impl JsonUsage {
     }
 }
 
-const USAGE_KEY: &[u8] = b"\"usage\":";
-
-/// The answer's last bytes, where its `usage` member is: searched first, forwards.
-const TAIL: usize = 512;
-
-/// Where the last `"usage":` in `body` starts. memchr's forward search is vectorised and its
-/// reverse search is not (about four instructions a byte), so the tail is searched forwards
-/// and only a body whose tail has none is searched backwards. The last match in the tail is
-/// the last in the body: any later one would lie in the tail too.
-fn last_usage_key(body: &[u8]) -> Option<usize> {
-    use memchr::memmem::{Finder, FinderRev};
-    use std::sync::LazyLock;
-    static FORWARD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(USAGE_KEY));
-    static BACKWARD: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(USAGE_KEY));
-    let start = body.len().saturating_sub(TAIL);
-    match FORWARD.find_iter(&body[start..]).last() {
-        Some(at) => Some(start + at),
-        None => BACKWARD.rfind(body),
-    }
-}
-
 /// Anthropic writes `usage` as the answer's last member: found from the end, it is read without
 /// scanning the content before it. Outside strings `"usage":` can only be a key (a quote inside
 /// a string is escaped), and only the top-level object's last member is followed by nothing
 /// but its closing `}`, so a nested `usage` is never taken for it. `None` sends the caller to
 /// the full scan.
 fn last_member_usage(body: &[u8]) -> Option<RawUsage> {
-    let after = &body[last_usage_key(body)? + USAGE_KEY.len()..];
+    static KEY: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"usage\":"));
+    let at = KEY.rfind(body)?;
+    let after = &body[at + KEY.needle().len()..];
     let (raw, len) = match plain_usage(after) {
         Some(read) => read,
         None => {
@@ -412,37 +394,6 @@ mod tests {
         );
         // In a string: none.
         assert_eq!(usage(br#"{"text":"\"usage\":{\"input_tokens\":99}}"}"#), 0);
-    }
-
-    #[test]
-    fn the_last_usage_key_is_found_wherever_the_tail_starts() {
-        let naive = |b: &[u8]| b.windows(USAGE_KEY.len()).rposition(|w| w == USAGE_KEY);
-        let key = std::str::from_utf8(USAGE_KEY).unwrap_or_default();
-        let mut bodies = vec![
-            String::new(),
-            "{}".to_string(),
-            format!(r#"{{"content":[],{key}{{"input_tokens":5}}}}"#),
-            format!(r#"{{{key}{{}},"a":[{{{key}{{}}}}],{key}{{}}}}"#),
-            // Far before the tail, with nothing like it after.
-            format!(r#"{{{key}{{}},"text":"{}"}}"#, "x".repeat(3 * TAIL)),
-            // Far before the tail, and again inside it.
-            format!(
-                r#"{{{key}{{}},"text":"{}",{key}{{}}}}"#,
-                "x".repeat(3 * TAIL)
-            ),
-        ];
-        // Before, across and just inside the tail's first byte.
-        for cut in 0..USAGE_KEY.len() + 4 {
-            let pad = TAIL - cut;
-            bodies.push(format!(
-                r#"{{"a":"{}",{key}{{}}{}"#,
-                "y".repeat(40),
-                " ".repeat(pad)
-            ));
-        }
-        for b in &bodies {
-            assert_eq!(last_usage_key(b.as_bytes()), naive(b.as_bytes()), "{b}");
-        }
     }
 
     #[test]
