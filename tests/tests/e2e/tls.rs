@@ -6,12 +6,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use neurolink_shared::ipc::IpcClient;
-use neurolink_tests::fake_anthropic::FakeAnthropic;
+use neurolink_tests::fake_anthropic::{Behavior, FakeAnthropic};
 use neurolink_tests::fake_oauth::FakeOAuth;
 use neurolink_tests::harness::{
     command, config_with_keys, message_body, now_ms, send_message, token_store_with, Daemon,
     TestHome,
 };
+use neurolink_tests::sse;
 use neurolink_tests::tls::{Alpn, TestCa};
 
 /// A home whose config sends key `key-a` to `upstream`, trusting `ca_file` when given.
@@ -177,6 +178,37 @@ async fn http2_large_bodies_arrive_whole_and_a_client_leaving_cancels_its_stream
     let (status, text) = client.post(false).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(fake.last().unwrap().version, http::Version::HTTP_2);
+}
+
+/// Over HTTP/2, an upstream stream that breaks after its first events (the upstream resets
+/// it) ends, for the client, with those events whole and then an `error` event; the account
+/// counts a stream error and no other account is tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_a_stream_reset_after_the_first_events_ends_with_an_error_event() {
+    let ca = TestCa::new().unwrap();
+    let fake = https_fake(&ca, Alpn::Http2).await;
+    let home = trusting_home(&fake, &ca, "ca.pem");
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    fake.script("key-a", 1, Behavior::DropAfter(3));
+    let mut client = OneConnection::to(&d).await;
+    let (status, text) = client.post(true).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(fake.last().unwrap().version, http::Version::HTTP_2);
+    let events = sse::text_stream(
+        "msg_fake_0",
+        "claude-sonnet-4-5",
+        &["Hello", " from", " the fake upstream."],
+    );
+    let first = events[..3].concat();
+    assert!(text.starts_with(&first), "the first 3 events pass: {text}");
+    let tail = &text[first.len()..];
+    assert!(
+        tail.starts_with("event: error\ndata: ") && tail.ends_with("\n\n"),
+        "{tail}"
+    );
+    let a = d.account("a").await.unwrap();
+    assert_eq!(a["counters"]["errors"]["stream_error"], 1);
+    assert_eq!(fake.count("key-a"), 1, "no retry after the first byte");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
