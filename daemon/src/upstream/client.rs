@@ -11,7 +11,7 @@
 //!
 //! Connections are made by `upstream/connect.rs` (TCP, HTTP proxies, `CONNECT` tunnels, TLS). ALPN
 //! decides the protocol: api.anthropic.com is spoken to over HTTP/2 (`upstream/http2.rs`, the
-//! `h2` crate directly), plain `http://` upstreams over HTTP/1.1 (hyper's client).
+//! `h2` crate directly), plain-HTTP upstreams over HTTP/1.1 (hyper's client).
 //!
 //! A request sent on a pooled connection that the upstream closed in the meantime never left:
 //! hyper hands it back, and it goes again on a new connection. A request that may have left

@@ -286,7 +286,13 @@ mod tests {
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let mut sender = handshake(TokioIo::new(tcp)).await.expect("handshake");
         let request = || {
-            http::Request::post(format!("http://{addr}/v1/messages"))
+            let uri = http::Uri::builder()
+                .scheme("http")
+                .authority(addr.to_string())
+                .path_and_query("/v1/messages")
+                .build()
+                .expect("uri");
+            http::Request::post(uri)
                 .body(Full::new(Bytes::from_static(b"{}")))
                 .expect("request")
         };
