@@ -376,6 +376,38 @@ fn with_children(pid: u32) -> Vec<u32> {
     pids
 }
 
+/// Runs `work` on `n` keep-alive connections to `authority` at once, each until `secs` have
+/// passed (`work` gets the connection, the authority and the deadline); their results, and the
+/// seconds it took.
+async fn on_connections<T, F, Fut>(
+    authority: &str,
+    n: usize,
+    secs: f64,
+    work: F,
+) -> anyhow::Result<(Vec<T>, f64)>
+where
+    F: Fn(Conn, String, Instant) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (authority, work) = (authority.to_string(), work.clone());
+            tokio::spawn(async move {
+                let conn = connect(&authority).await?;
+                work(conn, authority, deadline).await
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(n);
+    for t in tasks {
+        results.push(t.await??);
+    }
+    Ok((results, start.elapsed().as_secs_f64()))
+}
+
 /// Requests served at concurrency `workers` for `secs`, and the seconds it took.
 async fn throughput(
     authority: &str,
@@ -383,27 +415,25 @@ async fn throughput(
     workers: usize,
     secs: f64,
 ) -> anyhow::Result<(u64, f64)> {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let authority = authority.to_string();
-        let body = body.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = connect(&authority).await?;
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                once(&mut conn, request(&authority, &body, &[])).await?;
-                n += 1;
+    let body = body.clone();
+    let (counts, took) = on_connections(
+        authority,
+        workers,
+        secs,
+        move |mut conn, authority, deadline| {
+            let body = body.clone();
+            async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    once(&mut conn, request(&authority, &body, &[])).await?;
+                    n += 1;
+                }
+                Ok(n)
             }
-            Ok::<u64, anyhow::Error>(n)
-        }));
-    }
-    let start = Instant::now();
-    let mut total = 0;
-    for t in tasks {
-        total += t.await??;
-    }
-    Ok((total, start.elapsed().as_secs_f64()))
+        },
+    )
+    .await?;
+    Ok((counts.iter().sum(), took))
 }
 
 /// Events in a paced stream, and how far apart the fake writes them.
@@ -462,51 +492,53 @@ async fn paced(
     streams: usize,
     secs: f64,
 ) -> anyhow::Result<(u64, Samples)> {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..streams {
-        let authority = authority.to_string();
-        let body = body.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = connect(&authority).await?;
-            let mut events = 0u64;
-            let mut samples = Samples::default();
-            let headers = [("x-fake-events", PACED_EVENTS), ("x-fake-pace-ms", PACE_MS)];
-            while Instant::now() < deadline {
-                let start = Instant::now();
-                conn.ready().await?;
-                let resp = conn
-                    .send_request(request(&authority, &body, &headers))
-                    .await?;
-                if !resp.status().is_success() {
-                    bail!("status {} from {authority}", resp.status());
-                }
-                let mut b = resp.into_body();
-                let (mut first, mut last_byte) = (None, 0u8);
-                while let Some(frame) = b.frame().await {
-                    let Ok(data) = frame?.into_data() else {
-                        continue;
-                    };
-                    if data.is_empty() {
-                        continue;
+    let body = body.clone();
+    let (results, _) = on_connections(
+        authority,
+        streams,
+        secs,
+        move |mut conn, authority, deadline| {
+            let body = body.clone();
+            async move {
+                let mut events = 0u64;
+                let mut samples = Samples::default();
+                let headers = [("x-fake-events", PACED_EVENTS), ("x-fake-pace-ms", PACE_MS)];
+                while Instant::now() < deadline {
+                    let start = Instant::now();
+                    conn.ready().await?;
+                    let resp = conn
+                        .send_request(request(&authority, &body, &headers))
+                        .await?;
+                    if !resp.status().is_success() {
+                        bail!("status {} from {authority}", resp.status());
                     }
-                    first.get_or_insert_with(|| start.elapsed());
-                    let ends = data.windows(2).filter(|w| w == b"\n\n").count();
-                    let across = last_byte == b'\n' && data[0] == b'\n';
-                    events += (ends + usize::from(across)) as u64;
-                    last_byte = data[data.len() - 1];
+                    let mut b = resp.into_body();
+                    let (mut first, mut last_byte) = (None, 0u8);
+                    while let Some(frame) = b.frame().await {
+                        let Ok(data) = frame?.into_data() else {
+                            continue;
+                        };
+                        if data.is_empty() {
+                            continue;
+                        }
+                        first.get_or_insert_with(|| start.elapsed());
+                        let ends = data.windows(2).filter(|w| w == b"\n\n").count();
+                        let across = last_byte == b'\n' && data[0] == b'\n';
+                        events += (ends + usize::from(across)) as u64;
+                        last_byte = data[data.len() - 1];
+                    }
+                    let total = start.elapsed();
+                    samples.firsts.push(first.unwrap_or(total));
+                    samples.totals.push(total);
                 }
-                let total = start.elapsed();
-                samples.firsts.push(first.unwrap_or(total));
-                samples.totals.push(total);
+                Ok((events, samples))
             }
-            Ok::<_, anyhow::Error>((events, samples))
-        }));
-    }
+        },
+    )
+    .await?;
     let mut events = 0;
     let mut all = Samples::default();
-    for t in tasks {
-        let (n, s) = t.await??;
+    for (n, s) in results {
         events += n;
         all.firsts.extend(s.firsts);
         all.totals.extend(s.totals);
