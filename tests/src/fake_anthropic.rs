@@ -55,6 +55,10 @@ pub enum Behavior {
     Slow(Duration),
     /// The connection is closed before any response header.
     CloseBeforeHeaders,
+    /// Over HTTP/2, the stream is reset with `REFUSED_STREAM` before any header: the server
+    /// says it did not process the request (a server at its stream limit does this). Over
+    /// HTTP/1.1 the connection is closed, as with `CloseBeforeHeaders`.
+    RefusedStream,
     /// Exactly these headers and bytes.
     Raw {
         status: u16,
@@ -268,6 +272,22 @@ fn credential(h: &HeaderMap) -> String {
         .to_string()
 }
 
+/// A service error whose cause is an h2 error: see `Behavior::RefusedStream`.
+#[derive(Debug)]
+struct Refused(h2::Error);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("refused by the test before processing")
+    }
+}
+
+impl std::error::Error for Refused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// Counts a cancel if dropped before `done()`: the client went away first.
 struct CancelGuard {
     shared: Arc<Shared>,
@@ -333,6 +353,13 @@ async fn handle(
             return Err(std::io::Error::other(
                 "closed by the test before any header",
             ))
+        }
+        // hyper resets the stream with the reason of an h2 error it finds among the service
+        // error's causes (`io::Error` itself shows its inner error's cause, not the inner one).
+        Behavior::RefusedStream => {
+            return Err(std::io::Error::other(Refused(h2::Error::from(
+                h2::Reason::REFUSED_STREAM,
+            ))))
         }
         Behavior::Hang => {
             let mut guard = CancelGuard {

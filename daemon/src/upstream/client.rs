@@ -130,6 +130,9 @@ pub enum SendError {
     Handshake(BoxError),
     /// The request failed on its connection.
     Request(BoxError),
+    /// The request reached the upstream, which refused it unprocessed (HTTP/2 `REFUSED_STREAM`,
+    /// or a GOAWAY that left it out): it may be sent again.
+    Refused(BoxError),
     /// The URL has no scheme or host.
     NotAbsolute,
 }
@@ -142,6 +145,7 @@ impl std::fmt::Display for SendError {
             SendError::Connect(_) => f.write_str("cannot connect"),
             SendError::Handshake(_) => f.write_str("cannot start HTTP on the connection"),
             SendError::Request(e) => write!(f, "{e}"),
+            SendError::Refused(_) => f.write_str("the upstream refused the request unprocessed"),
             SendError::NotAbsolute => f.write_str("the upstream URL has no scheme or host"),
         }
     }
@@ -153,6 +157,7 @@ impl std::error::Error for SendError {
             SendError::Connect(e) => Some(e.as_ref()),
             SendError::Handshake(e) => Some(e.as_ref()),
             SendError::Request(e) => e.source(),
+            SendError::Refused(e) => Some(e.as_ref()),
             SendError::NotAbsolute => None,
         }
     }
@@ -245,6 +250,7 @@ impl UpstreamClient {
                         inner: Inner::Http2(b),
                         _stream: Some(slot),
                     })),
+                    Err(f) if f.refused() => return Err(SendError::Refused(f.error.into())),
                     Err(f) => Err((f.unsent, BoxError::from(f.error))),
                 },
             };
@@ -349,7 +355,7 @@ pub fn kind_of(e: &SendError) -> NetworkKind {
         SendError::Connect(_) | SendError::Handshake(_) | SendError::NotAbsolute => {
             NetworkKind::Connect
         }
-        SendError::Request(_) => NetworkKind::Io,
+        SendError::Request(_) | SendError::Refused(_) => NetworkKind::Io,
     }
 }
 

@@ -76,6 +76,28 @@ pub struct SendFailure {
     pub unsent: Option<http::Request<Full<Bytes>>>,
 }
 
+impl SendFailure {
+    /// The request went out but the upstream says it did not process it: it may go again
+    /// (see [`refused`]).
+    pub fn refused(&self) -> bool {
+        self.unsent.is_none() && refused(&self.error)
+    }
+}
+
+/// Whether `e` says the upstream left the stream unprocessed (RFC 9113 §8.7): it reset the
+/// stream with `REFUSED_STREAM`, or its GOAWAY named a last stream below this one. h2 gives the
+/// second as a remote GOAWAY error on exactly those streams; a GOAWAY with `NO_ERROR` (how
+/// servers rotate connections) is told apart from one that ends a failing connection, whose
+/// error may reach streams the server did process.
+pub fn refused(e: &h2::Error) -> bool {
+    e.is_remote()
+        && match e.reason() {
+            Some(h2::Reason::REFUSED_STREAM) => e.is_reset(),
+            Some(h2::Reason::NO_ERROR) => e.is_go_away(),
+            _ => false,
+        }
+}
+
 impl Sender {
     /// Whether the connection is gone (no request can be sent on it).
     pub fn is_closed(&self) -> bool {
@@ -125,9 +147,15 @@ impl Sender {
                 unsent: None,
             })?;
         }
-        let answer = answer.await.map_err(|error| SendFailure {
-            error,
-            unsent: None,
+        let answer = answer.await.map_err(|error| {
+            if error.is_go_away() && error.is_remote() {
+                // The upstream is going away: no later request should be handed this one.
+                self.closed.store(true, Ordering::Relaxed);
+            }
+            SendFailure {
+                error,
+                unsent: None,
+            }
         })?;
         Ok(answer.map(|recv| RecvBody { recv }))
     }
@@ -314,6 +342,136 @@ mod tests {
         assert!(failed.unsent.is_some(), "the request is given back");
         assert!(sender.is_closed());
         drop(answer);
+    }
+
+    fn post(addr: std::net::SocketAddr) -> http::Request<Full<Bytes>> {
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(addr.to_string())
+            .path_and_query("/v1/messages")
+            .build()
+            .expect("uri");
+        http::Request::post(uri)
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .expect("request")
+    }
+
+    /// A stream the upstream resets with `REFUSED_STREAM` before answering was not processed
+    /// and may go again; one reset for any other reason may have been processed.
+    #[tokio::test]
+    async fn only_a_stream_refused_unprocessed_may_go_again() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                return;
+            };
+            let mut reasons = [h2::Reason::REFUSED_STREAM, h2::Reason::INTERNAL_ERROR].into_iter();
+            while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                match reasons.next() {
+                    Some(reason) => respond.send_reset(reason),
+                    None => {
+                        let _ = respond.send_response(http::Response::new(()), true);
+                    }
+                }
+            }
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut sender = handshake(TokioIo::new(tcp)).await.expect("handshake");
+        let refused = sender.send(post(addr)).await.expect_err("refused");
+        assert!(refused.refused(), "{:?}", refused.error);
+        let failed = sender.send(post(addr)).await.expect_err("reset");
+        assert!(!failed.refused(), "{:?}", failed.error);
+        let answer = sender.send(post(addr)).await.expect("answered");
+        assert_eq!(answer.status(), 200);
+        assert!(
+            !sender.is_closed(),
+            "a reset stream leaves the connection usable"
+        );
+    }
+
+    /// An upstream that rotates its connection sends GOAWAY naming the last stream it will
+    /// process; a stream opened after that one was not processed and may go again, while the
+    /// one before it is answered. Written frame by frame, since the GOAWAY must race a stream
+    /// the server has already read.
+    #[tokio::test]
+    async fn a_stream_left_out_by_goaway_may_go_again() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+            let len = u32::try_from(payload.len()).expect("small");
+            let mut f = len.to_be_bytes()[1..].to_vec();
+            f.extend([kind, flags]);
+            f.extend(stream.to_be_bytes());
+            f.extend(payload);
+            f
+        }
+        const HEADERS: u8 = 1;
+        const SETTINGS: u8 = 4;
+        const GOAWAY: u8 = 7;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let mut preface = [0u8; 24];
+            if tcp.read_exact(&mut preface).await.is_err() {
+                return;
+            }
+            let _ = tcp.write_all(&frame(SETTINGS, 0, 0, &[])).await;
+            let mut streams = Vec::new();
+            loop {
+                let mut head = [0u8; 9];
+                if tcp.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let mut payload = vec![0u8; len];
+                if tcp.read_exact(&mut payload).await.is_err() {
+                    return;
+                }
+                let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+                match head[3] {
+                    SETTINGS if head[4] & 1 == 0 => {
+                        let _ = tcp.write_all(&frame(SETTINGS, 1, 0, &[])).await;
+                    }
+                    HEADERS => streams.push(stream),
+                    _ => {}
+                }
+                if streams.len() == 2 {
+                    // Stream 3 was read; the server goes away after stream 1 (NO_ERROR), then
+                    // starts stream 1's answer: `:status 200` (static table index 8) and
+                    // END_HEADERS, the body still to come, so the connection lives on.
+                    let mut goaway = 1u32.to_be_bytes().to_vec();
+                    goaway.extend(0u32.to_be_bytes());
+                    let _ = tcp.write_all(&frame(GOAWAY, 0, 0, &goaway)).await;
+                    let _ = tcp.write_all(&frame(HEADERS, 0x4, 1, &[0x88])).await;
+                    streams.clear();
+                }
+            }
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut first = handshake(TokioIo::new(tcp)).await.expect("handshake");
+        let mut second = first.clone();
+        let (answered, left_out) = tokio::join!(first.send(post(addr)), second.send(post(addr)));
+        let answered = answered.expect("stream 1 is answered");
+        assert_eq!(answered.status(), 200);
+        let left_out = left_out.expect_err("stream 3 is left out");
+        assert!(left_out.refused(), "{:?}", left_out.error);
+        assert!(
+            first.is_closed(),
+            "a connection going away takes no new request"
+        );
+        drop(answered);
     }
 
     #[test]

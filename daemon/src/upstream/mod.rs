@@ -210,6 +210,23 @@ pub async fn send<U: Upstream>(
         sending
     }
     .await;
+    let sent = match sent {
+        // The upstream did not process it (an HTTP/2 server at its stream limit, or one
+        // rotating its connection): not the account's failure, so once more before any
+        // account is blamed. Boxed: rare, and it would double this future's size.
+        Ok(Err(client::SendError::Refused(e))) => {
+            tracing::debug!(
+                "upstream refused the request unprocessed ({}); sending it again",
+                error_chain(e.as_ref())
+            );
+            let again = match request_for(u, rt, req) {
+                Ok(request) => tokio::time::timeout(rt.headers_timeout, rt.upstream.send(request)),
+                Err(message) => return network(NetworkKind::Connect, message),
+            };
+            crate::passthrough::cold(again).await
+        }
+        sent => sent,
+    };
     let response = match sent {
         Err(_) => {
             let secs = rt.headers_timeout.as_secs();

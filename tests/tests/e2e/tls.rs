@@ -211,6 +211,31 @@ async fn http2_a_stream_reset_after_the_first_events_ends_with_an_error_event() 
     assert_eq!(fake.count("key-a"), 1, "no retry after the first byte");
 }
 
+/// An HTTP/2 upstream that refuses a stream unprocessed (`REFUSED_STREAM`, as a server at its
+/// stream limit does) has not failed: the request goes again at once, the client gets its
+/// answer, and the account is not blamed (no error counted, no cooldown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_a_stream_refused_unprocessed_goes_again_without_blaming_the_account() {
+    let ca = TestCa::new().unwrap();
+    let fake = https_fake(&ca, Alpn::Http2).await;
+    let home = trusting_home(&fake, &ca, "ca.pem");
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    fake.script("key-a", 1, Behavior::RefusedStream);
+    let mut client = OneConnection::to(&d).await;
+    let (status, text) = client.post(false).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(fake.count("key-a"), 2, "refused once, then served");
+    assert_eq!(fake.last().unwrap().version, http::Version::HTTP_2);
+    let a = d.account("a").await.unwrap();
+    assert_eq!(a["state"], "active", "{a}");
+    assert_eq!(a["counters"]["errors"], serde_json::json!({}), "{a}");
+    // A reset for any other reason may follow processing: it is the account's failure.
+    fake.script("key-a", 1, Behavior::CloseBeforeHeaders);
+    let (status, _) = client.post(false).await;
+    assert_eq!(status, 502);
+    assert_eq!(fake.count("key-a"), 3, "not sent again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_offering_only_http1_over_tls_gets_http1() {
     let ca = TestCa::new().unwrap();
