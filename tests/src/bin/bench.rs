@@ -12,7 +12,7 @@
 //! holding 1,000 open streams. Prints a table with ratios to direct and writes JSON. Figures, not
 //! pass/fail: these machines are noisy, so compare ratios from the same run.
 //!
-//! `--soak SECS` only loads one path at c=32 (to attach a profiler); `--sse N` only measures the
+//! `--soak SECS [--c N]` only loads one path at c=32, or N (to attach a profiler); `--sse N` only measures the
 //! SSE stream, N per path; `--paced` only the paced streams (32 at once, events 2 ms apart, as a
 //! model writes: the proxy's CPU per event on the path real answers take); `--oauth` makes the proxy's account a subscription login, whose
 //! answers carry quota headers (the path most users take); `--tls` makes the fake upstream
@@ -45,6 +45,8 @@ struct Opts {
     soak_nginx: bool,
     /// With `soak`: load the stack-floor proxy with this upstream client instead.
     soak_floor: Option<String>,
+    /// With `soak`: this many connections at once (`--c N`; 32 unless told).
+    soak_c: usize,
     /// The proxy's account is a subscription login (OAuth, with quota headers on every
     /// answer) instead of an API key.
     oauth: bool,
@@ -73,6 +75,12 @@ fn opts() -> Opts {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok());
     let soak_nginx = args.iter().any(|a| a == "--nginx");
+    let soak_c = args
+        .iter()
+        .position(|a| a == "--c")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32);
     let oauth = args.iter().any(|a| a == "--oauth");
     let tls = args.iter().any(|a| a == "--tls");
     let paced_only = args.iter().any(|a| a == "--paced");
@@ -92,6 +100,7 @@ fn opts() -> Opts {
         soak,
         soak_nginx,
         soak_floor,
+        soak_c,
         oauth,
         sse_only,
         tls,
@@ -882,14 +891,15 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = rss_mb(pid)?;
     if let Some(secs) = o.soak {
+        let c = o.soak_c;
         let small = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"say hi"}]}).to_string());
         if let Some(client) = &o.soak_floor {
             let floor = Floor::start(&direct, client)?;
             eprintln!(
-                "floor pid {}: loading it at c=32 for {secs} s",
+                "floor pid {}: loading it at c={c} for {secs} s",
                 floor.child.id()
             );
-            let (n, took) = throughput(&floor.addr, &small, 32, secs).await?;
+            let (n, took) = throughput(&floor.addr, &small, c, secs).await?;
             println!("{:.0} req/s through the floor", n as f64 / took);
             return Ok(());
         }
@@ -899,15 +909,15 @@ async fn run(o: Opts) -> anyhow::Result<()> {
                 bail!("--nginx: nginx is not on PATH");
             };
             eprintln!(
-                "nginx pids {:?}: loading it at c=32 for {secs} s",
+                "nginx pids {:?}: loading it at c={c} for {secs} s",
                 nginx.pids()
             );
-            let (n, took) = throughput(&nginx.authority, &small, 32, secs).await?;
+            let (n, took) = throughput(&nginx.authority, &small, c, secs).await?;
             println!("{:.0} req/s through nginx", n as f64 / took);
             return Ok(());
         }
-        eprintln!("proxy pid {pid}: loading it at c=32 for {secs} s");
-        let (n, took) = throughput(&proxy, &small, 32, secs).await?;
+        eprintln!("proxy pid {pid}: loading it at c={c} for {secs} s");
+        let (n, took) = throughput(&proxy, &small, c, secs).await?;
         println!("{:.0} req/s through the proxy", n as f64 / took);
         return Ok(());
     }
