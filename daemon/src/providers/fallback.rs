@@ -124,11 +124,11 @@ impl Upstream for LinkUpstream<'_> {
         }
         Prepared {
             method: http::Method::POST,
-            url: format!(
+            url: upstream::Url::Text(format!(
                 "{}{}",
                 provider.base_url.trim_end_matches('/'),
                 translated.path
-            ),
+            )),
             headers,
             body: Bytes::from(translated.body.to_string()),
         }

@@ -53,7 +53,7 @@ pub async fn completions(State(app): State<Arc<App>>, req: Request) -> Response 
     let inbound = Inbound {
         route: Route::Messages,
         method: http::Method::POST,
-        path_and_query: "/v1/messages".into(),
+        path_and_query: http::uri::PathAndQuery::from_static("/v1/messages"),
         headers,
         body,
         model: Some(model.clone()),

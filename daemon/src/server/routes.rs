@@ -105,7 +105,7 @@ pub struct Received {
     pub draft: Draft,
     pub rt: Arc<Runtime>,
     pub parts: http::request::Parts,
-    pub path_and_query: String,
+    pub path_and_query: http::uri::PathAndQuery,
     pub body: bytes::Bytes,
     pub model: Option<String>,
 }
@@ -205,10 +205,12 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
         None
     };
     draft.set_model(model.as_deref());
-    let path_and_query = parts.uri.path_and_query().map_or_else(
-        || parts.uri.path().to_string(),
-        |pq| pq.as_str().to_string(),
-    );
+    // Shared with the request's URI, not copied; an origin-form request always has one.
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     draft.debug = app.logs.debug.then(|| {
         Arc::new(crate::passthrough::record::DebugRequest {
             headers: parts.headers.clone(),

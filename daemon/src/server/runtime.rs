@@ -39,6 +39,9 @@ pub struct Runtime {
     pub config: Arc<ProxyConfig>,
     /// `providers.anthropic.baseUrl`: where accounts without a `baseUrl` of their own are sent.
     pub base_url: String,
+    /// `base_url` as an origin, when it is only one (the default is): the passthrough then
+    /// builds upstream URIs from parts ([`crate::passthrough::Origin`]).
+    pub origin: Option<crate::passthrough::Origin>,
     /// `server.authKey`: what clients must present (none on a loopback listener without one).
     pub auth_key: Option<Secret>,
     pub connect_timeout: Duration,
@@ -84,6 +87,7 @@ impl Runtime {
         };
         Ok(Self {
             base_url: config.providers.anthropic.base_url.value.clone(),
+            origin: crate::passthrough::Origin::of(&config.providers.anthropic.base_url.value),
             auth_key: config.server.auth_key().cloned(),
             connect_timeout,
             extra_roots,

@@ -44,9 +44,18 @@ const MAX_ERROR_BODY: usize = 1024 * 1024;
 /// The request to send.
 pub struct Prepared {
     pub method: http::Method,
-    pub url: String,
+    pub url: Url,
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+/// Where a prepared request goes.
+pub enum Url {
+    /// Built from parts already checked: nothing to format or parse (the passthrough to an
+    /// origin, nearly every request).
+    Parsed(http::Uri),
+    /// A URL to parse; one that is not valid fails the attempt, saying so.
+    Text(String),
 }
 
 /// How a 2xx answer's body is read.
@@ -281,8 +290,12 @@ fn request_for<U: Upstream>(
     req: &Inbound,
 ) -> Result<http::Request<Full<Bytes>>, String> {
     let p = u.prepare(rt, req);
-    let uri =
-        http::Uri::try_from(p.url).map_err(|e| format!("the upstream URL is not valid: {e}"))?;
+    let uri = match p.url {
+        Url::Parsed(uri) => uri,
+        Url::Text(url) => {
+            http::Uri::try_from(url).map_err(|e| format!("the upstream URL is not valid: {e}"))?
+        }
+    };
     let mut request = http::Request::new(Full::new(p.body));
     *request.method_mut() = p.method;
     *request.uri_mut() = uri;
