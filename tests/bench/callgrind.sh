@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by callgrind while the bench loads the proxy at c=32.
 #
-#   tests/bench/callgrind.sh [--tls] [--oauth]      # from the workspace root
+#   tests/bench/callgrind.sh [--bin PATH] [--tls] [--oauth]      # from the workspace root
 #
 # Builds the proxy with the `profiling` profile (the release build with line tables), runs it
 # under valgrind behind a `NEUROLINK_BIN` wrapper while `bench --soak` loads it, zeroes the
@@ -9,14 +9,22 @@
 # (read from the proxy's `/status`). Exact to about 0.5 % run to run, so a change of 1 % can be
 # told from noise, which wall-clock figures on this machine cannot. User space only. The dump
 # is kept for `callgrind_annotate`. Needs valgrind, curl and python3; contacts only loopback.
+# `--bin PATH` measures a saved profiling build instead of building the tree's (an A/B: copy
+# `target/profiling/neurolink` aside before the change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v valgrind >/dev/null || { echo "valgrind is not on PATH (apt-get install valgrind)" >&2; exit 1; }
-cargo build -q --profile profiling -p neurolink-daemon --bin neurolink
+bin="$PWD/target/profiling/neurolink"
+if [ "${1:-}" = "--bin" ]; then
+  bin=$(realpath "${2:?--bin needs a path}")
+  [ -x "$bin" ] || { echo "$bin is not an executable" >&2; exit 1; }
+  shift 2
+else
+  cargo build -q --profile profiling -p neurolink-daemon --bin neurolink
+fi
 cargo build -q --release -p neurolink-tests --bin bench -p neurolink-daemon
 
 work=$(mktemp -d)
-bin="$PWD/target/profiling/neurolink"
 cat > "$work/wrap.sh" <<WRAP
 #!/usr/bin/env bash
 exec valgrind --tool=callgrind --callgrind-out-file=$work/callgrind-%p.out "$bin" "\$@"
