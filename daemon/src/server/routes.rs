@@ -41,14 +41,17 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Service {
     >;
 
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let req = req.map(Body::new);
         if req.method() == Method::POST && req.uri().path() == "/v1/messages" {
+            // hyper's body as it is: the router's boxed `Body` is one more allocation.
             let app = self.app.clone();
             return Box::pin(async move { Ok(proxied(app, req, Route::Messages).await) });
         }
         // The router is always ready (`poll_ready` is a no-op), so `call` alone is enough.
         let mut router = self.router.clone();
-        Box::pin(tower_service::Service::call(&mut router, req))
+        Box::pin(tower_service::Service::call(
+            &mut router,
+            req.map(Body::new),
+        ))
     }
 }
 
@@ -82,7 +85,7 @@ async fn models(State(app): State<Arc<App>>, req: Request) -> Response {
     proxied(app, req, Route::Models).await
 }
 
-async fn proxied(app: Arc<App>, req: Request, route: Route) -> Response {
+async fn proxied<B: ClientBody>(app: Arc<App>, req: http::Request<B>, route: Route) -> Response {
     match read(&app, req).await {
         Ok(r) => {
             let inbound = Inbound {
@@ -112,7 +115,10 @@ pub struct Received {
 
 /// Check the client's key, read the body (bounded in size and time) and find its `model`. A
 /// request refused here is answered (and logged) at once.
-pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
+pub async fn read<B: ClientBody>(
+    app: &Arc<App>,
+    req: http::Request<B>,
+) -> Result<Received, Response> {
     // One id per request, from here on: the request-log line and any answer of the proxy's own
     // carry the same one. Requests refused here get a log line too (who knocked with the wrong
     // key, what was too big).
@@ -152,7 +158,7 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
     let (parts, body) = req.into_parts();
     let read = tokio::time::timeout(
         rt.client_body_timeout,
-        axum::body::to_bytes(body, MAX_REQUEST_BODY),
+        collect(body, MAX_REQUEST_BODY, declared),
     )
     .await;
     let Ok(read) = read else {
@@ -170,12 +176,9 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
     let body = match read {
         Ok(b) => b,
         Err(e) => {
-            let over_limit = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            let (response, class) = if over_limit {
-                (too_large(draft.request_id()), "request_too_large")
-            } else {
-                (
+            let (response, class) = match e {
+                Unread::TooLarge => (too_large(draft.request_id()), "request_too_large"),
+                Unread::Failed(e) => (
                     errors::anthropic(
                         draft.request_id(),
                         StatusCode::BAD_REQUEST,
@@ -183,7 +186,7 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
                         &format!("could not read the request body: {e}"),
                     ),
                     "unreadable_body",
-                )
+                ),
             };
             return Err(draft.finish(app, response, None, Some(class)));
         }
@@ -225,6 +228,63 @@ pub async fn read(app: &Arc<App>, req: Request) -> Result<Received, Response> {
         body,
         model,
     })
+}
+
+/// A client request's body: hyper's own on the `POST /v1/messages` path, the router's boxed one
+/// elsewhere.
+pub trait ClientBody:
+    http_body::Body<Data = bytes::Bytes, Error: std::fmt::Display> + Send + 'static
+{
+}
+
+impl<B> ClientBody for B where
+    B: http_body::Body<Data = bytes::Bytes, Error: std::fmt::Display> + Send + 'static
+{
+}
+
+/// Why a request body was not read whole.
+enum Unread {
+    TooLarge,
+    Failed(String),
+}
+
+/// The whole body, at most `limit` bytes. A body that arrives in one frame (nearly all: hyper
+/// hands over what one read brought) is kept as it is, without a copy or a list of frames;
+/// more frames are joined into one buffer sized from the declared length.
+async fn collect<B: ClientBody>(
+    body: B,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<bytes::Bytes, Unread> {
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<bytes::Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Unread::Failed(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len += data.len();
+        if len > limit {
+            return Err(Unread::TooLarge);
+        }
+        if let Some(buf) = &mut joined {
+            buf.extend_from_slice(&data);
+        } else if let Some(one) = first.take() {
+            let hint = declared
+                .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+                .min(limit);
+            let mut buf = bytes::BytesMut::with_capacity(hint.max(len));
+            buf.extend_from_slice(&one);
+            buf.extend_from_slice(&data);
+            joined = Some(buf);
+        } else {
+            first = Some(data);
+        }
+    }
+    Ok(joined.map_or_else(|| first.unwrap_or_default(), bytes::BytesMut::freeze))
 }
 
 /// Request headers larger than this get an Anthropic-shaped 431 (Claude Code sends a few KB;
@@ -316,4 +376,69 @@ async fn not_found(req: Request<Body>) -> Response {
         ),
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    use super::*;
+
+    fn body(frames: Vec<Result<Frame<Bytes>, std::io::Error>>) -> impl ClientBody {
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    fn data(b: &'static [u8]) -> Result<Frame<Bytes>, std::io::Error> {
+        Ok(Frame::data(Bytes::from_static(b)))
+    }
+
+    #[tokio::test]
+    async fn one_frame_is_kept_as_it_is() {
+        let one = Bytes::from(b"{\"model\":\"m\"}".to_vec());
+        let at = one.as_ptr();
+        let got = collect(body(vec![Ok(Frame::data(one))]), 64, None).await;
+        let got = got.unwrap_or_else(|_| panic!("read"));
+        assert_eq!(got, Bytes::from_static(b"{\"model\":\"m\"}"));
+        assert_eq!(got.as_ptr(), at, "not copied");
+    }
+
+    #[tokio::test]
+    async fn frames_are_joined_and_trailers_skipped() {
+        let frames = || {
+            vec![
+                data(b"{\"a\":"),
+                data(b""),
+                data(b"1,\"b\":"),
+                data(b"2}"),
+                Ok(Frame::trailers(http::HeaderMap::new())),
+            ]
+        };
+        // The declared length only sizes the buffer: wrong or absent, the bytes are the same.
+        for declared in [None, Some(13), Some(1), Some(u64::MAX)] {
+            let got = collect(body(frames()), 64, declared).await;
+            let got = got.unwrap_or_else(|_| panic!("read"));
+            assert_eq!(
+                got,
+                Bytes::from_static(b"{\"a\":1,\"b\":2}"),
+                "{declared:?}"
+            );
+        }
+        let empty = collect(body(Vec::new()), 64, None).await;
+        assert!(empty.is_ok_and(|b| b.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_or_broken_it_fails_saying_which() {
+        let over = collect(body(vec![data(b"12345"), data(b"6")]), 5, None).await;
+        assert!(matches!(over, Err(Unread::TooLarge)));
+        let exact = collect(body(vec![data(b"123"), data(b"45")]), 5, None).await;
+        assert!(exact.is_ok_and(|b| b == Bytes::from_static(b"12345")));
+        let broken = vec![data(b"{"), Err(std::io::Error::other("connection reset"))];
+        match collect(body(broken), 64, None).await {
+            Err(Unread::Failed(e)) => assert_eq!(e, "connection reset"),
+            _ => panic!("a broken body fails"),
+        }
+    }
 }
