@@ -814,8 +814,8 @@ mod tests {
 
     #[test]
     fn a_base_with_a_path_is_not_an_origin() {
-        assert!(Origin::of("https://gateway.example/anthropic").is_none());
-        assert!(Origin::of("https://gateway.example/?key=1").is_none());
+        assert!(Origin::of("http://127.0.0.1:9/anthropic").is_none());
+        assert!(Origin::of("http://127.0.0.1:9/?key=1").is_none());
         assert!(Origin::of("not a url").is_none());
         assert!(Origin::of("/relative").is_none());
         assert!(Origin::of("https://api.anthropic.com").is_some());

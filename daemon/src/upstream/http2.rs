@@ -286,11 +286,13 @@ mod tests {
         assert_eq!(h, clean);
     }
 
-    /// An upstream that sent GOAWAY takes no new stream, but its connection lives on while a
-    /// stream it accepted before streams: the sender says closed at once, so the pool drops it
-    /// instead of handing it to every later request (each would fail on it first).
-    #[tokio::test]
-    async fn a_connection_told_goaway_counts_as_closed_while_its_last_stream_runs() {
+    /// An h2 server on loopback whose one connection `serve` drives, and a sender connected to
+    /// it.
+    async fn h2_pair<F, Fut>(serve: F) -> (std::net::SocketAddr, Sender)
+    where
+        F: FnOnce(h2::server::Connection<tokio::net::TcpStream, Bytes>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -299,49 +301,13 @@ mod tests {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                return;
-            };
-            let Some(Ok((_req, mut respond))) = conn.accept().await else {
-                return;
-            };
-            // The answer starts and never ends; then the upstream says it is going away.
-            let open = respond.send_response(http::Response::new(()), false);
-            conn.graceful_shutdown();
-            while conn.accept().await.is_some() {}
-            drop(open);
+            if let Ok(conn) = h2::server::handshake(tcp).await {
+                serve(conn).await;
+            }
         });
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let mut sender = handshake(TokioIo::new(tcp)).await.expect("handshake");
-        let request = || {
-            let uri = http::Uri::builder()
-                .scheme("http")
-                .authority(addr.to_string())
-                .path_and_query("/v1/messages")
-                .build()
-                .expect("uri");
-            http::Request::post(uri)
-                .body(Full::new(Bytes::from_static(b"{}")))
-                .expect("request")
-        };
-        let answer = sender
-            .send(request())
-            .await
-            .expect("the first answer starts");
-        // Until the GOAWAY has arrived, the connection takes streams.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::future::poll_fn(|cx| sender.send.poll_ready(cx))
-            .await
-            .is_ok()
-        {
-            assert!(tokio::time::Instant::now() < deadline, "no GOAWAY seen");
-            tokio::task::yield_now().await;
-        }
-        assert!(!sender.is_closed(), "nothing was sent on it yet");
-        let failed = sender.send(request()).await.expect_err("no new stream");
-        assert!(failed.unsent.is_some(), "the request is given back");
-        assert!(sender.is_closed());
-        drop(answer);
+        let sender = handshake(TokioIo::new(tcp)).await.expect("handshake");
+        (addr, sender)
     }
 
     fn post(addr: std::net::SocketAddr) -> http::Request<Full<Bytes>> {
@@ -356,21 +322,47 @@ mod tests {
             .expect("request")
     }
 
+    /// An upstream that sent GOAWAY takes no new stream, but its connection lives on while a
+    /// stream it accepted before streams: the sender says closed at once, so the pool drops it
+    /// instead of handing it to every later request (each would fail on it first).
+    #[tokio::test]
+    async fn a_connection_told_goaway_counts_as_closed_while_its_last_stream_runs() {
+        let (addr, mut sender) = h2_pair(|mut conn| async move {
+            let Some(Ok((_req, mut respond))) = conn.accept().await else {
+                return;
+            };
+            // The answer starts and never ends; then the upstream says it is going away.
+            let open = respond.send_response(http::Response::new(()), false);
+            conn.graceful_shutdown();
+            while conn.accept().await.is_some() {}
+            drop(open);
+        })
+        .await;
+        let answer = sender
+            .send(post(addr))
+            .await
+            .expect("the first answer starts");
+        // Until the GOAWAY has arrived, the connection takes streams.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::future::poll_fn(|cx| sender.send.poll_ready(cx))
+            .await
+            .is_ok()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "no GOAWAY seen");
+            tokio::task::yield_now().await;
+        }
+        assert!(!sender.is_closed(), "nothing was sent on it yet");
+        let failed = sender.send(post(addr)).await.expect_err("no new stream");
+        assert!(failed.unsent.is_some(), "the request is given back");
+        assert!(sender.is_closed());
+        drop(answer);
+    }
+
     /// A stream the upstream resets with `REFUSED_STREAM` before answering was not processed
     /// and may go again; one reset for any other reason may have been processed.
     #[tokio::test]
     async fn only_a_stream_refused_unprocessed_may_go_again() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let Ok(mut conn) = h2::server::handshake(tcp).await else {
-                return;
-            };
+        let (addr, mut sender) = h2_pair(|mut conn| async move {
             let mut reasons = [h2::Reason::REFUSED_STREAM, h2::Reason::INTERNAL_ERROR].into_iter();
             while let Some(Ok((_req, mut respond))) = conn.accept().await {
                 match reasons.next() {
@@ -380,9 +372,8 @@ mod tests {
                     }
                 }
             }
-        });
-        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let mut sender = handshake(TokioIo::new(tcp)).await.expect("handshake");
+        })
+        .await;
         let refused = sender.send(post(addr)).await.expect_err("refused");
         assert!(refused.refused(), "{:?}", refused.error);
         let failed = sender.send(post(addr)).await.expect_err("reset");
