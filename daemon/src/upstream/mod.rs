@@ -211,12 +211,12 @@ pub async fn send<U: Upstream>(
     // The request is built inside the awaited expression: a local moved into a future keeps
     // its room in this function's state across the `.await`, and every caller's state holds
     // that state again (see `passthrough::cold`).
-    let sent = {
-        let sending = match request_for(u, rt, req) {
-            Ok(request) => tokio::time::timeout(rt.headers_timeout, rt.upstream.send(request)),
-            Err(message) => return network(NetworkKind::Connect, message),
-        };
-        sending
+    // The request is built inside the awaited expression: a local moved into a future keeps
+    // its room in this function's state across the `.await`, and every caller's state holds
+    // that state again (see `passthrough::cold`).
+    let sent = match sending(u, rt, req) {
+        Ok(sending) => sending,
+        Err(message) => return network(NetworkKind::Connect, message),
     }
     .await;
     let sent = match sent {
@@ -228,11 +228,10 @@ pub async fn send<U: Upstream>(
                 "upstream refused the request unprocessed ({}); sending it again",
                 error_chain(e.as_ref())
             );
-            let again = match request_for(u, rt, req) {
-                Ok(request) => tokio::time::timeout(rt.headers_timeout, rt.upstream.send(request)),
+            match sending(u, rt, req) {
+                Ok(again) => crate::passthrough::cold(again).await,
                 Err(message) => return network(NetworkKind::Connect, message),
-            };
-            crate::passthrough::cold(again).await
+            }
         }
         sent => sent,
     };
@@ -281,6 +280,27 @@ pub async fn send<U: Upstream>(
     };
     let (outcome, failure) = u.classify(status, &headers, body);
     decide(u, outcome, failure, "")
+}
+
+/// `u`'s request for `req` on its way, within the headers timeout; or why its URL is not one.
+fn sending<'a, U: Upstream>(
+    u: &U,
+    rt: &'a Runtime,
+    req: &Inbound,
+) -> Result<
+    tokio::time::Timeout<
+        impl std::future::Future<
+                Output = Result<http::Response<client::UpstreamBody>, client::SendError>,
+            > + Send
+            + 'a,
+    >,
+    String,
+> {
+    let request = request_for(u, rt, req)?;
+    Ok(tokio::time::timeout(
+        rt.headers_timeout,
+        rt.upstream.send(request),
+    ))
 }
 
 /// The request for `u`, or why its URL is not one.
