@@ -88,6 +88,16 @@ impl OneConnection {
     }
 }
 
+/// An HTTP/2 fake upstream over TLS and a daemon trusting its authority (`ca.pem` in the
+/// home); bind the three in this order, so the daemon stops before its home is removed.
+async fn http2_daemon() -> (FakeAnthropic, TestHome, Daemon) {
+    let ca = TestCa::new().unwrap();
+    let fake = https_fake(&ca, Alpn::Http2).await;
+    let home = trusting_home(&fake, &ca, "ca.pem");
+    let d = Daemon::start(&home, &[], &[]).unwrap();
+    (fake, home, d)
+}
+
 async fn https_fake(ca: &TestCa, alpn: Alpn) -> FakeAnthropic {
     FakeAnthropic::start_tls(ca.acceptor(alpn).unwrap())
         .await
@@ -130,10 +140,7 @@ async fn a_ca_file_makes_an_https_upstream_trusted_and_http2_is_spoken_when_offe
 /// as a cancel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_large_bodies_arrive_whole_and_a_client_leaving_cancels_its_stream() {
-    let ca = TestCa::new().unwrap();
-    let fake = https_fake(&ca, Alpn::Http2).await;
-    let home = trusting_home(&fake, &ca, "ca.pem");
-    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let (fake, _home, d) = http2_daemon().await;
     let mut client = OneConnection::to(&d).await;
 
     let mut big = message_body(false);
@@ -185,10 +192,7 @@ async fn http2_large_bodies_arrive_whole_and_a_client_leaving_cancels_its_stream
 /// counts a stream error and no other account is tried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_a_stream_reset_after_the_first_events_ends_with_an_error_event() {
-    let ca = TestCa::new().unwrap();
-    let fake = https_fake(&ca, Alpn::Http2).await;
-    let home = trusting_home(&fake, &ca, "ca.pem");
-    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let (fake, _home, d) = http2_daemon().await;
     fake.script("key-a", 1, Behavior::DropAfter(3));
     let mut client = OneConnection::to(&d).await;
     let (status, text) = client.post(true).await;
@@ -216,10 +220,7 @@ async fn http2_a_stream_reset_after_the_first_events_ends_with_an_error_event() 
 /// answer, and the account is not blamed (no error counted, no cooldown).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_a_stream_refused_unprocessed_goes_again_without_blaming_the_account() {
-    let ca = TestCa::new().unwrap();
-    let fake = https_fake(&ca, Alpn::Http2).await;
-    let home = trusting_home(&fake, &ca, "ca.pem");
-    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let (fake, _home, d) = http2_daemon().await;
     fake.script("key-a", 1, Behavior::RefusedStream);
     let mut client = OneConnection::to(&d).await;
     let (status, text) = client.post(false).await;
@@ -274,10 +275,7 @@ async fn an_untrusted_certificate_fails_with_a_hint_naming_the_setting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_requests_share_the_http2_connection_being_opened() {
-    let ca = TestCa::new().unwrap();
-    let fake = https_fake(&ca, Alpn::Http2).await;
-    let home = trusting_home(&fake, &ca, "ca.pem");
-    let d = Daemon::start(&home, &[], &[]).unwrap();
+    let (fake, _home, d) = http2_daemon().await;
     // The daemon serves on one thread per core, each with its own upstream connections: at
     // most that many connections, however many requests arrive at once.
     let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().min(16));
