@@ -527,17 +527,18 @@ impl Upstream for AccountUpstream<'_> {
     type Adapter = relay::Passthrough;
 
     fn prepare(&self, rt: &Runtime, req: &Inbound) -> Prepared {
-        let url = match (&self.spec.base_url, &rt.origin) {
+        // An account's own base URL is rare: it takes the long way.
+        let parsed = match (&self.spec.base_url, &rt.origin) {
             (None, Some(origin)) => origin.uri(&req.path_and_query, req.route),
             _ => None,
         };
-        let url = url.map_or_else(
-            || {
+        let url = match parsed {
+            Some(uri) => Url::Parsed(uri),
+            None => {
                 let base = self.spec.base_url.as_deref().unwrap_or(&rt.base_url);
                 Url::Text(upstream_url(base, req.path_and_query.as_str(), req.route))
-            },
-            Url::Parsed,
-        );
+            }
+        };
         Prepared {
             method: req.method.clone(),
             url,
