@@ -1,6 +1,6 @@
 //! Benchmark: the fake upstream directly vs through the real `neurolink` binary, in one run.
 //!
-//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS [--nginx]] [--sse N] [--paced] [--oauth] [--tls]`
+//! `cargo run --release -p neurolink-tests --bin bench [-- --quick] [--out FILE] [--soak SECS [--nginx]] [--sse N] [--paced] [--oauth] [--tls] [--train]`
 //!
 //! Builds the release proxy, starts the fake upstream and the proxy as child processes (one
 //! API-key account), and, when `nginx` is on PATH, nginx as a reference reverse proxy in front of
@@ -18,7 +18,10 @@
 //! answers carry quota headers (the path most users take); `--tls` makes the fake upstream
 //! HTTPS (a certificate from a CA made for the run, HTTP/2 offered by ALPN, as Anthropic does):
 //! the proxy then speaks HTTP/2 over TLS upstream, nginx HTTP/1.1 over TLS, and the direct row
-//! is the bench client over TLS (HTTP/1.1).
+//! is the bench client over TLS (HTTP/1.1). `--train` loads every path through the proxy
+//! briefly and stops it with SIGTERM: the training run of `tests/bench/pgo.sh`.
+//!
+//! `NEUROLINK_BIN=PATH` measures that binary instead of building the release one.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -56,6 +59,10 @@ struct Opts {
     tls: bool,
     /// Only the paced-stream rows.
     paced_only: bool,
+    /// A short load of every path through the proxy alone, then SIGTERM and a clean exit: the
+    /// training run of a profile-guided build (`tests/bench/pgo.sh`), whose instrumented binary
+    /// writes its profile when it exits.
+    train: bool,
 }
 
 fn opts() -> Opts {
@@ -84,6 +91,7 @@ fn opts() -> Opts {
     let oauth = args.iter().any(|a| a == "--oauth");
     let tls = args.iter().any(|a| a == "--tls");
     let paced_only = args.iter().any(|a| a == "--paced");
+    let train = args.iter().any(|a| a == "--train");
     let soak_floor = args
         .iter()
         .position(|a| a == "--floor")
@@ -105,6 +113,7 @@ fn opts() -> Opts {
         sse_only,
         tls,
         paced_only,
+        train,
     }
 }
 
@@ -129,11 +138,45 @@ fn main() -> anyhow::Result<()> {
         return floor::serve(listener, upstream.clone(), client);
     }
     let o = opts();
-    build_proxy()?;
+    match std::env::var_os("NEUROLINK_BIN") {
+        // A binary built elsewhere (a saved build, an instrumented one): nothing to build.
+        Some(bin) if std::path::Path::new(&bin).is_file() => {}
+        Some(bin) => bail!("NEUROLINK_BIN={} is not a file", bin.to_string_lossy()),
+        None => build_proxy()?,
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(run(o))
+}
+
+/// `--train`: every path the bench measures, through the proxy only and briefly (about 15 s),
+/// then SIGTERM: an instrumented binary writes its profile as it exits, so the exit must be
+/// clean.
+async fn train(
+    mut daemon: Daemon,
+    proxy: &str,
+    sse_body: &Bytes,
+    sse_headers: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let small = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"say hi"}]}).to_string());
+    let big = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"x".repeat(128 * 1024)}]}).to_string());
+    let translated = Bytes::from(json!({"model":"bench-translated","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"say hi"}]}).to_string());
+    let pid = daemon.child.id();
+    let pids = move || vec![pid];
+    eprintln!("training: latency, throughput, bodies, streams, paced and translated streams...");
+    latency_set(&[proxy], &small, &[], 2000).await?;
+    let (served, _) = throughput(proxy, &small, 32, 3.0).await?;
+    latency_set(&[proxy], &big, &[], 200).await?;
+    latency_set(&[proxy], sse_body, sse_headers, 50).await?;
+    paced_set(&[(proxy, &pids)], sse_body, 32, 2.0).await?;
+    latency_set(&[proxy], &translated, &[], 200).await?;
+    let status = daemon.terminate(Duration::from_secs(30))?;
+    if !status.success() {
+        bail!("the proxy exited with {status} after the training run: no profile was written");
+    }
+    println!("trained: {served} requests at c=32 among the rest; the proxy exited cleanly");
+    Ok(())
 }
 
 /// `cargo run` builds only this package; the proxy binary is built here, in the same profile.
@@ -953,6 +996,9 @@ async fn run(o: Opts) -> anyhow::Result<()> {
         cpu_targets.push((n.authority.as_str(), &nginx_pids_now));
     }
     let paced_streams = 32;
+    if o.train {
+        return train(daemon, &proxy, &sse_body, &sse_headers).await;
+    }
     if o.paced_only {
         let paced = paced_set(&cpu_targets, &sse_body, paced_streams, secs).await?;
         for (name, p) in ["direct", "proxy", "nginx"].iter().zip(&paced) {
