@@ -9,12 +9,14 @@
 # 2. runs `bench --train` with it three times: plain HTTP upstream with an API key, HTTPS
 #    (HTTP/2) upstream with an API key, HTTPS with a subscription login; only the bench's own
 #    fake upstreams on loopback, never a real provider,
-# 3. merges the profiles with llvm-profdata (rustup's llvm-tools component, added if missing),
+# 3. merges the profiles with llvm-profdata (rustup's llvm-tools component, added if missing;
+#    or $LLVM_PROFDATA, which must match rustc's LLVM version),
 # 4. builds the optimised binary with them: target/pgo/neurolink. `--install` copies it to
 #    ~/.cargo/bin (where `cargo install --path daemon` puts the plain one).
 #
-# Three release builds of the workspace's proxy in all: about 15 minutes on two cores. The
-# builds use their own target folders, so the normal `target/release` is left as it is.
+# Two release builds of the proxy and one of the bench: about 11 minutes on two cores (a fresh
+# clone, measured). The proxy's builds use their own target folders, so the normal
+# `target/release` is left as it is.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -23,18 +25,24 @@ install=false
 for arg in "$@"; do
   case $arg in
     --install) install=true ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "pgo.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
 
+# llvm-profdata must match the compiler's LLVM: rustup's llvm-tools, or $LLVM_PROFDATA.
 host=$(rustc -vV | sed -n 's/^host: //p')
-profdata=$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata
-if [ ! -x "$profdata" ]; then
+profdata=${LLVM_PROFDATA:-$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata}
+if [ ! -x "$profdata" ] && [ -z "${LLVM_PROFDATA:-}" ]; then
+  command -v rustup >/dev/null || {
+    echo "pgo.sh: needs llvm-profdata of rustc's LLVM ($(rustc -vV | sed -n 's/^LLVM version: //p')):" \
+      "install rustup's llvm-tools, or set LLVM_PROFDATA" >&2
+    exit 1
+  }
   echo "pgo.sh: adding rustup's llvm-tools component (for llvm-profdata)..." >&2
   rustup component add llvm-tools-preview
 fi
-[ -x "$profdata" ] || { echo "pgo.sh: $profdata is still missing" >&2; exit 1; }
+[ -x "$profdata" ] || { echo "pgo.sh: $profdata is missing or not executable" >&2; exit 1; }
 
 rm -rf "$out/data" "$out/neurolink.profdata"
 mkdir -p "$out/data"
