@@ -7,8 +7,9 @@
 #
 # 1. builds an instrumented binary (target/pgo/gen),
 # 2. runs `bench --train` with it three times: plain HTTP upstream with an API key, HTTPS
-#    (HTTP/2) upstream with an API key, HTTPS with a subscription login; only the bench's own
-#    fake upstreams on loopback, never a real provider,
+#    (HTTP/2) upstream with an API key, HTTPS with a subscription login, each with requests
+#    shaped like Claude Code's among the bench's own; only the bench's fake upstreams on
+#    loopback, never a real provider,
 # 3. merges the profiles with llvm-profdata (rustup's llvm-tools component, added if missing;
 #    or $LLVM_PROFDATA, which must match rustc's LLVM version),
 # 4. builds the optimised binary with them: target/pgo/neurolink. `--install` copies it to

@@ -150,7 +150,8 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(o))
 }
 
-/// `--train`: every path the bench measures, through the proxy only and briefly (about 15 s),
+/// `--train`: every path the bench measures, and requests shaped like Claude Code's, through the
+/// proxy only and briefly (about 10 s),
 /// then SIGTERM: an instrumented binary writes its profile as it exits, so the exit must be
 /// clean.
 async fn train(
@@ -164,19 +165,79 @@ async fn train(
     let translated = Bytes::from(json!({"model":"bench-translated","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"say hi"}]}).to_string());
     let pid = daemon.child.id();
     let pids = move || vec![pid];
-    eprintln!("training: latency, throughput, bodies, streams, paced and translated streams...");
+    eprintln!(
+        "training: latency, throughput, bodies, streams, paced and translated streams, Claude Code's requests..."
+    );
     latency_set(&[proxy], &small, &[], 2000).await?;
     let (served, _) = throughput(proxy, &small, 32, 3.0).await?;
     latency_set(&[proxy], &big, &[], 200).await?;
     latency_set(&[proxy], sse_body, sse_headers, 50).await?;
     paced_set(&[(proxy, &pids)], sse_body, 32, 2.0).await?;
     latency_set(&[proxy], &translated, &[], 200).await?;
+    // What Claude Code sends (docs/clients.md): its path, its headers, a 48 KB streamed body.
+    let claude_code_body = claude_code_body();
+    let claude_code = |a: &str| {
+        request_to(
+            a,
+            "/v1/messages?beta=true",
+            &claude_code_body,
+            &CLAUDE_CODE_HEADERS,
+        )
+    };
+    latency_set_with(&[proxy], &[&claude_code], 500).await?;
     let status = daemon.terminate(Duration::from_secs(30))?;
     if !status.success() {
         bail!("the proxy exited with {status} after the training run: no profile was written");
     }
     println!("trained: {served} requests at c=32 among the rest; the proxy exited cleanly");
     Ok(())
+}
+
+/// The headers Claude Code sends with every request, as the e2e suite saw them (the session id
+/// is one per run; the credential is the bench's).
+const CLAUDE_CODE_HEADERS: [(&str, &str); 14] = [
+    ("anthropic-version", "2023-06-01"),
+    ("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,per-turn-control-2026-07-01,mid-conversation-tool-changes-2026-07-01,thinking-token-count-2026-05-13,advanced-tool-use-2025-11-20,effort-2025-11-24"),
+    ("user-agent", "claude-cli/2.1.332 (external, sdk-cli)"),
+    ("x-app", "cli"),
+    ("x-claude-code-session-id", "2f0c7a58-8a4e-4c3b-9d51-6f7e2b1c0d93"),
+    ("anthropic-dangerous-direct-browser-access", "true"),
+    ("x-stainless-lang", "js"),
+    ("x-stainless-runtime", "node"),
+    ("x-stainless-runtime-version", "v22.12.0"),
+    ("x-stainless-package-version", "0.70.0"),
+    ("x-stainless-os", "Linux"),
+    ("x-stainless-arch", "x64"),
+    ("x-stainless-retry-count", "0"),
+    ("x-stainless-timeout", "600"),
+];
+
+/// A body shaped like Claude Code's first request: system blocks, tools, metadata, thinking
+/// and effort settings, streamed; about 48 KB.
+fn claude_code_body() -> Bytes {
+    let tools: Vec<serde_json::Value> = ["Agent", "Bash", "Edit", "Read", "Write", "Grep"]
+        .iter()
+        .map(|name| {
+            json!({"name": name, "description": "d".repeat(6000), "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}})
+        })
+        .collect();
+    Bytes::from(
+        json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 128000,
+            "stream": true,
+            "system": [
+                {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.332"},
+                {"type": "text", "text": "s".repeat(8000), "cache_control": {"type": "ephemeral"}}
+            ],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "say hi"}]}],
+            "tools": tools,
+            "metadata": {"user_id": "{\"device_id\":\"bench\",\"session_id\":\"2f0c7a58\"}"},
+            "thinking": {"type": "adaptive", "display": "omitted"},
+            "output_config": {"effort": "medium"}
+        })
+        .to_string(),
+    )
 }
 
 /// `cargo run` builds only this package; the proxy binary is built here, in the same profile.
