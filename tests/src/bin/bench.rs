@@ -151,18 +151,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `--train`: every path the bench measures, and requests shaped like Claude Code's, through the
-/// proxy only and briefly (about 10 s),
-/// then SIGTERM: an instrumented binary writes its profile as it exits, so the exit must be
-/// clean.
+/// proxy only and briefly (about 10 s), then SIGTERM: an instrumented binary writes its profile
+/// as it exits, so the exit must be clean.
 async fn train(
     mut daemon: Daemon,
     proxy: &str,
     sse_body: &Bytes,
     sse_headers: &[(&str, &str)],
 ) -> anyhow::Result<()> {
-    let small = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"say hi"}]}).to_string());
-    let big = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"x".repeat(128 * 1024)}]}).to_string());
-    let translated = Bytes::from(json!({"model":"bench-translated","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"say hi"}]}).to_string());
+    let small = small_body();
+    let big = big_body();
+    let translated = translated_body();
     let pid = daemon.child.id();
     let pids = move || vec![pid];
     eprintln!(
@@ -238,6 +237,27 @@ fn claude_code_body() -> Bytes {
         })
         .to_string(),
     )
+}
+
+/// A short non-streamed request: the latency and throughput rows.
+fn small_body() -> Bytes {
+    Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"say hi"}]}).to_string())
+}
+
+/// A request with a 128 KB message.
+fn big_body() -> Bytes {
+    Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"x".repeat(128 * 1024)}]}).to_string())
+}
+
+/// A streamed request; the fake sends as many events as `x-fake-events` says.
+fn sse_body() -> Bytes {
+    Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"say hi"}]}).to_string())
+}
+
+/// A streamed request for the model the bench's config routes to the OpenAI fake, translated
+/// both ways.
+fn translated_body() -> Bytes {
+    Bytes::from(json!({"model":"bench-translated","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"say hi"}]}).to_string())
 }
 
 /// `cargo run` builds only this package; the proxy binary is built here, in the same profile.
@@ -996,7 +1016,7 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     let rss_idle = rss_mb(pid)?;
     if let Some(secs) = o.soak {
         let c = o.soak_c;
-        let small = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"say hi"}]}).to_string());
+        let small = small_body();
         if let Some(client) = &o.soak_floor {
             let floor = Floor::start(&direct, client)?;
             eprintln!(
@@ -1031,10 +1051,9 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     } else {
         (5000, 1000, 200, 5.0)
     };
-    let small = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":"say hi"}]}).to_string());
-    let filler = "x".repeat(128 * 1024);
-    let big = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":false,"messages":[{"role":"user","content":filler}]}).to_string());
-    let sse_body = Bytes::from(json!({"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"say hi"}]}).to_string());
+    let small = small_body();
+    let big = big_body();
+    let sse_body = sse_body();
     let events = std::env::var("BENCH_SSE_EVENTS").unwrap_or_else(|_| "1000".into());
     let sse_headers = [("x-fake-events", events.as_str())];
 
@@ -1099,7 +1118,7 @@ async fn run(o: Opts) -> anyhow::Result<()> {
     );
     let paced = paced_set(&cpu_targets, &sse_body, paced_streams, secs).await?;
     eprintln!("translated SSE through the OpenAI fake ({n_sse} streams each)...");
-    let translated_body = Bytes::from(json!({"model":"bench-translated","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"say hi"}]}).to_string());
+    let translated_body = translated_body();
     let openai_body = Bytes::from(json!({"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"say hi"}]}).to_string());
     let to_openai = |a: &str| request_to(a, "/v1/chat/completions", &openai_body, &[]);
     let to_proxy = |a: &str| request(a, &translated_body, &[]);
