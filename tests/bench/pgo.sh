@@ -53,11 +53,12 @@ RUSTFLAGS="-Cprofile-generate=$out/data" \
   cargo build --release -p neurolink-daemon --bin neurolink --target-dir "$out/gen"
 
 echo "pgo.sh: 2/4 the training runs..." >&2
-cargo build --release -p neurolink-tests --bin bench
 for mode in "" "--tls" "--tls --oauth"; do
   echo "pgo.sh:   bench --train $mode" >&2
+  # `cargo run` finds the bench wherever the target folder is (CARGO_TARGET_DIR).
   # shellcheck disable=SC2086 # the mode is two words or none
-  NEUROLINK_BIN=$out/gen/release/neurolink target/release/bench --train $mode
+  NEUROLINK_BIN=$out/gen/release/neurolink \
+    cargo run -q --release -p neurolink-tests --bin bench -- --train $mode
 done
 ls "$out"/data/*.profraw >/dev/null 2>&1 || { echo "pgo.sh: the training wrote no profile" >&2; exit 1; }
 
