@@ -211,9 +211,6 @@ pub async fn send<U: Upstream>(
     // The request is built inside the awaited expression: a local moved into a future keeps
     // its room in this function's state across the `.await`, and every caller's state holds
     // that state again (see `passthrough::cold`).
-    // The request is built inside the awaited expression: a local moved into a future keeps
-    // its room in this function's state across the `.await`, and every caller's state holds
-    // that state again (see `passthrough::cold`).
     let sent = match sending(u, rt, req) {
         Ok(sending) => sending,
         Err(message) => return network(NetworkKind::Connect, message),
