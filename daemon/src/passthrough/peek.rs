@@ -36,8 +36,11 @@ pub fn model(body: &[u8]) -> Result<Option<String>, String> {
                 return Err(s.err("`model` appears twice at the top level; send it once"));
             }
             let value = model_value(&mut s)?;
-            // The rest is scanned only when it may hold another `model` key at all.
-            if memchr::memmem::find(&body[s.i..], b"\"model\"").is_none() {
+            // The rest is scanned only when it may hold another `model` key at all. The
+            // searcher is built once: building it cost more than the search of most bodies.
+            static MODEL_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+                std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"model\""));
+            if MODEL_KEY.find(&body[s.i..]).is_none() {
                 return Ok(value);
             }
             found = Some(value);

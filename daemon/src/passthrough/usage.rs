@@ -176,8 +176,11 @@ impl SseUsage {
 /// once it ended.
 #[derive(Debug, Default)]
 pub struct JsonUsage {
-    /// The body's chunks, shared with what went to the client (no copy): usually one.
-    chunks: Vec<Bytes>,
+    /// The body's first chunk, shared with what went to the client (no copy). Nearly every
+    /// answer has one chunk only, and it is kept without allocating a list for it.
+    first: Option<Bytes>,
+    /// The chunks after the first.
+    rest: Vec<Bytes>,
     len: usize,
     overflow: bool,
 }
@@ -186,20 +189,30 @@ impl JsonUsage {
     pub fn feed(&mut self, chunk: &Bytes) {
         if self.overflow || self.len + chunk.len() > MAX_JSON {
             self.overflow = true;
-            self.chunks = Vec::new();
+            self.first = None;
+            self.rest = Vec::new();
         } else {
             self.len += chunk.len();
-            self.chunks.push(chunk.clone());
+            match self.first {
+                None => self.first = Some(chunk.clone()),
+                Some(_) => self.rest.push(chunk.clone()),
+            }
         }
     }
 
     /// Only the top-level `usage` object is decoded, not the content (most of the body).
     pub fn usage(&self) -> Usage {
         let joined;
-        let body: &[u8] = match self.chunks.as_slice() {
-            [one] => one,
-            many => {
-                joined = many.concat();
+        let body: &[u8] = match (&self.first, self.rest.is_empty()) {
+            (None, _) => b"",
+            (Some(one), true) => one,
+            (Some(first), false) => {
+                let mut all = Vec::with_capacity(self.len);
+                all.extend_from_slice(first);
+                for chunk in &self.rest {
+                    all.extend_from_slice(chunk);
+                }
+                joined = all;
                 &joined
             }
         };

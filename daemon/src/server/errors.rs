@@ -31,19 +31,19 @@ pub fn anthropic(id: &str, status: StatusCode, kind: &str, message: &str) -> Res
 pub fn request_id() -> String {
     const ALPHANUMERIC: &[u8; 62] =
         b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut id = String::with_capacity(31);
-    id.push_str("req_nl_");
+    let mut id = *b"req_nl_000000000000000000000000";
     // Three 64-bit draws, eight characters from each (48 of its 64 bits; what is left after
     // seven divisions by 62 is still above 5 million, so no character is noticeably biased).
-    // One draw per character cost most of this function.
-    for _ in 0..3 {
+    // One draw per character cost most of this function, and pushing `char`s onto a `String`
+    // half of what was left: the bytes are written in place and checked once.
+    for draw in id[7..].chunks_exact_mut(8) {
         let mut r = fastrand::u64(..);
-        for _ in 0..8 {
-            id.push(char::from(ALPHANUMERIC[(r % 62) as usize]));
+        for c in draw {
+            *c = ALPHANUMERIC[(r % 62) as usize];
             r /= 62;
         }
     }
-    id
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 /// Why no account can take a request right now.

@@ -193,7 +193,6 @@ impl UpstreamClient {
         let key = Key::of(req.uri()).ok_or(SendError::NotAbsolute)?;
         let lane = LANE.with(std::cell::Cell::get);
         let pool = &self.lanes[lane.min(self.lanes.len() - 1)];
-        let uri = req.uri().clone();
         let mut fresh_only = false;
         let mut waited = false;
         loop {
@@ -220,21 +219,23 @@ impl UpstreamClient {
                     };
                     // Boxed: the connection set-up (TLS, HTTP/2 handshake) is the larger part
                     // of this future and rare.
-                    let conn = Box::pin(self.open(pool, &key, &uri)).await;
+                    let conn = Box::pin(self.open(pool, &key, req.uri())).await;
                     drop(leading);
                     (conn?, false)
                 }
             };
+            // The absolute URI an HTTP/1.1 request gave up for its path, for sending it again.
+            let mut absolute = None;
             let sent = match conn {
                 Checkout::Http1(mut conn) => {
                     if conn.proxied {
                         // A plain-HTTP request to a proxy: its credentials, if it has any.
-                        if let Some(auth) = self.http_proxy_auth(&uri) {
+                        if let Some(auth) = self.http_proxy_auth(req.uri()) {
                             req.headers_mut()
                                 .insert(http::header::PROXY_AUTHORIZATION, auth);
                         }
                     }
-                    to_http1(&mut req, conn.proxied);
+                    absolute = to_http1(&mut req, &conn);
                     let sent = conn.sender.try_send_request(req).await;
                     pool.put_http1(&key, conn);
                     match sent {
@@ -260,7 +261,9 @@ impl UpstreamClient {
                 // closed meanwhile: once more, on a new connection.
                 Err((Some(unsent), _)) if reused => {
                     req = unsent;
-                    *req.uri_mut() = uri.clone();
+                    if let Some(uri) = absolute {
+                        *req.uri_mut() = uri;
+                    }
                     fresh_only = true;
                 }
                 Err((_, e)) => return Err(SendError::Request(e)),
@@ -300,6 +303,7 @@ impl UpstreamClient {
         Ok(Checkout::Http1(Http1 {
             sender,
             proxied: connected.is_proxied(),
+            host: host_header(uri),
         }))
     }
 
@@ -312,20 +316,23 @@ impl UpstreamClient {
 }
 
 /// HTTP/1.1 carries the upstream in a `Host` header, and the request target is the path alone,
-/// unless the connection goes to an HTTP proxy (which needs the whole URL).
-fn to_http1(req: &mut http::Request<Full<Bytes>>, proxied: bool) {
+/// unless the connection goes to an HTTP proxy (which needs the whole URL). The connection
+/// goes to the request's scheme and authority (its pool key), so its `Host` is the request's.
+/// Returns the absolute URI when the path took its place.
+fn to_http1(req: &mut http::Request<Full<Bytes>>, conn: &Http1) -> Option<Uri> {
     if !req.headers().contains_key(http::header::HOST) {
-        if let Some(host) = host_header(req.uri()) {
-            req.headers_mut().insert(http::header::HOST, host);
+        if let Some(host) = &conn.host {
+            req.headers_mut().insert(http::header::HOST, host.clone());
         }
     }
-    if !proxied {
+    if !conn.proxied {
         let target = req
             .uri()
             .path_and_query()
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-        *req.uri_mut() = target;
+        return Some(std::mem::replace(req.uri_mut(), target));
     }
+    None
 }
 
 /// `host[:port]`, the port left out when it is the scheme's default. The suffix is compared as

@@ -74,6 +74,8 @@ pub struct Http1 {
     pub sender: H1,
     /// It goes to an HTTP proxy: requests are sent in absolute form.
     pub proxied: bool,
+    /// The `Host` header of its requests, made once for the connection rather than per request.
+    pub host: Option<http::HeaderValue>,
 }
 
 /// See [`Pool::opening`].
@@ -454,6 +456,7 @@ mod tests {
             Http1 {
                 sender,
                 proxied: false,
+                host: None,
             },
         );
         // Its request went out longer ago than the idle time, and it is still answering.
