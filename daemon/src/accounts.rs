@@ -126,7 +126,7 @@ pub fn discover(
         let disabled = (!a.enabled).then(|| "enabled: false in the config file".to_string());
         let Some(key) = &a.api_key else {
             // No key of its own: settings for the stored login with this label.
-            match found.specs.iter_mut().find(|s| s.label == a.name.value && s.source != Source::Config) {
+            match found.specs.iter_mut().find(|s| *s.label == *a.name.value && s.source != Source::Config) {
                 Some(stored) => {
                     stored.excluded_models.extend(excluded);
                     stored.weight = a.weight.0.max(1);
@@ -199,10 +199,10 @@ fn make_labels_unique(found: &mut Found) {
         }
         let original = spec.label.clone();
         let mut n = 2;
-        while !seen.insert(format!("{original}-{n}")) {
+        while !seen.insert(format!("{original}-{n}").into()) {
             n += 1;
         }
-        spec.label = format!("{original}-{n}");
+        spec.label = format!("{original}-{n}").into();
         found.warnings.push(format!(
             "two accounts are labelled `{original}`; the later one is shown as `{}`",
             spec.label
@@ -233,7 +233,7 @@ mod tests {
         let paths = Paths::at(dir.path());
         let c = cfg("accounts: {anthropic: [{name: work, apiKey: sk-ant-api03-x, weight: 2, enabled: false}]}");
         let found = discover(&c, &paths, Some("sk-env".into()), 0);
-        let labels: Vec<_> = found.specs.iter().map(|s| s.label.as_str()).collect();
+        let labels: Vec<_> = found.specs.iter().map(|s| &*s.label).collect();
         assert_eq!(labels, ["env", "work"]);
         assert_eq!(found.specs[1].weight, 2);
         assert!(found.specs[1].disabled.is_some());
@@ -253,7 +253,7 @@ mod tests {
         )
         .unwrap();
         let found = discover(&ProxyConfig::default(), &paths, Some("sk-env".into()), 1000);
-        let labels: Vec<_> = found.specs.iter().map(|s| s.label.as_str()).collect();
+        let labels: Vec<_> = found.specs.iter().map(|s| &*s.label).collect();
         assert_eq!(labels, ["alice", "bob", "key"]);
         assert!(found.specs[0].disabled.is_none());
         assert!(found.specs[1]
@@ -297,7 +297,7 @@ mod tests {
         )
         .unwrap();
         let found = discover(&ProxyConfig::default(), &paths, None, 0);
-        assert_eq!(found.specs[0].label, "default");
+        assert_eq!(&*found.specs[0].label, "default");
         assert_eq!(found.specs[0].source, Source::LegacyCredentials);
     }
 
@@ -327,6 +327,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = cfg("accounts: {anthropic: [{name: a, apiKey: k1}, {name: a, apiKey: k2}]}");
         let found = discover(&c, &Paths::at(dir.path()), None, 0);
-        assert_eq!(found.specs[1].label, "a-2");
+        assert_eq!(&*found.specs[1].label, "a-2");
     }
 }

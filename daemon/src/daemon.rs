@@ -110,7 +110,7 @@ pub async fn start(opts: StartOptions) -> anyhow::Result<()> {
             // Routing knows last run's utilisation until fresh headers arrive.
             for id in 0..pool.accounts().len() {
                 let label = pool.accounts()[id].spec.label.clone();
-                if let Some(q) = saved.get(&label) {
+                if let Some(q) = saved.get(&*label) {
                     pool.set_quota(id, q.clone());
                 }
             }
@@ -335,10 +335,10 @@ async fn announce_cooldown_ends(app: Arc<App>) {
                 match pool.state(id, now) {
                     crate::pool::State::Cooling { until } => {
                         soonest = Some(soonest.map_or(until, |s| s.min(until)));
-                        still.push(a.spec.label.clone());
+                        still.push(a.spec.label.to_string());
                     }
-                    crate::pool::State::Active if cooling.contains(&a.spec.label) => {
-                        ended.push(a.spec.label.clone())
+                    crate::pool::State::Active if cooling.iter().any(|c| **c == *a.spec.label) => {
+                        ended.push(a.spec.label.to_string())
                     }
                     _ => {}
                 }
@@ -419,7 +419,12 @@ async fn flush_quotas(app: &Arc<App>) {
         .pool()
         .accounts()
         .iter()
-        .filter_map(|a| a.health.quota.clone().map(|q| (a.spec.label.clone(), q)))
+        .filter_map(|a| {
+            a.health
+                .quota
+                .clone()
+                .map(|q| (a.spec.label.to_string(), q))
+        })
         .collect();
     let path = app.settings.paths.quotas();
     let result = tokio::task::spawn_blocking(move || -> Result<(), String> {

@@ -45,7 +45,7 @@ pub fn record(i: u64, status: u16, account: Option<&str>, error: Option<&str>) -
         path: "/v1/messages".into(),
         model: Some("claude-sonnet-4-5".into()),
         stream: i.is_multiple_of(2),
-        account: account.map(str::to_string),
+        account: account.map(Into::into),
         status,
         attempts: account
             .map(|a| {

@@ -265,8 +265,8 @@ impl State {
         if let Some(p) = &r.fallback_provider {
             *self.fallback_use.entry(p.clone()).or_default() += 1;
         }
-        if r.account.is_some() {
-            self.last_served = r.account.clone();
+        if let Some(account) = &r.account {
+            self.last_served = Some(account.to_string());
         }
         let at = parse_rfc3339(&r.time).unwrap_or(self.now) + r.total_ms;
         self.count(at / 1000, r.input_tokens + r.output_tokens);

@@ -207,7 +207,7 @@ fn rows(paths: &Paths) -> anyhow::Result<Vec<serde_json::Value>> {
             let email = entry
                 .as_ref()
                 .and_then(|e| e.tokens.email().map(str::to_string))
-                .or_else(|| spec.label.contains('@').then(|| spec.label.clone()));
+                .or_else(|| spec.label.contains('@').then(|| spec.label.to_string()));
             let (expires_at, has_refresh) = match &spec.credential {
                 Credential::OAuth(cell) => (Some(cell.expires_at_ms()), cell.has_refresh_token()),
                 Credential::ApiKey(_) => (None, false),
@@ -220,7 +220,7 @@ fn rows(paths: &Paths) -> anyhow::Result<Vec<serde_json::Value>> {
             };
             let last_refresh = entry.as_ref().and_then(|e| e.extra.get("lastRefreshedAt")).and_then(|v| v.as_i64());
             let rt_since = last_refresh.or(entry.as_ref().map(|e| e.created_at)).filter(|t| *t > 0);
-            let q = quotas.get(&spec.label);
+            let q = quotas.get(&*spec.label);
             json!({
                 "label": spec.label,
                 "email": email,
@@ -350,7 +350,7 @@ fn refresh(paths: &Paths, label: Option<&str>, format: OutputFormat) -> anyhow::
     let targets: Vec<_> = found
         .specs
         .iter()
-        .filter(|s| label.is_none_or(|l| label_of(l) == s.label))
+        .filter(|s| label.is_none_or(|l| label_of(l) == &*s.label))
         .filter_map(|s| match &s.credential {
             Credential::OAuth(cell) => Some((s.label.clone(), cell.clone())),
             Credential::ApiKey(_) => None,

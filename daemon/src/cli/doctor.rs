@@ -184,7 +184,7 @@ async fn checks(paths: &Paths) -> Vec<Check> {
         }
         let mut usable = 0;
         for spec in &found.specs {
-            let live = live.iter().find(|a| a["label"] == spec.label.as_str());
+            let live = live.iter().find(|a| a["label"] == *spec.label);
             let mut notes = Vec::new();
             let mut level = Level::Ok;
             let mut fix = None;
@@ -233,7 +233,7 @@ async fn checks(paths: &Paths) -> Vec<Check> {
                     ));
                 }
             }
-            if let Some(q) = quotas.get(&spec.label) {
+            if let Some(q) = quotas.get(&*spec.label) {
                 notes.push(format!(
                     "5h window {:.0}%, 7d window {:.0}%",
                     q.session_used * 100.0,

@@ -75,7 +75,7 @@ fn find(app: &App, label: &str) -> Result<AccountId, RpcError> {
     app.pool()
         .accounts()
         .iter()
-        .position(|a| a.spec.label == label)
+        .position(|a| *a.spec.label == *label)
         .ok_or_else(|| {
             RpcError::new(
                 codes::NO_SUCH_ACCOUNT,

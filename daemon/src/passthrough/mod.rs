@@ -217,7 +217,7 @@ async fn serve_accounts(
         // records only the attempts that did not commit.
         let attempt = || AttemptRecord {
             account: spec.label.clone(),
-            outcome: outcome.class().to_string(),
+            outcome: outcome.class().into(),
         };
         match reply {
             Reply::Relayed(response) => return Ok(response),
@@ -429,7 +429,7 @@ pub(crate) async fn refresh_failed(app: &Arc<App>, id: AccountId, cell: &Arc<aut
         if first {
             let label = pool
                 .account(id)
-                .map(|a| a.spec.label.clone())
+                .map(|a| a.spec.label.to_string())
                 .unwrap_or_default();
             app.emit(neurolink_shared::ipc::Event::account(
                 label,
@@ -625,7 +625,7 @@ impl Upstream for AccountUpstream<'_> {
         (headers::downstream(headers), Box::new(sink))
     }
 
-    fn label(&self) -> String {
+    fn label(&self) -> neurolink_shared::ipc::Label {
         self.spec.label.clone()
     }
 }

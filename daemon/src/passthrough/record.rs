@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use axum::response::Response;
-use neurolink_shared::ipc::{AttemptRecord, RequestRecord};
+use neurolink_shared::ipc::{AttemptRecord, Label, Name, RequestRecord};
 
 use crate::clock::rfc3339;
 use crate::pool::Usage;
@@ -28,8 +28,8 @@ const MAX_DEBUG_BODY: usize = 1024 * 1024;
 struct Head {
     time: String,
     request_id: String,
-    method: String,
-    path: String,
+    method: Name,
+    path: Name,
 }
 
 #[derive(Debug, Clone)]
@@ -51,12 +51,8 @@ impl Draft {
             head: std::sync::Arc::new(Head {
                 time: rfc3339(app.now_ms()),
                 request_id: errors::request_id(),
-                method: method.to_string(),
-                path: path_and_query
-                    .split('?')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
+                method: method_name(method),
+                path: path_name(path_and_query.split('?').next().unwrap_or_default()),
             }),
             model: model.map(str::to_string),
             attempts: Vec::new(),
@@ -83,7 +79,7 @@ impl Draft {
         self,
         status: u16,
         stream: bool,
-        account: Option<String>,
+        account: Option<Label>,
         ttfb_ms: Option<u64>,
         usage: Usage,
         error_class: Option<String>,
@@ -136,7 +132,7 @@ impl Draft {
         self,
         app: &App,
         response: Response,
-        account: Option<String>,
+        account: Option<Label>,
         error_class: Option<&str>,
     ) -> Response {
         let status = response.status().as_u16();
@@ -151,5 +147,53 @@ impl Draft {
             error_class.map(str::to_string),
         ));
         response
+    }
+}
+
+/// The method as records name it: the standard ones without a copy.
+fn method_name(method: &str) -> Name {
+    const STANDARD: [&str; 7] = ["POST", "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"];
+    match STANDARD.iter().find(|m| **m == method) {
+        Some(m) => Name::Borrowed(m),
+        None => Name::Owned(method.to_string()),
+    }
+}
+
+/// The path as records name it: the proxy's own routes without a copy.
+fn path_name(path: &str) -> Name {
+    const ROUTES: [&str; 6] = [
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/health",
+        "/status",
+    ];
+    match ROUTES.iter().find(|r| **r == path) {
+        Some(r) => Name::Borrowed(r),
+        None => Name::Owned(path.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{method_name, path_name, Name};
+
+    #[test]
+    fn known_methods_and_routes_are_named_without_a_copy() {
+        assert!(matches!(method_name("POST"), Name::Borrowed("POST")));
+        assert!(matches!(
+            path_name("/v1/messages"),
+            Name::Borrowed("/v1/messages")
+        ));
+        assert!(matches!(
+            path_name("/v1/messages/count_tokens"),
+            Name::Borrowed("/v1/messages/count_tokens")
+        ));
+        // Anything else is kept as it came.
+        assert_eq!(method_name("PROPFIND"), "PROPFIND");
+        assert!(matches!(method_name("post"), Name::Owned(_)));
+        assert_eq!(path_name("/v1/other"), "/v1/other");
+        assert!(matches!(path_name("/v1/messages/"), Name::Owned(_)));
     }
 }

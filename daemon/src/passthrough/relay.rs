@@ -129,7 +129,7 @@ pub struct AccountSink {
     pub app: std::sync::Arc<App>,
     pub account_id: AccountId,
     pub draft: super::record::Draft,
-    pub account: String,
+    pub account: neurolink_shared::ipc::Label,
     pub status: u16,
     pub ttfb_ms: u64,
 }

@@ -98,8 +98,8 @@ impl Source {
 /// An account as configured: what does not change while the daemon runs.
 #[derive(Debug, Clone)]
 pub struct AccountSpec {
-    /// Unique within the pool.
-    pub label: String,
+    /// Unique within the pool. Shared with every record of the requests it serves.
+    pub label: neurolink_shared::ipc::Label,
     pub source: Source,
     pub credential: Credential,
     /// Per-account upstream override (`accounts.anthropic[].baseUrl`).
@@ -117,7 +117,7 @@ impl AccountSpec {
     /// An enabled account with weight 1, no base URL override and no excluded models.
     pub fn new(label: impl Into<String>, source: Source, credential: Credential) -> Self {
         Self {
-            label: label.into(),
+            label: Arc::from(label.into()),
             source,
             credential,
             base_url: None,
@@ -452,7 +452,7 @@ impl Pool {
                     a.spec = Arc::new(spec);
                 }
                 None => {
-                    added.push(spec.label.clone());
+                    added.push(spec.label.to_string());
                     self.accounts.push(Account {
                         spec: Arc::new(spec),
                         health: Health::default(),
@@ -468,7 +468,7 @@ impl Pool {
             let a = &mut self.accounts[id];
             if !seen && a.health.disabled.as_deref() != Some(REMOVED) {
                 a.health.disabled = Some(REMOVED.to_string());
-                removed.push(a.spec.label.clone());
+                removed.push(a.spec.label.to_string());
             }
         }
         (added, removed)

@@ -92,7 +92,7 @@ pub async fn serve(
         match count(app, rt, link, &claude).await {
             Ok(c) => {
                 draft.attempts.push(AttemptRecord {
-                    account: label,
+                    account: label.into(),
                     outcome: "success".into(),
                 });
                 draft.fallback_provider = Some(link.provider.name.clone());
@@ -120,7 +120,7 @@ pub async fn serve(
                 e.message = link.masked(e.message);
                 tracing::info!(link = %label, "count_tokens failed: {}", e.message);
                 draft.attempts.push(AttemptRecord {
-                    account: label,
+                    account: label.into(),
                     outcome: "failed".into(),
                 });
                 last = Some(Failure::Provider(e));

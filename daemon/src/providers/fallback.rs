@@ -49,7 +49,7 @@ pub async fn serve(
         let label = link.label();
         if app.provider_stats.cooling(&label, app.now_ms()) {
             draft.attempts.push(AttemptRecord {
-                account: label,
+                account: label.into(),
                 outcome: "skipped_cooling".into(),
             });
             continue;
@@ -63,7 +63,7 @@ pub async fn serve(
         };
         let (outcome, reply) = upstream::send(app, rt, &u, req, &draft).await;
         draft.attempts.push(AttemptRecord {
-            account: label.clone(),
+            account: label.as_str().into(),
             outcome: outcome.class().into(),
         });
         match reply {
@@ -231,8 +231,8 @@ impl Upstream for LinkUpstream<'_> {
         (headers, Box::new(sink))
     }
 
-    fn label(&self) -> String {
-        self.link.label()
+    fn label(&self) -> neurolink_shared::ipc::Label {
+        self.link.label().into()
     }
 }
 

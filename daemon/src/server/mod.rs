@@ -225,7 +225,7 @@ impl App {
         let pool = self.pool();
         pool.accounts()
             .iter()
-            .position(|a| a.spec.label == label)
+            .position(|a| *a.spec.label == *label)
             .map_or(neurolink_shared::ipc::AccountState::Disabled, |id| {
                 pool.state(id, now).view()
             })

@@ -40,7 +40,7 @@ pub fn account_view(pool: &Pool, id: AccountId, now: Millis) -> Option<AccountVi
     };
     let c = &a.counters;
     Some(AccountView {
-        label: a.spec.label.clone(),
+        label: a.spec.label.to_string(),
         kind: match a.spec.credential {
             Credential::ApiKey(_) => CredentialKind::ApiKey,
             Credential::OAuth(_) => CredentialKind::Oauth,

@@ -115,7 +115,7 @@ pub trait Upstream {
     }
 
     /// How this candidate appears in the request's attempts.
-    fn label(&self) -> String;
+    fn label(&self) -> neurolink_shared::ipc::Label;
 }
 
 /// What one attempt leaves for the candidate loop to do, next to the [`Outcome`] it reports.

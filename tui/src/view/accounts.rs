@@ -331,7 +331,7 @@ fn detail(frame: &mut Frame, area: Rect, state: &State, a: &AccountView) {
         .requests
         .iter()
         .rev()
-        .filter(|r| r.attempts.iter().any(|t| t.account == a.label))
+        .filter(|r| r.attempts.iter().any(|t| *t.account == *a.label))
         .take(recent.height.saturating_sub(2) as usize)
         .map(|r| {
             Line::from(format!(
