@@ -102,6 +102,25 @@ pub fn upstream(client: &HeaderMap, credential: &Credential) -> HeaderMap {
     out
 }
 
+/// The client's own `content-length` when it is exactly `len` in plain digits: the body goes
+/// upstream as it came, and its header value is shared rather than formatted again for each
+/// request (the HTTP clients make a new one when the header is missing). `None` when the body
+/// changed (a renamed model), came chunked, or the value is written any other way.
+pub fn length_of(client: &HeaderMap, len: usize) -> Option<HeaderValue> {
+    let value = client.get(header::CONTENT_LENGTH)?;
+    let digits = value.as_bytes();
+    let mut rest = len;
+    for &d in digits.iter().rev() {
+        if d != b'0' + (rest % 10) as u8 {
+            return None;
+        }
+        rest /= 10;
+    }
+    // All of `len`'s digits, and no leading zero (`0` itself is one digit).
+    let canonical = rest == 0 && (digits.len() == 1 || digits.first() != Some(&b'0'));
+    (canonical && !digits.is_empty()).then(|| value.clone())
+}
+
 /// A credential as a header value, marked sensitive (its `Debug` shows no secret, and HTTP/2
 /// keeps it out of header compression); `None` when it holds bytes a header cannot.
 pub fn sensitive(secret: &str) -> Option<HeaderValue> {
@@ -227,6 +246,26 @@ mod tests {
             );
         }
         m
+    }
+
+    #[test]
+    fn the_clients_length_is_reused_only_when_it_is_the_bodys_in_plain_digits() {
+        let length = |v: &str, len| length_of(&h(&[("content-length", v)]), len);
+        assert_eq!(length("123", 123).expect("reused"), "123");
+        assert_eq!(length("0", 0).expect("reused"), "0");
+        assert_eq!(length("1048576", 1_048_576).expect("reused"), "1048576");
+        // The body changed, or the value is not the body's length as plain digits.
+        for (v, len) in [
+            ("124", 123),
+            ("12", 123),
+            ("1123", 123),
+            ("0123", 123),
+            ("00", 0),
+        ] {
+            assert!(length(v, len).is_none(), "{v} for {len}");
+        }
+        assert!(length("", 0).is_none());
+        assert!(length_of(&HeaderMap::new(), 0).is_none());
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub struct Inbound {
     pub path_and_query: PathAndQuery,
     pub headers: HeaderMap,
     pub body: Bytes,
-    pub model: Option<String>,
+    /// Shared with the request's record.
+    pub model: Option<Arc<str>>,
     /// Serve with API-key accounts only (the OpenAI-compatible endpoint: Anthropic allows
     /// subscription logins for Claude Code only).
     pub api_keys_only: bool,
@@ -67,7 +68,7 @@ impl Inbound {
         v["model"] = serde_json::Value::String(to.to_string());
         if let Ok(body) = serde_json::to_vec(&v) {
             self.body = Bytes::from(body);
-            self.model = Some(to.to_string());
+            self.model = Some(to.into());
         }
     }
 }
@@ -539,10 +540,14 @@ impl Upstream for AccountUpstream<'_> {
                 Url::Text(upstream_url(base, req.path_and_query.as_str(), req.route))
             }
         };
+        let mut headers = headers::upstream(&req.headers, &self.spec.credential);
+        if let Some(length) = headers::length_of(&req.headers, req.body.len()) {
+            headers.insert(http::header::CONTENT_LENGTH, length);
+        }
         Prepared {
             method: req.method.clone(),
             url,
-            headers: headers::upstream(&req.headers, &self.spec.credential),
+            headers,
             body: req.body.clone(),
         }
     }

@@ -5,16 +5,18 @@
 //! the same for a 50 KB or a 30 MB body. Values before it are skipped with `memchr`, without
 //! decoding. A body that is not a JSON object is refused here with a message that says so.
 
+use std::sync::Arc;
+
 /// `Ok(Some(model))`, `Ok(None)` when the object has no string `model` (upstream will say what is
 /// wrong), or `Err` naming the byte offset where the body stopped looking like a JSON object.
-pub fn model(body: &[u8]) -> Result<Option<String>, String> {
+pub fn model(body: &[u8]) -> Result<Option<Arc<str>>, String> {
     let mut s = Scanner { b: body, i: 0 };
     s.ws();
     if s.peek() != Some(b'{') {
         return Err(s.err("the body is not a JSON object (expected `{`)"));
     }
     s.i += 1;
-    let mut found: Option<Option<String>> = None;
+    let mut found: Option<Option<Arc<str>>> = None;
     loop {
         s.ws();
         match s.peek() {
@@ -125,7 +127,7 @@ impl<'a> Members<'a> {
 }
 
 /// The value of `model`: a string, or `None` for anything else (which is skipped).
-fn model_value(s: &mut Scanner<'_>) -> Result<Option<String>, String> {
+fn model_value(s: &mut Scanner<'_>) -> Result<Option<Arc<str>>, String> {
     if s.peek() != Some(b'"') {
         s.skip_value()?;
         return Ok(None);
@@ -135,11 +137,11 @@ fn model_value(s: &mut Scanner<'_>) -> Result<Option<String>, String> {
     if raw.contains(&b'\\') {
         let quoted = &s.b[s.i - raw.len() - 2..s.i];
         serde_json::from_slice::<String>(quoted)
-            .map(Some)
+            .map(|m| Some(m.into()))
             .map_err(|e| s.err(&format!("bad `model` string: {e}")))
     } else {
         std::str::from_utf8(raw)
-            .map(|m| Some(m.to_string()))
+            .map(|m| Some(m.into()))
             .map_err(|_| s.err("`model` is not UTF-8"))
     }
 }
@@ -301,7 +303,7 @@ mod tests {
             }
             v["tools"] = serde_json::json!([{"name":"t","input_schema":{"type":"object","properties":{"q":{"type":"string"}}}}]);
             let bytes = serde_json::to_vec(&v).unwrap();
-            let expected = v.get("model").and_then(|m| m.as_str()).map(String::from);
+            let expected = v.get("model").and_then(|m| m.as_str()).map(Arc::from);
             assert_eq!(model(&bytes), Ok(expected), "{n}");
         }
     }
@@ -356,7 +358,7 @@ mod properties {
                 prop_assert!(got.is_err(), "{body}");
             } else {
                 let parsed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                let expected = parsed.get("model").and_then(|m| m.as_str()).map(str::to_string);
+                let expected = parsed.get("model").and_then(|m| m.as_str()).map(std::sync::Arc::from);
                 prop_assert_eq!(got, Ok(expected), "{}", body);
             }
         }

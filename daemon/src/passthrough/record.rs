@@ -2,6 +2,7 @@
 //! complete: by [`super::forward`] for answers given at once, by the [`super::relay::Relay`] for
 //! streamed ones (whose tokens are known only at the end).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::Response;
@@ -34,10 +35,10 @@ struct Head {
 
 #[derive(Debug, Clone)]
 pub struct Draft {
-    pub debug: Option<std::sync::Arc<DebugRequest>>,
+    pub debug: Option<Arc<DebugRequest>>,
     started: Instant,
-    head: std::sync::Arc<Head>,
-    model: Option<String>,
+    head: Arc<Head>,
+    model: Option<Arc<str>>,
     pub attempts: Vec<AttemptRecord>,
     /// The provider that answered, when it was not Anthropic.
     pub fallback_provider: Option<String>,
@@ -48,13 +49,13 @@ impl Draft {
         Self {
             debug: None,
             started: Instant::now(),
-            head: std::sync::Arc::new(Head {
+            head: Arc::new(Head {
                 time: rfc3339(app.now_ms()),
                 request_id: errors::request_id(),
                 method: method_name(method),
                 path: path_name(path_and_query.split('?').next().unwrap_or_default()),
             }),
-            model: model.map(str::to_string),
+            model: model.map(Arc::from),
             attempts: Vec::new(),
             fallback_provider: None,
         }
@@ -66,8 +67,8 @@ impl Draft {
     }
 
     /// The model, once the body was read.
-    pub fn set_model(&mut self, model: Option<&str>) {
-        self.model = model.map(str::to_string);
+    pub fn set_model(&mut self, model: Option<&Arc<str>>) {
+        self.model = model.cloned();
     }
 
     pub fn elapsed_ms(&self) -> u64 {
@@ -86,7 +87,7 @@ impl Draft {
     ) -> RequestRecord {
         let total_ms = self.elapsed_ms();
         // By the end of an answer its relay's copy is usually the only one left.
-        let head = std::sync::Arc::try_unwrap(self.head).unwrap_or_else(|shared| (*shared).clone());
+        let head = Arc::try_unwrap(self.head).unwrap_or_else(|shared| (*shared).clone());
         RequestRecord {
             time: head.time,
             request_id: head.request_id,

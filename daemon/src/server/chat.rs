@@ -56,7 +56,7 @@ pub async fn completions(State(app): State<Arc<App>>, req: Request) -> Response 
         path_and_query: http::uri::PathAndQuery::from_static("/v1/messages"),
         headers,
         body,
-        model: Some(model.clone()),
+        model: Some(model.as_str().into()),
         api_keys_only: true,
     };
     let created = app.now_ms() / 1000;

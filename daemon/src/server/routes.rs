@@ -110,7 +110,7 @@ pub struct Received {
     pub parts: http::request::Parts,
     pub path_and_query: http::uri::PathAndQuery,
     pub body: bytes::Bytes,
-    pub model: Option<String>,
+    pub model: Option<Arc<str>>,
 }
 
 /// Check the client's key, read the body (bounded in size and time) and find its `model`. A
@@ -207,7 +207,7 @@ pub async fn read<B: ClientBody>(
     } else {
         None
     };
-    draft.set_model(model.as_deref());
+    draft.set_model(model.as_ref());
     // Shared with the request's URI, not copied; an origin-form request always has one.
     let path_and_query = parts
         .uri

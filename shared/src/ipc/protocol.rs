@@ -292,8 +292,9 @@ pub struct RequestRecord {
     pub request_id: String,
     pub method: Name,
     pub path: Name,
+    /// The model the client asked for, shared with the request that named it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
+    pub model: Option<std::sync::Arc<str>>,
     pub stream: bool,
     /// The account that answered, if any did.
     #[serde(default, skip_serializing_if = "Option::is_none")]

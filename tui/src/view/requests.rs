@@ -66,7 +66,7 @@ pub fn render(frame: &mut Frame, area: Rect, state: &State) {
             let mut cells = vec![
                 Cell::from(r.time.get(11..19).unwrap_or(&r.time).to_string()),
                 Cell::from(Span::styled(r.status.to_string(), fg(state, color(r)))),
-                Cell::from(r.model.clone().unwrap_or_else(|| "-".into())),
+                Cell::from(r.model.as_deref().unwrap_or("-").to_string()),
                 Cell::from(r.account.as_deref().unwrap_or("-").to_string()),
                 Cell::from(r.ttfb_ms.map_or("-".into(), |t| format!("{t}"))),
                 Cell::from(format!("{}", r.total_ms)),
