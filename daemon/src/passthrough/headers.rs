@@ -117,8 +117,8 @@ pub fn length_of(client: &HeaderMap, len: usize) -> Option<HeaderValue> {
         rest /= 10;
     }
     // All of `len`'s digits, and no leading zero (`0` itself is one digit).
-    let canonical = rest == 0 && (digits.len() == 1 || digits.first() != Some(&b'0'));
-    (canonical && !digits.is_empty()).then(|| value.clone())
+    let canonical = rest == 0 && (digits.len() == 1 || digits.first().is_some_and(|d| *d != b'0'));
+    canonical.then(|| value.clone())
 }
 
 /// A credential as a header value, marked sensitive (its `Debug` shows no secret, and HTTP/2
