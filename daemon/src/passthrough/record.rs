@@ -162,15 +162,10 @@ fn method_name(method: &str) -> Name {
 
 /// The path as records name it: the proxy's own routes without a copy.
 fn path_name(path: &str) -> Name {
-    const ROUTES: [&str; 6] = [
-        "/v1/messages",
-        "/v1/messages/count_tokens",
-        "/v1/chat/completions",
-        "/v1/models",
-        "/health",
-        "/status",
-    ];
-    match ROUTES.iter().find(|r| **r == path) {
+    match crate::server::routes::paths::ALL
+        .iter()
+        .find(|r| **r == path)
+    {
         Some(r) => Name::Borrowed(r),
         None => Name::Owned(path.to_string()),
     }

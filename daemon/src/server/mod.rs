@@ -3,7 +3,7 @@
 
 mod chat;
 pub mod errors;
-mod routes;
+pub mod routes;
 pub mod runtime;
 pub mod status;
 

@@ -41,7 +41,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Service {
     >;
 
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
-        if req.method() == Method::POST && req.uri().path() == "/v1/messages" {
+        if req.method() == Method::POST && req.uri().path() == paths::MESSAGES {
             // hyper's body as it is: the router's boxed `Body` is one more allocation.
             let app = self.app.clone();
             return Box::pin(async move { Ok(proxied(app, req, Route::Messages).await) });
@@ -55,15 +55,34 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Service {
     }
 }
 
+/// The proxy's own paths: the router's, and the ones records name without a copy.
+pub mod paths {
+    pub const MESSAGES: &str = "/v1/messages";
+    pub const COUNT_TOKENS: &str = "/v1/messages/count_tokens";
+    pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+    pub const MODELS: &str = "/v1/models";
+    pub const HEALTH: &str = "/health";
+    pub const STATUS: &str = "/status";
+    /// Every fixed path above (`/v1/models/{id}` is not one).
+    pub const ALL: [&str; 6] = [
+        MESSAGES,
+        COUNT_TOKENS,
+        CHAT_COMPLETIONS,
+        MODELS,
+        HEALTH,
+        STATUS,
+    ];
+}
+
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/v1/messages", post(messages))
-        .route("/v1/messages/count_tokens", post(count_tokens))
-        .route("/v1/chat/completions", post(super::chat::completions))
-        .route("/v1/models", get(models))
+        .route(paths::MESSAGES, post(messages))
+        .route(paths::COUNT_TOKENS, post(count_tokens))
+        .route(paths::CHAT_COMPLETIONS, post(super::chat::completions))
+        .route(paths::MODELS, get(models))
         .route("/v1/models/{id}", get(models))
-        .route("/health", get(health))
-        .route("/status", get(status_route))
+        .route(paths::HEALTH, get(health))
+        .route(paths::STATUS, get(status_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
